@@ -1,0 +1,136 @@
+"""Reading weight files from disk: single-file ``.safetensors`` and ``.ckpt``/``.pt``/``.pth``.
+
+This is the only place that opens weight files. ``.ckpt`` files are unpickled with
+``torch.load(weights_only=True)``: a pickle that would import or call anything beyond tensors and
+plain containers is refused before any of it runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+logger = logging.getLogger(__name__)
+
+StateDict = dict[str, torch.Tensor]
+
+SAFETENSORS_SUFFIXES = (".safetensors",)
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+
+
+class CheckpointError(ValueError):
+    """A weight file that cannot be used, with the file and the reason in the message."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = Path(path)
+        self.reason = reason
+
+
+def read_state_dict(path: str | os.PathLike) -> StateDict:
+    """All tensors of a single weight file, keyed as stored (an outer ``state_dict`` is unwrapped).
+
+    safetensors files are memory-mapped. Raises :class:`CheckpointError` (a ``ValueError``) for a
+    missing, unreadable, corrupt or unsafe file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(path, "no such file")
+    if not path.is_file():
+        raise CheckpointError(path, "not a file")
+    suffix = path.suffix.lower()
+    if suffix in SAFETENSORS_SUFFIXES:
+        state = _read_safetensors(path)
+    elif suffix in PICKLE_SUFFIXES:
+        state = _read_pickle(path)
+    else:
+        raise CheckpointError(path, f"unknown weight file type {suffix!r}; expected .safetensors or .ckpt")
+    if not state:
+        raise CheckpointError(path, "the file holds no tensors")
+    return state
+
+
+def _read_safetensors(path: Path) -> StateDict:
+    try:
+        return load_file(path, device="cpu")
+    except (SafetensorError, OSError, json.JSONDecodeError, RuntimeError) as e:
+        raise CheckpointError(path, f"not a valid safetensors file (truncated or corrupt?): {e}") from None
+
+
+def _read_pickle(path: Path) -> StateDict:
+    if not zipfile.is_zipfile(path):
+        # Old-style (pre torch 1.6) pickles are refused too: weights_only handles both, but we want
+        # a clear message for random bytes.
+        with open(path, "rb") as f:
+            head = f.read(2)
+        if not head.startswith(b"\x80"):
+            raise CheckpointError(path, "not a PyTorch checkpoint (neither a zip archive nor a pickle)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            path,
+            "refused to load: the pickle asks to run code or build objects other than tensors "
+            f"({_first_line(e)}). Convert the file to .safetensors with a tool you trust.",
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        raise CheckpointError(path, f"could not read the checkpoint (truncated or corrupt?): {_first_line(e)}") from None
+    return _unwrap(path, obj)
+
+
+def _unwrap(path: Path, obj: object) -> StateDict:
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise CheckpointError(path, f"expected a dictionary of tensors, found {type(obj).__name__}")
+    tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+    return tensors
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def file_sha256(path: Path, cache_dir: Path) -> str:
+    """sha256 of a file, cached by absolute path, size and mtime (a 4 GB file is hashed once)."""
+    stat = path.stat()
+    cache_file = cache_dir / "hashes.json"
+    key = str(path.resolve())
+    stamp = [stat.st_size, stat.st_mtime_ns]
+    cache = _read_json(cache_file)
+    entry = cache.get(key)
+    if isinstance(entry, dict) and entry.get("stamp") == stamp and isinstance(entry.get("sha256"), str):
+        return entry["sha256"]
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    sha = digest.hexdigest()
+    cache = _read_json(cache_file)  # re-read: another process may have written meanwhile
+    cache[key] = {"stamp": stamp, "sha256": sha}
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache, indent=1))
+        tmp.replace(cache_file)
+    except OSError as e:
+        logger.warning("could not write the hash cache %s: %s", cache_file, e)
+    return sha
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -1,0 +1,97 @@
+"""Build the networks (diffusers UNet/VAE, transformers CLIP) from an LDM-layout state dict.
+
+Key renaming is diffusers' ``single_file_utils``; the networks are created without allocating
+random weights (``accelerate.init_empty_weights``) and take the file's tensors directly.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from accelerate import init_empty_weights
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers.loaders.single_file_utils import (
+    convert_ldm_unet_checkpoint,
+    convert_ldm_vae_checkpoint,
+    convert_open_clip_checkpoint,
+)
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from retouch.models.checkpoint import CheckpointError, StateDict
+from retouch.models.ldm_config import LdmConfig
+from retouch.models.text_encoder import TextEncoder, load_tokenizer
+
+logger = logging.getLogger(__name__)
+
+CLIP_PREFIX = "cond_stage_model.transformer."
+OPEN_CLIP_PREFIX = "cond_stage_model.model."
+
+
+def materialize(module: torch.nn.Module, weights: StateDict, dtype: torch.dtype, path: Path,
+                what: str) -> torch.nn.Module:
+    """Load ``weights`` (strict) into an empty ``module`` without copying tensors already in ``dtype``."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    if missing or unexpected:
+        detail = []
+        if missing:
+            detail.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            detail.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        raise CheckpointError(path, f"the {what} weights do not fit the {what} described by the config: "
+                                    + ", ".join(detail))
+    for key, tensor in weights.items():
+        if tuple(tensor.shape) != tuple(expected[key].shape):
+            raise CheckpointError(path, f"the {what} tensor {key} has shape {tuple(tensor.shape)}, "
+                                        f"the config expects {tuple(expected[key].shape)}")
+    cast = {k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()}
+    module.load_state_dict(cast, strict=True, assign=True)
+    return module.eval().requires_grad_(False)
+
+
+def build_unet(config: LdmConfig, state: StateDict, dtype: torch.dtype, path: Path) -> UNet2DConditionModel:
+    unet_config = config.unet_config(state)
+    weights = convert_ldm_unet_checkpoint(state, unet_config)
+    with init_empty_weights():
+        unet = UNet2DConditionModel(**unet_config)
+    return materialize(unet, weights, dtype, path, "UNet")
+
+
+def build_vae(config: LdmConfig, state: StateDict, dtype: torch.dtype, path: Path) -> AutoencoderKL:
+    vae_config = config.vae_config(state)
+    return build_vae_from_config(vae_config, convert_ldm_vae_checkpoint(state, vae_config), dtype, path)
+
+
+def build_vae_from_config(vae_config: dict, weights: StateDict, dtype: torch.dtype, path: Path) -> AutoencoderKL:
+    with init_empty_weights():
+        vae = AutoencoderKL(**vae_config)
+    return materialize(vae, weights, dtype, path, "VAE")
+
+
+def build_text_encoder(config: LdmConfig, state: StateDict, dtype: torch.dtype, path: Path) -> TextEncoder:
+    te_config = CLIPTextConfig.from_json_file(str(config.text_encoder_dir / "config.json"))
+    with init_empty_weights():
+        transformer = CLIPTextModel(te_config)
+    if config.text_encoder_kind == "open_clip":
+        weights = convert_open_clip_checkpoint(transformer, state, prefix=OPEN_CLIP_PREFIX)
+    else:
+        weights = {k[len(CLIP_PREFIX):]: v for k, v in state.items() if k.startswith(CLIP_PREFIX)}
+    weights = _clip_keys_for_transformers(weights)
+    if not weights:
+        raise CheckpointError(path, f"no text encoder weights ({CLIP_PREFIX}* or {OPEN_CLIP_PREFIX}*) found")
+    materialize(transformer, weights, dtype, path, "text encoder")
+    return TextEncoder(transformer, load_tokenizer(config.text_encoder_dir), config.text_encoder_kind)
+
+
+def _clip_keys_for_transformers(weights: StateDict) -> StateDict:
+    """transformers 5 names CLIPTextModel weights without the ``text_model.`` prefix."""
+    out = {}
+    for key, tensor in weights.items():
+        key = key.removeprefix("text_model.")
+        if key.endswith("position_ids"):
+            continue  # a non-persistent buffer, rebuilt by the model
+        out[key] = tensor
+    return out

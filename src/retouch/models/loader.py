@@ -1,0 +1,145 @@
+"""``load_model``: a path (or ``"tiny"``) → a ready :class:`Model`. Never touches the network."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from retouch.models import diffusers_folder
+from retouch.models.checkpoint import CheckpointError, StateDict, file_sha256, read_state_dict
+from retouch.models.components import build_text_encoder, build_unet, build_vae, build_vae_from_config
+from retouch.models.detect import detect_ldm_config
+from retouch.models.ldm_config import LdmConfig
+from retouch.models.model import Model, VaeInfo
+
+logger = logging.getLogger(__name__)
+
+TINY = "tiny"
+TINY_INPAINTING = "tiny-inpainting"
+
+
+def cache_dir() -> Path:
+    """Where retouch keeps generated files (the tiny model, hash cache): ``$RETOUCH_CACHE_DIR``."""
+    env = os.environ.get("RETOUCH_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "retouch"
+
+
+def load_model(
+    path: str | os.PathLike | None = None,
+    *,
+    vae: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> Model:
+    """Load a Stable Diffusion model.
+
+    Args:
+        path: ``None`` or ``"tiny"`` for the bundled tiny model (``"tiny-inpainting"``: its
+            9-channel inpainting variant); a single-file ``.safetensors`` /
+            ``.ckpt`` in the original LDM layout (a same-stem ``.yaml`` beside it is honoured); or a
+            diffusers folder (with ``model_index.json``).
+        vae: a separate VAE file (LDM or diffusers layout) or diffusers VAE folder (A1111 ``sd_vae``).
+        device, dtype: where and in which precision the networks live.
+
+    Raises:
+        ValueError (:class:`CheckpointError`): a missing, corrupt, unsafe or unsupported file; the
+        message names the file and the problem.
+    """
+    device = torch.device(device)
+    if path is None or str(path) in (TINY, TINY_INPAINTING):
+        from retouch.models.tiny import ensure_tiny_checkpoint
+
+        path = ensure_tiny_checkpoint(cache_dir(), inpainting=str(path) == TINY_INPAINTING)
+    path = Path(path)
+    model = diffusers_folder.load(path, dtype) if path.is_dir() else _load_single_file(path, dtype)
+    if vae is not None:
+        _replace_vae(model, Path(vae), dtype)
+    return _to_device(model, device)
+
+
+def _load_single_file(path: Path, dtype: torch.dtype) -> Model:
+    state = read_state_dict(path)
+    config = _config_for(path, state)
+    _check_config_fits(path, state, config)
+    unet = build_unet(config, state, dtype, path)
+    vae = build_vae(config, state, dtype, path)
+    text_encoder = build_text_encoder(config, state, dtype, path)
+    alphas_cumprod = state.get("alphas_cumprod")
+    alphas_cumprod = alphas_cumprod.to(torch.float32) if alphas_cumprod is not None else config.alphas_cumprod()
+    sha = file_sha256(path, cache_dir())
+    model = Model(
+        name=path.stem, path=path, short_hash=sha[:10], sha256=sha, family=config.family,
+        parameterization=config.parameterization, alphas_cumprod=alphas_cumprod,
+        scale_factor=config.scale_factor, is_inpainting=config.is_inpainting, is_pix2pix=config.is_pix2pix,
+        unet=unet, vae=vae, text_encoder=text_encoder, config_source=config.source, dtype=dtype)
+    logger.info("loaded %s (%s, %s-prediction, config %s)", model.title, model.family, model.parameterization,
+                config.source)
+    return model
+
+
+def _config_for(path: Path, state: StateDict) -> LdmConfig:
+    yaml_path = path.with_suffix(".yaml")
+    if yaml_path.is_file():
+        return LdmConfig.from_yaml(yaml_path)
+    return LdmConfig.bundled(detect_ldm_config(path, state, _is_v_prediction))
+
+
+def _check_config_fits(path: Path, state: StateDict, config: LdmConfig) -> None:
+    key = "model.diffusion_model.input_blocks.0.0.weight"
+    if key not in state:
+        from retouch.models.detect import describe_layout
+
+        raise CheckpointError(path, f"not a Stable Diffusion checkpoint in the original LDM layout: "
+                                    f"{describe_layout(state)}")
+    found = state[key].shape[1]
+    if found != config.in_channels:
+        raise CheckpointError(path, f"the UNet takes {found} input channels but the config "
+                                    f"({config.source}) says {config.in_channels}")
+
+
+def _is_v_prediction(state: StateDict) -> bool:
+    """A1111's test for SD2 768-v: run the UNet once on a flat input and look at the output's mean."""
+    config = LdmConfig.bundled("v2-inference.yaml")
+    unet = build_unet(config, state, torch.float32, Path("<probe>"))
+    with torch.inference_mode():
+        x = torch.full((1, 4, 8, 8), 0.5)
+        context = torch.full((1, 2, 1024), 0.5)
+        out = unet(x, torch.tensor([999]), encoder_hidden_states=context).sample
+    return bool((out - x).mean().item() < -1)
+
+
+def _replace_vae(model: Model, vae_path: Path, dtype: torch.dtype) -> None:
+    if vae_path.is_dir():
+        model.vae = diffusers_folder.load_vae(vae_path, dtype)
+        model.vae_info = VaeInfo(vae_path.name, None, vae_path)
+        return
+    state = read_state_dict(vae_path)
+    vae_config = dict(model.vae.config)
+    weights = _vae_weights(vae_path, state, vae_config)
+    model.vae = build_vae_from_config(vae_config, weights, dtype, vae_path)
+    model.vae_info = VaeInfo(vae_path.name, file_sha256(vae_path, cache_dir())[:10], vae_path)
+
+
+def _vae_weights(path: Path, state: StateDict, vae_config: dict) -> StateDict:
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+    if any(k.startswith("encoder.down_blocks.") for k in state):  # already diffusers layout
+        return state
+    if not any(".down." in k or k.startswith("encoder.down") for k in state):
+        raise CheckpointError(path, "not a VAE: no encoder.down.* (LDM) or encoder.down_blocks.* (diffusers) keys")
+    return convert_ldm_vae_checkpoint(state, vae_config)
+
+
+def _to_device(model: Model, device: torch.device) -> Model:
+    if device.type != "cpu":
+        model.unet.to(device)
+        model.vae.to(device)
+        model.text_encoder.transformer.to(device)
+    model.device = device
+    return model

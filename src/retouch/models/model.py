@@ -1,0 +1,80 @@
+"""A loaded Stable Diffusion model: its networks plus what A1111 reports and uses about it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+
+from retouch.models.text_encoder import TextEncoder
+
+if TYPE_CHECKING:
+    from retouch.options import Options
+
+
+@dataclass(frozen=True)
+class VaeInfo:
+    """An external VAE (A1111 ``sd_vae``): its file name and short hash for the infotext."""
+
+    name: str
+    short_hash: str | None
+    path: Path
+
+
+@dataclass(eq=False)
+class Model:
+    """A loaded model. Build it with :func:`retouch.load_model`.
+
+    Attributes:
+        name: the checkpoint's file stem (diffusers folder: its name) — infotext ``Model``.
+        short_hash: first 10 hex digits of the file's sha256 — infotext ``Model hash``.
+        family: ``"SD1"`` or ``"SD2"``.
+        parameterization: ``"eps"`` or ``"v"``.
+        alphas_cumprod: ``(1000,)`` float32 ᾱ of the training schedule (checkpoint buffer if stored).
+        scale_factor: latent scale (0.18215 for SD1/SD2).
+        is_inpainting / is_pix2pix: 9-channel inpainting UNet / 8-channel instruct-pix2pix UNet.
+    """
+
+    name: str
+    path: Path
+    short_hash: str | None
+    sha256: str | None
+    family: str
+    parameterization: str
+    alphas_cumprod: torch.Tensor
+    scale_factor: float
+    is_inpainting: bool
+    is_pix2pix: bool
+    unet: UNet2DConditionModel
+    vae: AutoencoderKL
+    text_encoder: TextEncoder
+    config_source: str
+    vae_info: VaeInfo | None = None
+    dtype: torch.dtype = torch.float32
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def title(self) -> str:
+        """A1111's checkpoint title, e.g. ``tiny-sd1.safetensors [0f6bfda938]``."""
+        file_name = self.path.name
+        return f"{file_name} [{self.short_hash}]" if self.short_hash else file_name
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.vae.config.latent_channels)
+
+    @torch.inference_mode()
+    def get_learned_conditioning(self, prompts: list[str], options: Options | None = None) -> torch.Tensor:
+        """Cross-attention conditioning ``(B, 77·K, C)`` for a batch of texts, as A1111 computes it.
+
+        The texts are encoded together: emphasis normalisation uses the mean over the whole batch
+        (prompt spec §8.1, §8.5). Prompt-editing syntax is *not* interpreted here — see
+        :func:`retouch.conditioning.get_learned_conditioning` for schedules.
+        """
+        from retouch.conditioning import encode_texts
+        from retouch.options import Options
+
+        return encode_texts(self.text_encoder, prompts, options or Options())

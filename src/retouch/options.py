@@ -1,0 +1,226 @@
+"""Settings that A1111 keeps in its global ``opts``, as a plain validated value object.
+
+A job never reads global state: it receives an :class:`Options` (usually the server's or the
+CLI's defaults with the request's ``override_settings`` applied through :meth:`Options.with_overrides`).
+
+Option names and defaults are A1111 v1.10.1's. The typed fields below are the ones retouch reads.
+Every other option name A1111 knows is accepted too (so existing clients that send them keep
+working) and kept in :attr:`Options.inert`; it has no effect, which is logged once per job.
+A name A1111 does not know is a ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def _opt(default: Any, *, choices: tuple[Any, ...] | None = None, lo: float | None = None,
+         hi: float | None = None) -> Any:
+    return field(default=default, metadata={"choices": choices, "lo": lo, "hi": hi})
+
+
+@dataclass(frozen=True)
+class Options:
+    # img2img (spec §2.3)
+    initial_noise_multiplier: float = _opt(1.0, lo=0.0)
+    img2img_extra_noise: float = _opt(0.0, lo=0.0)
+    img2img_fix_steps: bool = _opt(False)
+    img2img_color_correction: bool = _opt(False)
+    img2img_background_color: str = _opt("#ffffff")
+    inpainting_mask_weight: float = _opt(1.0, lo=0.0, hi=1.0)
+    overlay_inpaint: bool = _opt(True)
+    return_mask: bool = _opt(False)
+    save_mask: bool = _opt(False)
+    return_mask_composite: bool = _opt(False)
+    save_mask_composite: bool = _opt(False)
+    save_images_before_color_correction: bool = _opt(False)
+    save_images_before_face_restoration: bool = _opt(False)
+    save_init_img: bool = _opt(False)
+    outdir_init_images: str = _opt("outputs/init-images")
+    upscaler_for_img2img: str | None = _opt(None)
+    sd_vae_encode_method: str = _opt("Full", choices=("Full", "TAESD"))
+    sd_vae_decode_method: str = _opt("Full", choices=("Full", "TAESD"))
+    img2img_batch_show_results_limit: int = _opt(32, lo=-1)
+    token_merging_ratio_img2img: float = _opt(0.0, lo=0.0, hi=0.9)
+    token_merging_ratio: float = _opt(0.0, lo=0.0, hi=0.9)
+    token_merging_ratio_hr: float = _opt(0.0, lo=0.0, hi=0.9)
+    # random numbers (spec §5)
+    randn_source: str = _opt("GPU", choices=("GPU", "CPU", "NV"))
+    eta_noise_seed_delta: int = _opt(0)
+    enable_batch_seeds: bool = _opt(True)
+    no_dpmpp_sde_batch_determinism: bool = _opt(False)
+    # samplers and schedules (spec §4)
+    eta_ancestral: float = _opt(1.0, lo=0.0)
+    eta_ddim: float = _opt(0.0, lo=0.0)
+    ddim_discretize: str = _opt("uniform", choices=("uniform", "quad"))
+    s_churn: float = _opt(0.0, lo=0.0)
+    s_tmin: float = _opt(0.0, lo=0.0)
+    s_tmax: float = _opt(0.0, lo=0.0)
+    s_noise: float = _opt(1.0, lo=0.0)
+    s_min_uncond: float = _opt(0.0, lo=0.0)
+    s_min_uncond_all: bool = _opt(False)
+    sigma_min: float = _opt(0.0, lo=0.0)
+    sigma_max: float = _opt(0.0, lo=0.0)
+    rho: float = _opt(0.0, lo=0.0)
+    always_discard_next_to_last_sigma: bool = _opt(False)
+    use_old_karras_scheduler_sigmas: bool = _opt(False)
+    sd_noise_schedule: str = _opt("Default", choices=("Default", "Zero Terminal SNR"))
+    use_downcasted_alpha_bar: bool = _opt(False)
+    skip_early_cond: float = _opt(0.0, lo=0.0, hi=1.0)
+    beta_dist_alpha: float = _opt(0.6, lo=0.0)
+    beta_dist_beta: float = _opt(0.6, lo=0.0)
+    uni_pc_variant: str = _opt("bh1", choices=("bh1", "bh2", "vary_coeff"))
+    uni_pc_skip_type: str = _opt("time_uniform", choices=("time_uniform", "time_quadratic", "logSNR"))
+    uni_pc_order: int = _opt(3, lo=1, hi=50)
+    uni_pc_lower_order_final: bool = _opt(True)
+    sgm_noise_multiplier: bool = _opt(False)
+    enable_quantization: bool = _opt(False)
+    # prompts and conditioning (prompt spec §10)
+    emphasis: str = _opt("Original", choices=("None", "Ignore", "Original", "No norm"))
+    comma_padding_backtrack: int = _opt(20, lo=0, hi=74)
+    CLIP_stop_at_last_layers: int = _opt(1, lo=1, hi=12)
+    sdxl_clip_l_skip: bool = _opt(False)
+    use_old_emphasis_implementation: bool = _opt(False)
+    use_old_scheduling: bool = _opt(False)
+    pad_cond_uncond: bool = _opt(False)
+    pad_cond_uncond_v0: bool = _opt(False)
+    batch_cond_uncond: bool = _opt(True)
+    persistent_cond_cache: bool = _opt(True)
+    textual_inversion_add_hashes_to_infotext: bool = _opt(True)
+    textual_inversion_print_at_load: bool = _opt(False)
+    hires_fix_use_firstpass_conds: bool = _opt(False)
+    extra_networks_default_multiplier: float = _opt(1.0)
+    sd_lora: str = _opt("None")
+    sd_hypernetwork: str = _opt("None")
+    lora_not_found_warning_console: bool = _opt(False)
+    lora_not_found_gradio_warning: bool = _opt(False)
+    lora_add_hashes_to_infotext: bool = _opt(True)
+    sdxl_crop_top: int = _opt(0)
+    sdxl_crop_left: int = _opt(0)
+    include_styles_into_token_counters: bool = _opt(True)
+    # model selection and precision
+    sd_model_checkpoint: str | None = _opt(None)
+    sd_vae: str = _opt("Automatic")
+    upcast_attn: bool = _opt(False)
+    # output, saving and infotext (spec §6)
+    enable_pnginfo: bool = _opt(True)
+    samples_save: bool = _opt(True)
+    samples_format: str = _opt("png", choices=("png", "jpg", "jpeg", "webp"))
+    samples_filename_pattern: str = _opt("")
+    save_images_add_number: bool = _opt(True)
+    outdir_samples: str = _opt("")
+    outdir_img2img_samples: str = _opt("outputs/img2img-images")
+    outdir_grids: str = _opt("")
+    outdir_img2img_grids: str = _opt("outputs/img2img-grids")
+    grid_save: bool = _opt(True)
+    grid_format: str = _opt("png", choices=("png", "jpg", "jpeg", "webp"))
+    grid_only_if_multiple: bool = _opt(True)
+    grid_prevent_empty_spots: bool = _opt(False)
+    grid_background_color: str = _opt("#ffffff")
+    return_grid: bool = _opt(True)
+    n_rows: int = _opt(-1, lo=-1)
+    jpeg_quality: int = _opt(80, lo=1, hi=100)
+    webp_lossless: bool = _opt(False)
+    face_restoration: bool = _opt(False)
+    face_restoration_model: str = _opt("CodeFormer")
+    tiling: bool = _opt(False)
+    add_model_hash_to_info: bool = _opt(True)
+    add_model_name_to_info: bool = _opt(True)
+    add_vae_hash_to_info: bool = _opt(True)
+    add_vae_name_to_info: bool = _opt(True)
+    add_version_to_infotext: bool = _opt(True)
+    add_user_name_to_info: bool = _opt(False)
+    # progress previews
+    show_progress_every_n_steps: int = _opt(10, lo=-1)
+    live_previews_enable: bool = _opt(True)
+    # A1111 option names retouch accepts but does not act on (name -> value)
+    inert: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        for f in typed_fields():
+            object.__setattr__(self, f.name, _coerce(f, getattr(self, f.name)))
+
+    def with_overrides(self, overrides: Mapping[str, Any] | None) -> Options:
+        """A copy with ``overrides`` applied (A1111's ``override_settings``).
+
+        Raises ``ValueError`` naming the option for an unknown name or a bad value.
+        """
+        if not overrides:
+            return self
+        if not isinstance(overrides, Mapping):
+            raise ValueError(f"override_settings must be a mapping of option names to values, "
+                             f"got {type(overrides).__name__}")
+        typed = {f.name for f in typed_fields()}
+        changes: dict[str, Any] = {}
+        inert = dict(self.inert)
+        for name, value in overrides.items():
+            if name in typed:
+                changes[name] = value
+            elif name in inert_defaults():
+                inert[name] = value
+            else:
+                raise ValueError(f"override_settings: unknown option {name!r}; it is not an AUTOMATIC1111 "
+                                 f"option name (see GET /sdapi/v1/options for the list)")
+        return dataclasses.replace(self, **changes, inert=inert)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every option A1111 knows, with this object's values (for ``GET /sdapi/v1/options``)."""
+        out = dict(inert_defaults())
+        out.update(self.inert)
+        out.update({f.name: getattr(self, f.name) for f in typed_fields()})
+        return out
+
+
+@cache
+def typed_fields() -> tuple[dataclasses.Field, ...]:
+    return tuple(f for f in dataclasses.fields(Options) if f.name != "inert")
+
+
+@cache
+def inert_defaults() -> Mapping[str, Any]:
+    """A1111 v1.10.1 option names (with their defaults) that have no typed field here."""
+    text = resources.files("retouch.configs").joinpath("a1111_options.json").read_text()
+    typed = {f.name for f in typed_fields()}
+    return {k: v for k, v in json.loads(text).items() if k not in typed}
+
+
+def _coerce(f: dataclasses.Field, value: Any) -> Any:
+    name, kind = f.name, f.type
+    meta = f.metadata
+    if value is None:
+        if "None" in kind:
+            return None
+        raise ValueError(f"option {name} must not be null")
+    if kind.startswith("bool"):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise ValueError(f"option {name} must be true or false, got {value!r}")
+    if kind.startswith("int"):
+        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+            raise ValueError(f"option {name} must be an integer, got {value!r}")
+        value = int(value)
+    elif kind.startswith("float"):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ValueError(f"option {name} must be a finite number, got {value!r}")
+        value = float(value)
+    elif kind.startswith("str") and not isinstance(value, str):
+        raise ValueError(f"option {name} must be a string, got {value!r}")
+    if meta.get("choices") and value not in meta["choices"]:
+        raise ValueError(f"option {name} must be one of {list(meta['choices'])}, got {value!r}")
+    if meta.get("lo") is not None and value < meta["lo"]:
+        raise ValueError(f"option {name} must be >= {meta['lo']}, got {value!r}")
+    if meta.get("hi") is not None and value > meta["hi"]:
+        raise ValueError(f"option {name} must be <= {meta['hi']}, got {value!r}")
+    return value

@@ -1,0 +1,285 @@
+"""Prompt syntax, exactly as A1111 v1.10.1 reads it (prompt spec §2–§6).
+
+Pure string functions, no model:
+
+* :func:`merge_prompts` / :func:`apply_styles` — saved styles (§2);
+* :func:`parse_extra_networks` — ``<lora:…>`` / ``<hypernet:…>`` tags, removed from the text (§3);
+* :func:`get_multicond_prompt_list` — composable ``AND`` with weights (§4);
+* :func:`get_learned_conditioning_prompt_schedules` — prompt editing ``[a:b:when]`` and alternation
+  ``[a|b]`` (§5);
+* :func:`parse_prompt_attention` — emphasis ``(x)``, ``[x]``, ``(x:1.3)`` and ``BREAK`` (§6).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+
+import lark
+
+# ---------------------------------------------------------------------------------------------
+# §5 prompt editing and alternation.
+# The grammar is A1111's, rule for rule: which parse lark's Earley parser picks for ambiguous
+# prompts depends on the exact rule order, so it must not be "simplified".
+_SCHEDULE_GRAMMAR = r"""
+!start: (prompt | /[][():]/+)*
+prompt: (emphasized | scheduled | alternate | plain | WHITESPACE)*
+!emphasized: "(" prompt ")"
+        | "(" prompt ":" prompt ")"
+        | "[" prompt "]"
+scheduled: "[" [prompt ":"] prompt ":" [WHITESPACE] NUMBER [WHITESPACE] "]"
+alternate: "[" prompt ("|" [prompt])+ "]"
+WHITESPACE: /\s+/
+plain: /([^\\\[\]():|]|\\.)+/
+%import common.SIGNED_NUMBER -> NUMBER
+"""
+
+
+@cache
+def _schedule_parser() -> lark.Lark:
+    return lark.Lark(_SCHEDULE_GRAMMAR)
+
+
+def get_learned_conditioning_prompt_schedules(
+    prompts: Sequence[str],
+    base_steps: int,
+    hires_steps: int | None = None,
+    use_old_scheduling: bool = False,
+) -> list[list[list]]:
+    """For each prompt, the list of ``[end_at_step, text]`` its editing syntax produces.
+
+    >>> get_learned_conditioning_prompt_schedules(["a [b:c:3]"], 10)
+    [[[3, 'a b'], [10, 'a c']]]
+
+    A prompt that does not parse is used verbatim for every step: ``[[steps, prompt]]``.
+    """
+    if hires_steps is None or use_old_scheduling:
+        steps, int_offset, flt_offset = base_steps, 0, 0.0
+    else:
+        steps, int_offset, flt_offset = hires_steps, base_steps, 1.0
+
+    def schedule_of(prompt: str) -> list[list]:
+        try:
+            tree = _schedule_parser().parse(prompt)
+        except lark.exceptions.LarkError:
+            return [[steps, prompt]]
+        ends = _resolve_steps(tree, steps, int_offset, flt_offset, use_old_scheduling)
+        return [[end, "".join(_render(tree, end))] for end in ends]
+
+    by_text = {p: schedule_of(p) for p in set(prompts)}
+    return [by_text[p] for p in prompts]
+
+
+def _resolve_steps(tree: lark.Tree, steps: int, int_offset: int, flt_offset: float, old: bool) -> list[int]:
+    """Turn every ``scheduled`` node's NUMBER into an integer step (in place); the sorted step ends."""
+    ends = {steps}
+    for node in tree.iter_subtrees():
+        if node.data == "scheduled":
+            text = str(node.children[-2])
+            v = float(text)
+            if old:
+                v = v * steps if v < 1 else v
+            elif "." in text:
+                v = (v - flt_offset) * steps
+            else:
+                v = v - int_offset
+            when = min(steps, int(v))
+            node.children[-2] = when
+            if when >= 1:
+                ends.add(when)
+        elif node.data == "alternate":
+            ends.update(range(1, steps + 1))
+    return sorted(ends)
+
+
+def _render(node, step: int) -> Iterable[str]:
+    """The text of a parsed prompt at ``step`` (1-based end of the schedule entry)."""
+    if node is None:
+        return
+    if isinstance(node, lark.Token):
+        yield str(node)
+        return
+    if node.data == "scheduled":
+        before, after, _, when, _ = node.children
+        yield from _render(before if step <= when else after, step)
+    elif node.data == "alternate":
+        options = node.children
+        yield from _render(options[(step - 1) % len(options)], step)
+    else:
+        for child in node.children:
+            yield from _render(child, step)
+
+
+# ---------------------------------------------------------------------------------------------
+# §4 composable prompts
+_RE_AND = re.compile(r"\bAND\b")
+_RE_WEIGHT = re.compile(r"^((?:\s|.)*?)(?:\s*:\s*([-+]?(?:\d+\.?|\d*\.\d+)))?\s*$")
+
+
+def get_multicond_prompt_list(prompts: Sequence[str]) -> tuple[list[list[tuple[int, float]]], list[str]]:
+    """Split every prompt on ``AND`` into weighted sub-prompts.
+
+    Returns ``(indexes, flat)``: per prompt a list of ``(index into flat, weight)``; ``flat`` holds
+    each distinct sub-prompt text once, across the whole batch.
+
+    >>> get_multicond_prompt_list(["a:1.5 AND b :0.5"])
+    ([[(0, 1.5), (1, 0.5)]], ['a', ' b'])
+    """
+    indexes: list[list[tuple[int, float]]] = []
+    flat: list[str] = []
+    position: dict[str, int] = {}
+    for prompt in prompts:
+        parts = []
+        for subprompt in _RE_AND.split(prompt):
+            match = _RE_WEIGHT.search(subprompt)
+            text, weight = match.groups() if match else (subprompt, 1.0)
+            weight = float(weight) if weight is not None else 1.0
+            if text not in position:
+                position[text] = len(flat)
+                flat.append(text)
+            parts.append((position[text], weight))
+        indexes.append(parts)
+    return indexes, flat
+
+
+# ---------------------------------------------------------------------------------------------
+# §6 emphasis
+_RE_ATTENTION = re.compile(
+    r"""
+    \\\(|\\\)|\\\[|\\]|\\\\|\\|\(|\[|:\s*([+-]?[.\d]+)\s*\)|\)|]|[^\\()\[\]:]+|:
+    """,
+    re.X,
+)
+_RE_BREAK = re.compile(r"\s*\bBREAK\b\s*", re.S)
+ROUND_BRACKET_MULTIPLIER = 1.1
+SQUARE_BRACKET_MULTIPLIER = 1 / 1.1
+
+
+def parse_prompt_attention(text: str) -> list[list]:
+    """Split ``text`` into ``[fragment, weight]`` pairs; ``["BREAK", -1]`` marks a chunk break.
+
+    >>> parse_prompt_attention("an (important) word")
+    [['an ', 1.0], ['important', 1.1], [' word', 1.0]]
+
+    A malformed weight such as ``(x:1.2.3)`` raises ``ValueError`` (as A1111, which aborts the job).
+    """
+    res: list[list] = []
+    round_open: list[int] = []
+    square_open: list[int] = []
+
+    def multiply_range(start: int, multiplier: float) -> None:
+        for p in range(start, len(res)):
+            res[p][1] *= multiplier
+
+    for m in _RE_ATTENTION.finditer(text):
+        token, weight = m.group(0), m.group(1)
+        if token.startswith("\\"):
+            res.append([token[1:], 1.0])
+        elif token == "(":
+            round_open.append(len(res))
+        elif token == "[":
+            square_open.append(len(res))
+        elif weight is not None and round_open:
+            multiply_range(round_open.pop(), _parse_weight(weight, text))
+        elif token == ")" and round_open:
+            multiply_range(round_open.pop(), ROUND_BRACKET_MULTIPLIER)
+        elif token == "]" and square_open:
+            multiply_range(square_open.pop(), SQUARE_BRACKET_MULTIPLIER)
+        else:
+            for i, part in enumerate(_RE_BREAK.split(token)):
+                if i > 0:
+                    res.append(["BREAK", -1])
+                res.append([part, 1.0])
+
+    for pos in round_open:
+        multiply_range(pos, ROUND_BRACKET_MULTIPLIER)
+    for pos in square_open:
+        multiply_range(pos, SQUARE_BRACKET_MULTIPLIER)
+
+    if not res:
+        res = [["", 1.0]]
+    i = 0
+    while i + 1 < len(res):
+        if res[i][1] == res[i + 1][1]:
+            res[i][0] += res[i + 1][0]
+            res.pop(i + 1)
+        else:
+            i += 1
+    return res
+
+
+def _parse_weight(weight: str, text: str) -> float:
+    try:
+        return float(weight)
+    except ValueError:
+        raise ValueError(f"prompt: malformed emphasis weight {weight!r} in {text!r}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# §3 extra-network tags
+_RE_EXTRA_NET = re.compile(r"<(\w+):([^>]+)>")
+
+
+@dataclass
+class ExtraNetworkParams:
+    """One ``<name:items>`` tag: ``items`` split on ``:``; ``key=value`` items also in ``named``."""
+
+    items: list[str] = field(default_factory=list)
+    positional: list[str] = field(default_factory=list)
+    named: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_items(cls, items: list[str]) -> ExtraNetworkParams:
+        params = cls(items=items)
+        for item in items:
+            key_value = item.split("=")
+            if len(key_value) == 2:
+                params.named[key_value[0]] = key_value[1]
+            else:
+                params.positional.append(item)
+        return params
+
+
+def parse_extra_networks(prompt: str) -> tuple[str, dict[str, list[ExtraNetworkParams]]]:
+    """Remove ``<lora:…>``-style tags from ``prompt``; return the text and the tags by network type.
+
+    >>> parse_extra_networks("a, <lora:x:1>, b")[0]
+    'a, , b'
+    """
+    found: dict[str, list[ExtraNetworkParams]] = {}
+
+    def take(m: re.Match) -> str:
+        found.setdefault(m.group(1), []).append(ExtraNetworkParams.from_items(m.group(2).split(":")))
+        return ""
+
+    return _RE_EXTRA_NET.sub(take, prompt), found
+
+
+def parse_extra_networks_batch(prompts: Sequence[str]) -> tuple[list[str], dict[str, list[ExtraNetworkParams]]]:
+    """Strip tags from every prompt; only the first prompt's tags count for the batch (§3.1)."""
+    texts, networks = [], {}
+    for i, prompt in enumerate(prompts):
+        text, found = parse_extra_networks(prompt)
+        texts.append(text)
+        if i == 0:
+            networks = found
+    return texts, networks
+
+
+# ---------------------------------------------------------------------------------------------
+# §2 styles
+def merge_prompts(style_text: str, prompt: str) -> str:
+    """Apply one style's text to a prompt: ``{prompt}`` placeholder, else append with ``", "``."""
+    if "{prompt}" in style_text:
+        return style_text.replace("{prompt}", prompt)
+    parts = [p for p in (prompt.strip(), style_text.strip()) if p]
+    return ", ".join(parts)
+
+
+def apply_styles(prompt: str, style_texts: Iterable[str]) -> str:
+    """Apply several styles' texts in order, each to the result of the previous one."""
+    for style_text in style_texts:
+        prompt = merge_prompts(style_text, prompt)
+    return prompt
