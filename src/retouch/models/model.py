@@ -66,6 +66,41 @@ class Model:
     def latent_channels(self) -> int:
         return int(self.vae.config.latent_channels)
 
+    def set_tiling(self, enabled: bool) -> None:
+        """Seamless tiling: circular padding in every UNet and VAE convolution (A1111 ``apply_circular``)."""
+        mode = "circular" if enabled else "zeros"
+        for net in (self.unet, self.vae):
+            for layer in net.modules():
+                if isinstance(layer, torch.nn.Conv2d):
+                    layer.padding_mode = mode
+
+    def apply_model(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
+                    concat: torch.Tensor | None = None) -> torch.Tensor:
+        """One UNet evaluation: ``x`` latents ``(B, 4, h, w)``, timesteps ``t`` ``(B,)`` (may be
+        fractional), cross-attention ``context`` ``(B, T, C)``; ``concat`` is the image conditioning
+        (inpainting: mask + masked-image latent, pix2pix: image latent), ignored by plain models."""
+        if concat is not None and (self.is_inpainting or self.is_pix2pix):
+            x = torch.cat([x, concat.to(x)], dim=1)
+        dtype = self.unet.dtype
+        out = self.unet(x.to(dtype), t.to(torch.float32), encoder_hidden_states=context.to(dtype)).sample
+        return out.to(torch.float32)
+
+    def encode_first_stage(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels ``(B, 3, H, W)`` in [-1, 1] → scaled latents ``(B, 4, H/8, W/8)``.
+
+        Each image is encoded on its own (as A1111) and the posterior *mean* is used: A1111 draws a
+        posterior sample from the global RNG, which makes it irreproducible; the mean is its centre.
+        """
+        vae = self.vae
+        latents = [vae.encode(img[None].to(self.device, vae.dtype)).latent_dist.mean for img in pixels]
+        return torch.cat(latents).to(torch.float32) * self.scale_factor
+
+    def decode_first_stage(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents ``(B, 4, h, w)`` → pixels ``(B, 3, 8h, 8w)`` in about [-1, 1] (one at a time)."""
+        vae = self.vae
+        images = [vae.decode((z[None] / self.scale_factor).to(self.device, vae.dtype)).sample for z in latents]
+        return torch.cat(images).to(torch.float32)
+
     @torch.inference_mode()
     def get_learned_conditioning(self, prompts: list[str], options: Options | None = None) -> torch.Tensor:
         """Cross-attention conditioning ``(B, 77·K, C)`` for a batch of texts, as A1111 computes it.

@@ -1,0 +1,68 @@
+"""Input normalisation and A1111's four resize modes (spec §3.1–§3.2). Pillow-exact."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from retouch.params import ResizeMode
+
+LANCZOS = Image.Resampling.LANCZOS
+_HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def to_eight_bit(image: Image.Image) -> Image.Image:
+    """16-bit and 32-bit greyscale images → 8-bit "L" by scaling (A1111 would clip them to white)."""
+    if image.mode in _HIGH_BIT_MODES:
+        values = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+        return Image.fromarray(np.clip(np.rint(values * 255.0 / peak), 0, 255).astype(np.uint8), "L")
+    if image.mode == "F":
+        return Image.fromarray(np.clip(np.rint(np.asarray(image)), 0, 255).astype(np.uint8), "L")
+    return image
+
+
+def flatten(image: Image.Image, background: str = "#ffffff") -> Image.Image:
+    """RGB image with transparency composited over ``background`` (RGBA only, as A1111 §3.1)."""
+    image = to_eight_bit(image)
+    if image.mode == "RGBA":
+        canvas = Image.new("RGBA", image.size, background)
+        canvas.paste(image, mask=image)
+        image = canvas
+    return image.convert("RGB")
+
+
+def resize_image(mode: int, image: Image.Image, width: int, height: int) -> Image.Image:
+    """A1111 ``resize_image``: 0 stretch, 1 crop (cover), 2 fill (contain + stretched edges).
+
+    Mode 3 (latent upscale) and any other value behave as mode 2 here (spec §3.2). Modes 1 and 2
+    return RGB; mode 0 keeps the input mode.
+    """
+    if mode == ResizeMode.JUST_RESIZE:
+        return image.resize((width, height), resample=LANCZOS)
+    ratio, src_ratio = width / height, image.width / image.height
+    if mode == ResizeMode.CROP_AND_RESIZE:
+        src_w = width if ratio > src_ratio else image.width * height // image.height
+        src_h = height if ratio <= src_ratio else image.height * width // image.width
+        resized = image.resize((src_w, src_h), resample=LANCZOS)
+        out = Image.new("RGB", (width, height))
+        out.paste(resized, box=(width // 2 - src_w // 2, height // 2 - src_h // 2))
+        return out
+    src_w = width if ratio < src_ratio else image.width * height // image.height
+    src_h = height if ratio >= src_ratio else image.height * width // image.width
+    resized = image.resize((src_w, src_h), resample=LANCZOS)
+    out = Image.new("RGB", (width, height))
+    out.paste(resized, box=(width // 2 - src_w // 2, height // 2 - src_h // 2))
+    if ratio < src_ratio:
+        band = height // 2 - src_h // 2
+        if band > 0:  # the top/bottom edge rows stretched (a zero-height source box), spec §3.2
+            out.paste(resized.resize((width, band), box=(0, 0, width, 0)), box=(0, 0))
+            out.paste(resized.resize((width, band), box=(0, resized.height, width, resized.height)),
+                      box=(0, band + src_h))
+    elif ratio > src_ratio:
+        band = width // 2 - src_w // 2
+        if band > 0:
+            out.paste(resized.resize((band, height), box=(0, 0, 0, height)), box=(0, 0))
+            out.paste(resized.resize((band, height), box=(resized.width, 0, resized.width, height)),
+                      box=(band + src_w, 0))
+    return out

@@ -1,0 +1,182 @@
+"""The parameters of an img2img / inpainting job: one object, validated once, at the edge.
+
+:class:`Img2ImgParams` holds A1111's field names and class defaults (spec §2.1–§2.2). The CLI
+generates its flags from these fields and the HTTP API fills them from requests; both then call
+:meth:`Img2ImgParams.validate`, which raises ``ValueError`` naming the field and the bad value.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from enum import IntEnum
+from typing import Any
+
+from PIL import Image
+
+MAX_SIDE = 16384
+MAX_STEPS = 1000
+MAX_BATCH = 64
+
+
+class ResizeMode(IntEnum):
+    JUST_RESIZE = 0
+    CROP_AND_RESIZE = 1
+    RESIZE_AND_FILL = 2
+    LATENT_UPSCALE = 3
+
+
+class InpaintFill(IntEnum):
+    FILL = 0
+    ORIGINAL = 1
+    LATENT_NOISE = 2
+    LATENT_NOTHING = 3
+
+
+def _f(default: Any = None, help: str = "", cli: bool = True, factory: Any = None) -> Any:
+    meta = {"help": help, "cli": cli}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class Img2ImgParams:
+    prompt: str | list[str] = _f("", "the prompt (A1111 syntax: (emphasis:1.2), [from:to:when], AND, BREAK)")
+    negative_prompt: str | list[str] = _f("", "the negative prompt")
+    styles: list[str] = _f(help="names of saved styles to apply", factory=list)
+    seed: int | str | list[int] | None = _f(-1, "seed; -1 = random")
+    subseed: int | str | list[int] | None = _f(-1, "variation seed; -1 = random")
+    subseed_strength: float = _f(0.0, "variation strength (0 = off)")
+    seed_resize_from_h: int = _f(-1, "make the noise of an image this high (with --seed-resize-from-w)")
+    seed_resize_from_w: int = _f(-1, "make the noise of an image this wide (with --seed-resize-from-h)")
+    sampler_name: str | None = _f(None, "sampler, e.g. 'Euler a', 'DPM++ 2M' (default DPM++ 2M)")
+    scheduler: str | None = _f(None, "schedule type, e.g. Automatic, Karras, Exponential")
+    batch_size: int = _f(1, "images per batch")
+    n_iter: int = _f(1, "number of batches")
+    steps: int = _f(50, "sampling steps (img2img runs int(steps × denoising strength) + 1 of them)")
+    cfg_scale: float = _f(7.0, "classifier-free guidance scale")
+    width: int = _f(512, "processing width in pixels")
+    height: int = _f(512, "processing height in pixels")
+    restore_faces: bool | None = _f(None, "face restoration (not supported: must be off)")
+    tiling: bool | None = _f(None, "seamless tiling (circular padding)")
+    eta: float | None = _f(None, "eta for ancestral/SDE/DDIM samplers (default from options)")
+    s_min_uncond: float | None = _f(None, "NGMS: skip the negative prompt below this sigma")
+    s_churn: float | None = _f(None, "sigma churn (Euler, Heun, DPM2)")
+    s_tmin: float | None = _f(None, "sigma tmin")
+    s_tmax: float | None = _f(None, "sigma tmax (0 = infinity)")
+    s_noise: float | None = _f(None, "sigma noise")
+    denoising_strength: float = _f(0.75, "how much of the image to repaint: 0 keeps it, 1 repaints it all")
+    init_images: list[Image.Image] = _f(help="source images", factory=list, cli=False)
+    resize_mode: int = _f(0, "0 just resize, 1 crop and resize, 2 resize and fill, 3 latent upscale")
+    image_cfg_scale: float | None = _f(None, "image guidance for instruct-pix2pix models")
+    image_mask: Image.Image | None = _f(None, "inpainting mask (white = repaint)", cli=False)
+    mask_blur_x: int = _f(4, "horizontal mask blur (Gaussian sigma, px)")
+    mask_blur_y: int = _f(4, "vertical mask blur (Gaussian sigma, px)")
+    mask_round: bool = _f(True, "binarise the mask")
+    inpainting_fill: int = _f(0, "masked content: 0 fill, 1 original, 2 latent noise, 3 latent nothing")
+    inpaint_full_res: bool = _f(True, "inpaint only the masked area at full resolution")
+    inpaint_full_res_padding: int = _f(0, "padding around the masked area (px)")
+    inpainting_mask_invert: int = _f(0, "1 = repaint what is NOT masked")
+    initial_noise_multiplier: float | None = _f(None, "scale of the initial noise (default from options)")
+    latent_mask: Image.Image | None = _f(None, "separate mask for the latent blend", cli=False)
+    disable_extra_networks: bool = _f(False, "strip <lora:…> tags without applying them")
+
+    def validate(self) -> None:
+        """Check every field; raise ``ValueError("<field> …, got <value>")`` on the first bad one."""
+        _check_text("prompt", self.prompt)
+        _check_text("negative_prompt", self.negative_prompt, allow_none=True)
+        if not isinstance(self.styles, list | tuple) or not all(isinstance(s, str) for s in self.styles):
+            raise ValueError(f"styles must be a list of style names, got {self.styles!r}")
+        for name in ("seed", "subseed"):
+            _check_seed(name, getattr(self, name))
+        _check_number("subseed_strength", self.subseed_strength)
+        for name in ("seed_resize_from_h", "seed_resize_from_w"):
+            _check_int(name, getattr(self, name), lo=-1, hi=MAX_SIDE)
+        _check_int("batch_size", self.batch_size, lo=1, hi=MAX_BATCH)
+        _check_int("n_iter", self.n_iter, lo=1, hi=10000)
+        _check_int("steps", self.steps, lo=1, hi=MAX_STEPS)
+        _check_number("cfg_scale", self.cfg_scale)
+        _check_int("width", self.width, lo=8, hi=MAX_SIDE)
+        _check_int("height", self.height, lo=8, hi=MAX_SIDE)
+        if self.restore_faces:
+            raise ValueError("restore_faces: face restoration (CodeFormer/GFPGAN) is not supported by retouch; "
+                             "set it to false")
+        for name in ("eta", "s_min_uncond", "s_churn", "s_tmin", "s_tmax", "s_noise", "initial_noise_multiplier"):
+            _check_number(name, getattr(self, name), lo=0.0, allow_none=True)
+        _check_number("image_cfg_scale", self.image_cfg_scale, allow_none=True)
+        _check_number("denoising_strength", self.denoising_strength, lo=0.0)
+        _check_images("init_images", self.init_images)
+        if len(self.init_images) > self.batch_size:
+            raise ValueError(f"init_images: bad number of images passed: {len(self.init_images)}; "
+                             f"expecting {self.batch_size} or less")
+        _check_choice("resize_mode", self.resize_mode, ResizeMode)
+        for name in ("mask_blur_x", "mask_blur_y", "inpaint_full_res_padding"):
+            _check_int(name, getattr(self, name), lo=0, hi=MAX_SIDE)
+        _check_choice("inpainting_fill", self.inpainting_fill, InpaintFill)
+        _check_int("inpainting_mask_invert", int(self.inpainting_mask_invert), lo=0, hi=1)
+        for name in ("image_mask", "latent_mask"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Image.Image):
+                raise ValueError(f"{name} must be a PIL image or None, got {type(value).__name__}")
+        from retouch.sampling.registry import resolve_sampler_and_scheduler
+
+        resolve_sampler_and_scheduler(self.sampler_name, self.scheduler)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+def _check_text(name: str, value: Any, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, str):
+        return
+    if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
+        return
+    raise ValueError(f"{name} must be a string or a non-empty list of strings, got {value!r}")
+
+
+def _check_seed(name: str, value: Any) -> None:
+    if value is None or isinstance(value, str):
+        return  # A1111: unparsable strings and None mean "random"
+    if isinstance(value, list | tuple):
+        if not value or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise ValueError(f"{name} must be an integer or a non-empty list of integers, got {value!r}")
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+
+
+def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or int(value) != value:
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be between {lo} and {hi}, got {value!r}")
+
+
+def _check_number(name: str, value: Any, lo: float | None = None, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if lo is not None and value < lo:
+        raise ValueError(f"{name} must be >= {lo}, got {value!r}")
+
+
+def _check_choice(name: str, value: Any, enum: type[IntEnum]) -> None:
+    valid = [int(e) for e in enum]
+    if isinstance(value, bool) or value not in valid:
+        labels = ", ".join(f"{int(e)} ({e.name.lower().replace('_', ' ')})" for e in enum)
+        raise ValueError(f"{name} must be one of {labels}, got {value!r}")
+
+
+def _check_images(name: str, value: Any) -> None:
+    if not isinstance(value, list | tuple) or not value:
+        raise ValueError(f"{name} must be a non-empty list of images, got {value!r}")
+    for i, image in enumerate(value):
+        if not isinstance(image, Image.Image):
+            raise ValueError(f"{name}[{i}] must be a PIL image, got {type(image).__name__}")
+        if image.width < 1 or image.height < 1:
+            raise ValueError(f"{name}[{i}] is empty ({image.width}x{image.height})")
