@@ -22,7 +22,8 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m retouch img2img assets/demo.png --prompt "a watercolor painting of a forest" \
-		--steps 20 --denoising-strength 0.65 --seed 1234 -o outputs
+		--negative-prompt "blurry" --width 256 --height 256 --steps 20 --denoising-strength 0.65 \
+		--sampler-name "Euler a" --seed 1234 -o outputs
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests

@@ -4,7 +4,7 @@ from retouch.options import Options
 
 __version__ = "0.1.0"
 
-__all__ = ["Options", "__version__", "load_model"]
+__all__ = ["Options", "Processed", "StableDiffusionProcessingImg2Img", "__version__", "load_model", "process_images"]
 
 
 def __getattr__(name: str):
@@ -13,6 +13,10 @@ def __getattr__(name: str):
         from retouch.models import load_model
 
         return load_model
+    if name in ("StableDiffusionProcessingImg2Img", "process_images", "Processed"):
+        from retouch import processing
+
+        return getattr(processing, name)
     if name == "Model":
         from retouch.models import Model
 

@@ -25,16 +25,17 @@ def next_sequence_number(folder: Path, basename: str = "") -> int:
     return highest + 1
 
 
-def save_image(image: Image.Image, folder: str | os.PathLike, *, seed: int | None, infotext: str | None,
+def save_image(image: Image.Image, folder: str | os.PathLike, *, decoration: str, infotext: str | None,
                extension: str = "png", basename: str = "", suffix: str = "", jpeg_quality: int = 80,
                webp_lossless: bool = False) -> Path:
-    """Save ``image`` as ``<count>-<seed><suffix>.<ext>`` (grids: ``grid-<count>.<ext>``) in ``folder``.
+    """Save ``image`` as ``<count>-<decoration><suffix>.<ext>`` in ``folder`` — samples use the seed as
+    decoration (``00000-1234.png``), grids the basename ``grid`` and none (``grid-0000.png``).
 
     The infotext goes into the PNG ``parameters`` text chunk (EXIF UserComment for JPEG/WebP).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    decoration = "" if seed is None else f"-{seed}"
+    decoration = f"-{decoration}" if decoration else ""
     count = next_sequence_number(folder, basename)
     for i in range(500):
         number = f"{count + i:05}" if not basename else f"{basename}-{count + i:04}"

@@ -68,6 +68,7 @@ class StableDiffusionProcessingImg2Img(Img2ImgParams):
     options: Options = field(default_factory=Options)
     styles_database: dict[str, tuple[str, str]] | None = None
     control: JobControl = field(default_factory=JobControl)
+    filename_stem: str | None = None  # batch-from-folder naming
 
     def __post_init__(self) -> None:
         if self.mask is not None:
@@ -99,6 +100,15 @@ class StableDiffusionProcessingImg2Img(Img2ImgParams):
         params = Img2ImgParams(**{name: getattr(self, name) for name in Img2ImgParams.field_names()})
         params.validate()
         return params
+
+    def sample_decoration(self, iteration: int, index: int, seed: int) -> str:
+        """The part of a saved sample's file name after the counter: the seed, or for folder batches
+        ``<stem>`` / ``<stem>-<generation number>`` (spec §3.3)."""
+        if self.filename_stem is None:
+            return str(seed)
+        if self.n_iter > 1 or self.batch_size > 1:
+            return f"{self.filename_stem}-{iteration * self.batch_size + index + 1}"
+        return self.filename_stem
 
     def comment(self, text: str) -> None:
         self.comments[text] = 1
@@ -304,6 +314,7 @@ def _process_images_inner(p: StableDiffusionProcessingImg2Img) -> Processed:
     sampler = registry.find_sampler(p.sampler_name)
     output_images: list[Image.Image] = []
     infotexts: list[str] = []
+    files: list = []
 
     def infotext(batch, index=0, use_main_prompt=False):
         return make_infotext(p, *batch, index=index, use_main_prompt=use_main_prompt)
@@ -340,7 +351,8 @@ def _process_images_inner(p: StableDiffusionProcessingImg2Img) -> Processed:
             image, original_denoised = apply_overlay(image, p.paste_to, overlay)
             text = infotext(batch, i)
             if save_samples:
-                _save(save_image, image, p.outpath_samples, seeds[i], text if options.enable_pnginfo else None, options)
+                files.append(_save(save_image, image, p.outpath_samples, p.sample_decoration(n, i, seeds[i]),
+                                   text if options.enable_pnginfo else None, options))
             infotexts.append(text)
             if options.enable_pnginfo:
                 image.info["parameters"] = text
@@ -363,15 +375,18 @@ def _process_images_inner(p: StableDiffusionProcessingImg2Img) -> Processed:
             output_images.insert(0, grid)
             index_of_first_image = 1
         if options.grid_save and p.outpath_grids is not None:
-            _save(save_image, grid, p.outpath_grids, None, text if options.enable_pnginfo else None, options,
-                  basename="grid", extension=options.grid_format)
-    return Processed(p, output_images, seed=p.all_seeds[0], subseed=p.all_subseeds[0], infotexts=infotexts,
-                     index_of_first_image=index_of_first_image, job_timestamp=job_timestamp)
+            files.insert(0, _save(save_image, grid, p.outpath_grids, "", text if options.enable_pnginfo else None,
+                                  options, basename="grid", extension=options.grid_format))
+    processed = Processed(p, output_images, seed=p.all_seeds[0], subseed=p.all_subseeds[0], infotexts=infotexts,
+                          index_of_first_image=index_of_first_image, job_timestamp=job_timestamp)
+    processed.files = files
+    return processed
 
 
-def _save(save_image, image, folder, seed, text, options, basename="", extension=None, suffix=""):
-    save_image(image, folder, seed=seed, infotext=text, extension=extension or options.samples_format,
-               basename=basename, suffix=suffix, jpeg_quality=options.jpeg_quality, webp_lossless=options.webp_lossless)
+def _save(save_image, image, folder, decoration, text, options, basename="", extension=None, suffix=""):
+    return save_image(image, folder, decoration=decoration, infotext=text, extension=extension or options.samples_format,
+                      basename=basename, suffix=suffix, jpeg_quality=options.jpeg_quality,
+                      webp_lossless=options.webp_lossless)
 
 
 def _mask_outputs(p, image, original_denoised, options) -> list[Image.Image]:

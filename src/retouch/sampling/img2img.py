@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -262,7 +263,9 @@ class BrownianNoiseSampler:
         t0, t1 = torch.as_tensor(sigma), torch.as_tensor(sigma_next)
         sign = 1 if t0 < t1 else -1
         lo, hi = (t0, t1) if t0 < t1 else (t1, t0)
-        w = torch.stack([tree(lo, hi) for tree in self.trees]) * sign
+        with warnings.catch_warnings():  # σ recomputed through exp(log σ) lands a rounding below σ_min
+            warnings.filterwarnings("ignore", message="Should have t")
+            w = torch.stack([tree(lo, hi) for tree in self.trees]) * sign
         return w / (t1 - t0).abs().sqrt()
 
 

@@ -6,7 +6,6 @@ Here ``model(x, t, **extra_args)`` returns the (guided) noise prediction ε at i
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from retouch.sampling.samplers import default_noise_sampler
@@ -16,7 +15,8 @@ def _ddim_tables(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, eta: flo
     alphas = alphas_cumprod[timesteps]
     alphas_prev = alphas_cumprod[torch.nn.functional.pad(timesteps[:-1], pad=(1, 0))].to(torch.float64)
     sqrt_one_minus_alphas = torch.sqrt(1 - alphas)
-    sigmas = eta * np.sqrt((1 - alphas_prev.cpu().numpy()) / (1 - alphas.cpu()) * (1 - alphas.cpu() / alphas_prev.cpu().numpy()))
+    a, a_prev = alphas.cpu().double(), alphas_prev.cpu()
+    sigmas = eta * torch.sqrt((1 - a_prev) / (1 - a) * (1 - a / a_prev))
     return alphas, alphas_prev, sqrt_one_minus_alphas, sigmas
 
 

@@ -1,0 +1,5 @@
+import sys
+
+from retouch.cli import main
+
+sys.exit(main())

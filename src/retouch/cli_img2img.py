@@ -1,0 +1,157 @@
+"""``retouch img2img``: single images and batches from folders (spec §3.3 mode 5)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import sys
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from retouch.cli import UsageError, flag, parse_settings
+from retouch.options import Options
+from retouch.params import Img2ImgParams
+
+logger = logging.getLogger(__name__)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
+
+
+def read_image(path: str | Path, what: str) -> Image.Image:
+    """Open an image as A1111 reads uploads: EXIF orientation applied, palette transparency → RGBA."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{what}: no such file: {path}")
+    try:
+        image = Image.open(path)
+        image.load()
+    except (UnidentifiedImageError, OSError) as e:
+        raise UsageError(f"{what}: cannot read {path} as an image ({e})") from None
+    return fix_image(image)
+
+
+def fix_image(image: Image.Image) -> Image.Image:
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception:  # noqa: BLE001 - A1111 swallows EXIF errors too (spec §3.1)
+        pass
+    if image.mode in ("RGB", "P") and isinstance(image.info.get("transparency"), bytes):
+        image = image.convert("RGBA")
+    return image
+
+
+def load_styles(path: str | None) -> dict[str, tuple[str, str]]:
+    """An A1111 ``styles.csv``: ``name,prompt,negative_prompt`` (rows whose name starts with # skipped)."""
+    if path is None:
+        return {}
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"--styles-file: no such file: {p}")
+    styles = {}
+    with open(p, newline="", encoding="utf-8-sig") as f:
+        for row in csv.DictReader(f, skipinitialspace=True):
+            name = (row.get("name") or "").strip()
+            if not name or name.startswith("#"):
+                continue
+            styles[name] = (row.get("prompt") or row.get("text") or "", row.get("negative_prompt") or "")
+    return styles
+
+
+def param_values(args: argparse.Namespace) -> dict:
+    """The generation parameters given on the command line (the rest keep their defaults)."""
+    from dataclasses import fields
+
+    names = [f.name for f in fields(Img2ImgParams) if f.metadata.get("cli", True)]
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from retouch.models import load_model
+    from retouch.processing import StableDiffusionProcessingImg2Img, process_images
+
+    values = param_values(args)
+    settings = parse_settings(args.settings)
+    base_options = Options()
+    try:
+        base_options.with_overrides(settings)
+    except ValueError as e:
+        raise UsageError(f"--set: {e}") from None
+    styles = load_styles(args.styles_file)
+    jobs = _jobs(args)
+    model = load_model(args.ckpt, vae=args.vae)
+    torch.set_grad_enabled(False)
+    outdir = args.output_dir or args.outdir
+    for stem, images, mask in jobs:
+        p = StableDiffusionProcessingImg2Img(
+            sd_model=model, init_images=images, mask=mask, override_settings=settings, options=base_options,
+            outpath_samples=None if args.no_save else outdir, outpath_grids=None if args.no_save else outdir,
+            do_not_save_samples=args.no_save, do_not_save_grid=args.no_save, styles_database=styles,
+            filename_stem=stem if args.input_dir else None, **values)
+        if args.latent_mask_path:
+            p.latent_mask = read_image(args.latent_mask_path, "--latent-mask")
+        _attach_progress(p)
+        processed = process_images(p)
+        for path in getattr(processed, "files", []):
+            print(path)
+        print(processed.infotexts[processed.index_of_first_image])
+        if processed.comments:
+            print(processed.comments.strip(), file=sys.stderr)
+    return 0
+
+
+def _jobs(args: argparse.Namespace):
+    """(file stem, init images, mask) for each job: the positional images, or each file of --input-dir."""
+    if args.input_dir:
+        return list(_folder_jobs(args))
+    if not args.init_images:
+        raise UsageError("INIT_IMAGE: give at least one source image (or --input-dir)")
+    images = [read_image(p, "INIT_IMAGE") for p in args.init_images]
+    mask = read_image(args.mask, flag("mask")) if args.mask else None
+    return [(None, images, mask)]
+
+
+def _folder_jobs(args: argparse.Namespace):
+    folder = Path(args.input_dir)
+    if not folder.is_dir():
+        raise UsageError(f"--input-dir: not a folder: {folder}")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise UsageError(f"--input-dir: no images (png/jpg/jpeg/webp/tif) in {folder}")
+    masks: list[Path] = []
+    if args.mask_dir:
+        mask_folder = Path(args.mask_dir)
+        if not mask_folder.is_dir():
+            raise UsageError(f"--mask-dir: not a folder: {mask_folder}")
+        masks = sorted(p for p in mask_folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    single = read_image(masks[0], "--mask-dir") if len(masks) == 1 else None
+    by_stem = {p.stem: p for p in masks}
+    for path in files:
+        mask = None
+        if masks:
+            if single is not None:
+                mask = single
+            elif path.stem in by_stem:
+                mask = read_image(by_stem[path.stem], "--mask-dir")
+            else:
+                print(f"retouch: warning: no mask for {path.name} in {args.mask_dir}; skipped", file=sys.stderr)
+                continue
+        yield path.stem, [read_image(path, "--input-dir")], mask
+
+
+def _attach_progress(p) -> None:
+    from tqdm import tqdm
+
+    bar = {"bar": None}
+
+    def on_step(control, d):
+        if bar["bar"] is None or bar["bar"].total != control.sampling_steps:
+            if bar["bar"] is not None:
+                bar["bar"].close()
+            bar["bar"] = tqdm(total=control.sampling_steps, desc="sampling", file=sys.stderr, leave=False)
+        bar["bar"].n = d["i"] + 1
+        bar["bar"].refresh()
+
+    p.control.on_step = on_step

@@ -1,0 +1,55 @@
+"""Infotext formatting: spec §6 (items 66–67)."""
+
+from retouch import Options
+from retouch.infotext import format_infotext, generation_params, parse_infotext, quote
+
+
+def params(**extra):
+    base = dict(steps=20, sampler_name="Euler a", scheduler_label="Automatic", cfg_scale=7.0, image_cfg_scale=None,
+                seed=1234, width=512, height=512, model_hash="6ce0161689", model_name="v1-5-pruned-emaonly",
+                vae_hash=None, vae_name=None, subseed=5, subseed_strength=0, seed_resize_from_w=-1,
+                seed_resize_from_h=-1, conditional_mask_weight=None, clip_skip=1, ensd=None, token_merging_ratio=0,
+                init_img_hash=None, randn_source="GPU", tiling=False, options=Options(),
+                extra={"Denoising strength": 0.75, "Mask blur": 4})
+    base.update(extra)
+    return generation_params(**base)
+
+
+def test_spec_example_order_and_values():
+    text = format_infotext("a red hat", "blurry", params())
+    assert text == ("a red hat\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, Schedule type: Automatic, "
+                    "CFG scale: 7.0, Seed: 1234, Size: 512x512, Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, "
+                    "Denoising strength: 0.75, Mask blur: 4, Version: retouch 0.1.0")
+
+
+def test_extra_keys_already_in_prefix_update_in_place():
+    p = params(extra={"Denoising strength": 0.5, "Schedule type": "Karras", "Inpaint area": "Only masked"})
+    keys = list(p)
+    assert keys.index("Schedule type") == 2 and p["Schedule type"] == "Karras"
+    assert keys.index("Inpaint area") > keys.index("Tiling")
+
+
+def test_optional_keys():
+    p = params(subseed_strength=0.3, seed_resize_from_w=256, seed_resize_from_h=384, clip_skip=2, ensd=31337,
+               randn_source="CPU", tiling=True, conditional_mask_weight=1.0)
+    line = format_infotext("x", "", p).split("\n")[-1]
+    for piece in ("Variation seed: 5", "Variation seed strength: 0.3", "Seed resize from: 256x384",
+                  "Conditional mask weight: 1.0", "Clip skip: 2", "ENSD: 31337", "RNG: CPU", "Tiling: True"):
+        assert piece in line
+
+
+def test_quoting():  # 67
+    assert quote("plain") == "plain"
+    assert quote("a, b") == '"a, b"' and quote("k: v") == '"k: v"' and quote('a\n"b"') == '"a\\n\\"b\\""'
+    assert quote("café, ok") == '"café, ok"'
+
+
+def test_empty_negative_prompt_line_is_omitted():
+    assert "Negative prompt" not in format_infotext("x", "", params())
+
+
+def test_parse_round_trip():
+    text = format_infotext("a cat, sitting\nmore", "bad: x", params(extra={"Lora hashes": "a: 1, b: 2"}))
+    prompt, negative, values = parse_infotext(text)
+    assert prompt == "a cat, sitting\nmore" and negative == "bad: x"
+    assert values["Steps"] == "20" and values["Lora hashes"] == "a: 1, b: 2" and values["Size"] == "512x512"
