@@ -199,7 +199,7 @@ class CFGDenoiser:
             image_in = image_in[:-batch_size] if image_in is not None else None
 
         tensor, uncond = self._pad(tensor, uncond)
-        x_out = self._evaluate(x_in, sigma_in, image_in, tensor, uncond, batch_size, skip_uncond, edit)
+        x_out = self._evaluate(x_in, sigma_in, image_in, tensor, uncond, repeats, skip_uncond, edit)
         first_rows = [c[0][0] for c in conds_list]
         if skip_uncond:
             x_out = torch.cat([x_out, torch.cat([x_out[i:i + 1] for i in first_rows])])
@@ -239,33 +239,30 @@ class CFGDenoiser:
                 uncond = torch.cat([uncond, empty.repeat((uncond.shape[0], repeats, 1))], dim=1)
         return tensor, uncond
 
-    def _evaluate(self, x_in, sigma_in, image_in, tensor, uncond, batch_size, skip_uncond, edit):
-        def run(a, b, context):
-            concat = image_in[a:b] if image_in is not None else None
-            return self.inner(x_in[a:b], sigma_in[a:b], context, concat)
+    def _evaluate(self, x_in, sigma_in, image_in, tensor, uncond, repeats, skip_uncond, edit):
+        """Run the inner model over the rows of ``x_in`` image by image.
 
-        if tensor.shape[1] == uncond.shape[1] or skip_uncond:
-            if edit:
-                cond_in = torch.cat([tensor, uncond, uncond])
-            elif skip_uncond:
-                cond_in = tensor
-            else:
-                cond_in = torch.cat([tensor, uncond])
-            if self.options.batch_cond_uncond:
-                return run(0, x_in.shape[0], cond_in)
-            x_out = torch.zeros_like(x_in)
-            for a in range(0, x_out.shape[0], batch_size):
-                x_out[a:a + batch_size] = run(a, a + batch_size, cond_in[a:a + batch_size])
-            return x_out
-        # Different token lengths: positive rows and negative rows in separate calls (prompt spec §9.4).
-        x_out = torch.zeros_like(x_in)
-        slice_size = batch_size * 2 if self.options.batch_cond_uncond else batch_size
-        for a in range(0, tensor.shape[0], slice_size):
-            b = min(a + slice_size, tensor.shape[0])
-            x_out[a:b] = run(a, b, tensor[a:b])
-        if not skip_uncond:
-            n = uncond.shape[0]
-            x_out[-n:] = run(x_in.shape[0] - n, x_in.shape[0], uncond)
+        Rows are ``[cond rows of every image…, uncond rows…(, unconditional no-image rows…)]`` as in
+        A1111. Each image's rows go through their own call(s), so a batch gives exactly the numbers its
+        images give one at a time (A1111 runs all rows in one call: the same maths, summed in another
+        order). Positive and negative rows of different token lengths are evaluated separately, and
+        so are all rows when ``batch_cond_uncond`` is off (prompt spec §9.4–§9.5).
+        """
+        x_out = torch.empty_like(x_in)
+        n_cond, batch = sum(repeats), len(repeats)
+        together = self.options.batch_cond_uncond and (skip_uncond or tensor.shape[1] == uncond.shape[1])
+        offset = 0
+        for i, n in enumerate(repeats):
+            cond_rows = list(range(offset, offset + n))
+            offset += n
+            uncond_rows = [] if skip_uncond else [n_cond + i] + ([n_cond + batch + i] if edit else [])
+            contexts = [tensor[r] for r in cond_rows] + [uncond[i]] * len(uncond_rows)
+            rows = cond_rows + uncond_rows
+            groups = [rows] if together else [cond_rows] + ([uncond_rows] if uncond_rows else [])
+            for group in groups:
+                context = torch.stack([contexts[rows.index(r)] for r in group])
+                concat = image_in[group] if image_in is not None else None
+                x_out[group] = self.inner(x_in[group], sigma_in[group], context, concat)
         return x_out
 
 

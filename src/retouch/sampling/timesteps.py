@@ -32,14 +32,15 @@ def sample_ddim(model, x, timesteps, *, alphas_cumprod, extra_args=None, callbac
         model.cond_scale_multiplier = 1 / 12.5
         model.need_last_noise_uncond = True
     s_in = x.new_ones([x.shape[0]])
+    s_x = x.new_ones((x.shape[0],) + (1,) * (x.ndim - 1))
     for i in range(len(timesteps) - 1):
         index = len(timesteps) - 1 - i
         e_t = model(x, timesteps[index].item() * s_in, **extra_args)
         direction = model.last_noise_uncond if cfg_pp else e_t
-        a_t = alphas[index].item() * s_in
-        a_prev = alphas_prev[index].item() * s_in
-        sigma_t = sigmas[index].item() * s_in
-        sqrt_one_minus_at = sqrt_one_minus_alphas[index].item() * s_in
+        a_t = alphas[index].item() * s_x
+        a_prev = alphas_prev[index].item() * s_x
+        sigma_t = sigmas[index].item() * s_x
+        sqrt_one_minus_at = sqrt_one_minus_alphas[index].item() * s_x
         pred_x0 = (x - sqrt_one_minus_at * e_t) / a_t.sqrt()
         dir_xt = (1.0 - a_prev - sigma_t**2).sqrt() * direction
         noise = sigma_t * noise_sampler(None, None)
@@ -57,12 +58,13 @@ def sample_plms(model, x, timesteps, *, alphas_cumprod, extra_args=None, callbac
     alphas_prev = alphas_cumprod[torch.nn.functional.pad(timesteps[:-1], pad=(1, 0))].to(torch.float64)
     sqrt_one_minus_alphas = torch.sqrt(1 - alphas)
     s_in = x.new_ones([x.shape[0]])
+    s_x = x.new_ones((x.shape[0],) + (1,) * (x.ndim - 1))
     old_eps: list[torch.Tensor] = []
 
     def step(x, e_t, index):
-        a_t = alphas[index].item() * s_in
-        a_prev = alphas_prev[index].item() * s_in
-        sqrt_one_minus_at = sqrt_one_minus_alphas[index].item() * s_in
+        a_t = alphas[index].item() * s_x
+        a_prev = alphas_prev[index].item() * s_x
+        sqrt_one_minus_at = sqrt_one_minus_alphas[index].item() * s_x
         pred_x0 = (x - sqrt_one_minus_at * e_t) / a_t.sqrt()
         return a_prev.sqrt() * pred_x0 + (1.0 - a_prev).sqrt() * e_t, pred_x0
 
