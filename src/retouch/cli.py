@@ -14,7 +14,6 @@ import sys
 import types
 import typing
 from dataclasses import fields
-from pathlib import Path
 
 from retouch.params import Img2ImgParams
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import logging
 import sys
@@ -32,10 +33,8 @@ def read_image(path: str | Path, what: str) -> Image.Image:
 
 
 def fix_image(image: Image.Image) -> Image.Image:
-    try:
+    with contextlib.suppress(Exception):  # A1111 swallows EXIF errors too (spec §3.1)
         image = ImageOps.exif_transpose(image)
-    except Exception:  # noqa: BLE001 - A1111 swallows EXIF errors too (spec §3.1)
-        pass
     if image.mode in ("RGB", "P") and isinstance(image.info.get("transparency"), bytes):
         image = image.convert("RGBA")
     return image
@@ -81,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--set: {e}") from None
     styles = load_styles(args.styles_file)
     jobs = _jobs(args)
+    for _, images, mask in jobs[:1]:  # fail fast, before the model is loaded
+        Img2ImgParams(**values, init_images=images, image_mask=mask).validate()
     model = load_model(args.ckpt, vae=args.vae)
     torch.set_grad_enabled(False)
     outdir = args.output_dir or args.outdir

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -18,10 +19,8 @@ def next_sequence_number(folder: Path, basename: str = "") -> int:
         for name in os.listdir(folder):
             if name.startswith(prefix):
                 first = os.path.splitext(name[len(prefix):])[0].split("-")[0]
-                try:
+                with contextlib.suppress(ValueError):
                     highest = max(int(first), highest)
-                except ValueError:
-                    pass
     return highest + 1
 
 

@@ -17,6 +17,7 @@ import torch
 from PIL import Image, ImageOps
 
 from retouch.imageops import masking
+from retouch.imageops.color import color_correction_target
 from retouch.imageops.resize import flatten, resize_image
 from retouch.options import Options
 from retouch.params import Img2ImgParams, InpaintFill, ResizeMode
@@ -94,6 +95,7 @@ class PreparedInputs:
     paste_to: tuple[int, int, int, int] | None = None
     inpaint_full_res: bool = False
     init_img_hash: str | None = None
+    color_corrections: list | None = None  # LAB targets, one per init image
     extra_params: dict = field(default_factory=dict)
     comments: list[str] = field(default_factory=list)
 
@@ -126,6 +128,8 @@ def prepare_inputs(params: Img2ImgParams, options: Options) -> PreparedInputs:
             image = masking.fill(image, _same_size(latent_source, image, params.resize_mode))
             if params.inpainting_fill == InpaintFill.FILL:
                 out.extra_params["Masked content"] = "fill"
+        if options.img2img_color_correction:
+            out.color_corrections = (out.color_corrections or []) + [color_correction_target(image)]
         out.images.append(image)
     return out
 

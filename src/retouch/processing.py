@@ -133,10 +133,14 @@ class StableDiffusionProcessingImg2Img(Img2ImgParams):
         self.extra_generation_params.update(prepared.extra_params)
         self.mask_for_overlay, self.paste_to = prepared.mask_for_overlay, prepared.paste_to
         self.overlay_images = prepared.overlay_images
+        self.color_corrections = prepared.color_corrections
         with torch.inference_mode():
             pixels, self.batch_size = pipeline.batch_pixels(prepared.images, self.batch_size)
-            if prepared.overlay_images is not None and len(prepared.images) == 1:
-                self.overlay_images = prepared.overlay_images * self.batch_size
+            if len(prepared.images) == 1:
+                if prepared.overlay_images is not None:
+                    self.overlay_images = prepared.overlay_images * self.batch_size
+                if prepared.color_corrections is not None:
+                    self.color_corrections = prepared.color_corrections * self.batch_size
             self._pixels = pixels
             self.init_latent = pipeline.encode_images(model, pixels, self.resize_mode, self.width, self.height)
             if prepared.image_mask is not None:
@@ -294,6 +298,7 @@ def process_images(p: StableDiffusionProcessingImg2Img) -> Processed:
 
 
 def _process_images_inner(p: StableDiffusionProcessingImg2Img) -> Processed:
+    from retouch.imageops.color import apply_color_correction
     from retouch.imageops.grid import image_grid
     from retouch.imageops.masking import apply_overlay
     from retouch.outputs import save_image
@@ -348,8 +353,15 @@ def _process_images_inner(p: StableDiffusionProcessingImg2Img) -> Processed:
             overlay = None
             if options.overlay_inpaint and p.overlay_images is not None and i < len(p.overlay_images):
                 overlay = p.overlay_images[i]
-            image, original_denoised = apply_overlay(image, p.paste_to, overlay)
             text = infotext(batch, i)
+            if p.color_corrections is not None and i < len(p.color_corrections):
+                if save_samples and options.save_images_before_color_correction:
+                    before, _ = apply_overlay(image, p.paste_to, overlay)
+                    files.append(_save(save_image, before, p.outpath_samples, p.sample_decoration(n, i, seeds[i]),
+                                       text if options.enable_pnginfo else None, options,
+                                       suffix="-before-color-correction"))
+                image = apply_color_correction(p.color_corrections[i], image)
+            image, original_denoised = apply_overlay(image, p.paste_to, overlay)
             if save_samples:
                 files.append(_save(save_image, image, p.outpath_samples, p.sample_decoration(n, i, seeds[i]),
                                    text if options.enable_pnginfo else None, options))

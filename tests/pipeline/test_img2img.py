@@ -259,7 +259,7 @@ def test_bad_input_is_a_clear_value_error(tiny_sd1, kwargs, message):
 @pytest.mark.parametrize("mode", ["P", "L", "RGBA", "I;16", "LA", "CMYK"])
 def test_any_image_mode_is_accepted(tiny_sd1, mode):
     img = source_image().convert("RGBA") if mode != "I;16" else Image.fromarray(
-        (np.asarray(source_image().convert("L"), dtype=np.uint16) * 257))
+        np.asarray(source_image().convert("L"), dtype=np.uint16) * 257)
     if mode not in ("RGBA", "I;16"):
         img = img.convert(mode)
     assert process_images(job(tiny_sd1, init_images=[img], steps=2)).images[0].size == (64, 64)

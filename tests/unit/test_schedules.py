@@ -5,12 +5,12 @@ import math
 import pytest
 import torch
 
+from retouch import Options
 from retouch.models.ldm_config import linear_alphas_cumprod
 from retouch.sampling import registry
 from retouch.sampling.img2img import get_sigmas, img2img_steps
 from retouch.sampling.schedules import SCHEDULERS, DiscreteSchedule, compute_sigmas, exponential, karras
 from retouch.sampling.timesteps import ddim_timesteps
-from retouch import Options
 
 SD1 = DiscreteSchedule.from_alphas_cumprod(linear_alphas_cumprod(0.00085, 0.012, 1000))
 

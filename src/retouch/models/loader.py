@@ -17,8 +17,7 @@ from retouch.models.model import Model, VaeInfo
 
 logger = logging.getLogger(__name__)
 
-TINY = "tiny"
-TINY_INPAINTING = "tiny-inpainting"
+TINY_MODELS = {"tiny": "", "tiny-inpainting": "inpainting", "tiny-pix2pix": "pix2pix"}
 
 
 def cache_dir() -> Path:
@@ -40,8 +39,8 @@ def load_model(
     """Load a Stable Diffusion model.
 
     Args:
-        path: ``None`` or ``"tiny"`` for the bundled tiny model (``"tiny-inpainting"``: its
-            9-channel inpainting variant); a single-file ``.safetensors`` /
+        path: ``None`` or ``"tiny"`` for the bundled tiny model (``"tiny-inpainting"`` /
+            ``"tiny-pix2pix"``: its 9-channel inpainting and 8-channel instruct-pix2pix variants); a single-file ``.safetensors`` /
             ``.ckpt`` in the original LDM layout (a same-stem ``.yaml`` beside it is honoured); or a
             diffusers folder (with ``model_index.json``).
         vae: a separate VAE file (LDM or diffusers layout) or diffusers VAE folder (A1111 ``sd_vae``).
@@ -52,10 +51,10 @@ def load_model(
         message names the file and the problem.
     """
     device = torch.device(device)
-    if path is None or str(path) in (TINY, TINY_INPAINTING):
+    if path is None or str(path) in TINY_MODELS:
         from retouch.models.tiny import ensure_tiny_checkpoint
 
-        path = ensure_tiny_checkpoint(cache_dir(), inpainting=str(path) == TINY_INPAINTING)
+        path = ensure_tiny_checkpoint(cache_dir(), TINY_MODELS[str(path or "tiny")])
     path = Path(path)
     model = diffusers_folder.load(path, dtype) if path.is_dir() else _load_single_file(path, dtype)
     if vae is not None:

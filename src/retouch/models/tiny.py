@@ -36,9 +36,13 @@ TINY_CLIP = {
 }
 
 
-def tiny_ldm_config(inpainting: bool = False) -> dict:
-    """The LDM yaml of the tiny model (the SD1 description, shrunk)."""
-    name = "v1-inpainting-inference.yaml" if inpainting else "v1-inference.yaml"
+VARIANTS = {"": "v1-inference.yaml", "inpainting": "v1-inpainting-inference.yaml",
+            "pix2pix": "instruct-pix2pix.yaml"}
+
+
+def tiny_ldm_config(variant: str = "") -> dict:
+    """The LDM yaml of the tiny model (the SD1 description, shrunk); ``variant``: "", "inpainting", "pix2pix"."""
+    name = VARIANTS[variant]
     raw = copy.deepcopy(LdmConfig.bundled(name).raw)
     params = raw["model"]["params"]
     params["unet_config"]["params"].update(
@@ -50,9 +54,9 @@ def tiny_ldm_config(inpainting: bool = False) -> dict:
     return raw
 
 
-def ensure_tiny_checkpoint(cache: Path, inpainting: bool = False) -> Path:
+def ensure_tiny_checkpoint(cache: Path, variant: str = "") -> Path:
     """Path of the tiny checkpoint in ``cache``; written first if missing (atomically)."""
-    stem = f"retouch-tiny-{'inpainting-' if inpainting else ''}v{TINY_VERSION}"
+    stem = f"retouch-tiny-{variant + '-' if variant else ''}v{TINY_VERSION}"
     folder = cache / "tiny"
     path = folder / f"{stem}.safetensors"
     if path.is_file() and path.with_suffix(".yaml").is_file():
@@ -61,7 +65,7 @@ def ensure_tiny_checkpoint(cache: Path, inpainting: bool = False) -> Path:
     te_dir = folder / TEXT_ENCODER_DIR
     te_dir.mkdir(exist_ok=True)
     (te_dir / "config.json").write_text(json.dumps(TINY_CLIP, indent=2))
-    raw = tiny_ldm_config(inpainting)
+    raw = tiny_ldm_config(variant)
     path.with_suffix(".yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     state = build_ldm_state_dict(raw, TINY_CLIP)
     write_checkpoint(path, state)

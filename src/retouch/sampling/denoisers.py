@@ -14,7 +14,11 @@ from dataclasses import dataclass
 
 import torch
 
-from retouch.conditioning import MulticondLearnedConditioning, reconstruct_cond_batch, reconstruct_multicond_batch
+from retouch.conditioning import (
+    MulticondLearnedConditioning,
+    reconstruct_cond_batch,
+    reconstruct_multicond_batch,
+)
 from retouch.sampling.schedules import DiscreteSchedule, append_zero
 
 # apply_model(x, t, context, concat) -> UNet output (ε, or v for v-prediction models)
