@@ -191,8 +191,15 @@ class StableDiffusionProcessingImg2Img(Img2ImgParams):
         empty = None
         if options.pad_cond_uncond:
             empty = model.get_learned_conditioning([""], options)[0]
+        alphas_cumprod = model.alphas_cumprod
+        if options.use_downcasted_alpha_bar:
+            self.extra_generation_params["Downcast alphas_cumprod"] = True
+            alphas_cumprod = alphas_cumprod.half().float()
+        if options.sd_noise_schedule == "Zero Terminal SNR":
+            self.extra_generation_params["Noise Schedule"] = options.sd_noise_schedule
+            alphas_cumprod = rescale_zero_terminal_snr(alphas_cumprod)
         result = run_img2img(
-            model.apply_model, model.alphas_cumprod, model.parameterization == "v", settings, options,
+            model.apply_model, alphas_cumprod, model.parameterization == "v", settings, options,
             init_latent=self.init_latent, noise=x, rng=rng, seeds=list(seeds), guidance=guidance, mask=self.mask,
             nmask=self.nmask, empty_cond=empty, callback=callback, should_stop=control.should_stop)
         self.extra_generation_params.update(result.extra_params)
@@ -200,6 +207,25 @@ class StableDiffusionProcessingImg2Img(Img2ImgParams):
         if self.mask is not None:
             samples = samples * self.nmask + self.init_latent * self.mask
         return samples
+
+
+def _check_supported(p: StableDiffusionProcessingImg2Img) -> None:
+    """Settings A1111 honours that retouch cannot: refuse them rather than ignore them."""
+    o = p.job_options
+    unsupported = {
+        "refiner_checkpoint": p.refiner_checkpoint not in (None, "", "None", "none"),
+        "sd_vae_encode_method": o.sd_vae_encode_method != "Full",
+        "sd_vae_decode_method": o.sd_vae_decode_method != "Full",
+        "upscaler_for_img2img": o.upscaler_for_img2img not in (None, "", "None"),
+        "token_merging_ratio": o.token_merging_ratio > 0 or o.token_merging_ratio_img2img > 0,
+        "use_old_emphasis_implementation": o.use_old_emphasis_implementation,
+        "face_restoration": bool(p.restore_faces) or (p.restore_faces is None and o.face_restoration),
+    }
+    for name, used in unsupported.items():
+        if used:
+            raise ValueError(f"{name}: not supported by retouch (TAESD, upscaler models, token merging, face "
+                             "restoration, refiner switching and the pre-1.0 emphasis are out of scope); "
+                             "leave it at its default")
 
 
 def _sampling_steps(settings: SamplerSettings, options: Options) -> int:
@@ -218,6 +244,16 @@ def _check_inpaint_sizes(params: Img2ImgParams) -> None:
     if params.resize_mode == 3 and any(img.size != (params.width, params.height) for img in params.init_images):
         raise ValueError("resize_mode: images do not match — latent upscale (3) cannot inpaint an image whose size "
                          "differs from width x height; use resize mode 0-2")
+
+
+def rescale_zero_terminal_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """A1111's "Zero Terminal SNR" noise schedule: √ᾱ shifted and scaled so that it ends at (almost) 0."""
+    sqrt_ac = alphas_cumprod.sqrt()
+    first, last = sqrt_ac[0].clone(), sqrt_ac[-1].clone()
+    sqrt_ac = (sqrt_ac - last) * (first / (first - last))
+    out = sqrt_ac**2
+    out[-1] = 4.8973451890853435e-08
+    return out
 
 
 class Processed:
@@ -290,6 +326,7 @@ def process_images(p: StableDiffusionProcessingImg2Img) -> Processed:
             logger.info("sampler/schedule %r/%r → %r/%r", p.sampler_name, p.scheduler, sampler.name, scheduler.label)
         p.sampler_name, p.scheduler = sampler.name, scheduler.label
     p.to_params()  # validate everything before any work
+    _check_supported(p)
     p.sd_model.set_tiling(bool(p.tiling if p.tiling is not None else p.job_options.tiling))
     try:
         return _process_images_inner(p)

@@ -263,3 +263,40 @@ def test_any_image_mode_is_accepted(tiny_sd1, mode):
     if mode not in ("RGBA", "I;16"):
         img = img.convert(mode)
     assert process_images(job(tiny_sd1, init_images=[img], steps=2)).images[0].size == (64, 64)
+
+
+@pytest.mark.parametrize(("settings", "name"), [
+    ({"sd_vae_encode_method": "TAESD"}, "sd_vae_encode_method"), ({"token_merging_ratio_img2img": 0.3}, "token_merging"),
+    ({"upscaler_for_img2img": "ESRGAN_4x"}, "upscaler_for_img2img"),
+    ({"use_old_emphasis_implementation": True}, "use_old_emphasis"), ({"face_restoration": True}, "face_restoration")])
+def test_unsupported_settings_are_refused_not_ignored(tiny_sd1, settings, name):
+    with pytest.raises(ValueError, match=f"{name}.*: not supported"):
+        process_images(job(tiny_sd1, override_settings=settings))
+
+
+def test_noise_schedule_options(tiny_sd1):
+    plain = process_images(job(tiny_sd1))
+    ztsnr = process_images(job(tiny_sd1, override_settings={"sd_noise_schedule": "Zero Terminal SNR"}))
+    downcast = process_images(job(tiny_sd1, override_settings={"use_downcasted_alpha_bar": True}))
+    assert "Noise Schedule: Zero Terminal SNR" in ztsnr.info and "Downcast alphas_cumprod: True" in downcast.info
+    assert not np.array_equal(pixels(plain.images[0]), pixels(ztsnr.images[0]))
+
+
+def test_euler_with_a_do_nothing_model_keeps_the_noised_latent(tiny_sd1, monkeypatch):  # 50, 51
+    monkeypatch.setattr(tiny_sd1, "apply_model", lambda x, t, c, concat=None: torch.zeros_like(x))
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (0, 0, 32, 64))
+    p = job(tiny_sd1, mask=mask, inpaint_full_res=False, inpainting_fill=1, mask_blur=0, steps=20,
+            denoising_strength=0.5)
+    captured = {}
+    sample = p.sample
+    p.sample = lambda *a, **k: captured.setdefault("s", sample(*a, **k))
+    process_images(p)
+    from retouch.sampling.rng import ImageRNG
+
+    eps = ImageRNG((4, 8, 8), [7], source="GPU").next()
+    noised = p.init_latent + 1.765 * eps  # ε ≡ 0 → D(x) = x: Euler never moves
+    repaint = p.nmask.bool()
+    assert torch.allclose(captured["s"][repaint.unsqueeze(0)], noised[repaint.unsqueeze(0)], atol=2e-3)
+    keep = ~repaint
+    assert torch.equal(captured["s"][keep.unsqueeze(0)], p.init_latent[keep.unsqueeze(0)])
