@@ -89,14 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
     img.add_argument("--no-save", action="store_true", help="do not write images (print infotexts only)")
     add_param_flags(img)
     serve = sub.add_parser("serve", help="start the A1111-compatible HTTP API")
-    serve.add_argument("--ckpt", default=None)
-    serve.add_argument("--ckpt-dir", default=None)
-    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--ckpt", default=None, help="model loaded at start (default: the bundled tiny model)")
+    serve.add_argument("--ckpt-dir", default=None, help="checkpoints requests may switch to (sd_model_checkpoint)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     serve.add_argument("--port", type=int, default=7860)
-    serve.add_argument("--api-auth", default=None)
-    serve.add_argument("--max-queue", type=int, default=16)
-    serve.add_argument("--outdir", default=None)
-    serve.add_argument("--allow-image-urls", action="store_true")
+    serve.add_argument("--api-auth", default=None, help="USER:PASS[,USER2:PASS2] — HTTP Basic on every route")
+    serve.add_argument("--max-queue", type=int, default=16, help="queued jobs before new ones get 503")
+    serve.add_argument("--outdir", default=None, help="where save_images=true writes (default outputs/img2img-images)")
+    serve.add_argument("--allow-image-urls", action="store_true",
+                       help="fetch http(s) image URLs in requests (never from local/private addresses)")
+    serve.add_argument("--max-pixels", type=int, default=4096 * 4096, help="largest accepted image (pixels)")
     return parser
 
 

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import logging
 import sys
 from pathlib import Path
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from retouch.cli import UsageError, flag, parse_settings
+from retouch.imageops.resize import fix_image
 from retouch.options import Options
 from retouch.params import Img2ImgParams
 
@@ -30,14 +30,6 @@ def read_image(path: str | Path, what: str) -> Image.Image:
     except (UnidentifiedImageError, OSError) as e:
         raise UsageError(f"{what}: cannot read {path} as an image ({e})") from None
     return fix_image(image)
-
-
-def fix_image(image: Image.Image) -> Image.Image:
-    with contextlib.suppress(Exception):  # A1111 swallows EXIF errors too (spec §3.1)
-        image = ImageOps.exif_transpose(image)
-    if image.mode in ("RGB", "P") and isinstance(image.info.get("transparency"), bytes):
-        image = image.convert("RGBA")
-    return image
 
 
 def load_styles(path: str | None) -> dict[str, tuple[str, str]]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from retouch.params import ResizeMode
 
@@ -19,6 +21,15 @@ def to_eight_bit(image: Image.Image) -> Image.Image:
         return Image.fromarray(np.clip(np.rint(values * 255.0 / peak), 0, 255).astype(np.uint8), "L")
     if image.mode == "F":
         return Image.fromarray(np.clip(np.rint(np.asarray(image)), 0, 255).astype(np.uint8), "L")
+    return image
+
+
+def fix_image(image: Image.Image) -> Image.Image:
+    """An uploaded image as A1111 reads it: EXIF orientation applied, palette transparency → RGBA."""
+    with contextlib.suppress(Exception):  # A1111 swallows EXIF errors too (spec §3.1)
+        image = ImageOps.exif_transpose(image)
+    if image.mode in ("RGB", "P") and isinstance(image.info.get("transparency"), bytes):
+        image = image.convert("RGBA")
     return image
 
 

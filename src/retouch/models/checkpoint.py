@@ -128,6 +128,22 @@ def file_sha256(path: Path, cache_dir: Path) -> str:
     return sha
 
 
+def cached_sha256(path: Path, cache_dir: Path | None = None) -> str | None:
+    """The cached sha256 of ``path`` if it is known and still valid (nothing is hashed here)."""
+    if cache_dir is None:
+        from retouch.models.loader import cache_dir as default_cache_dir
+
+        cache_dir = default_cache_dir()
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    entry = _read_json(cache_dir / "hashes.json").get(str(path.resolve()))
+    if isinstance(entry, dict) and entry.get("stamp") == [stat.st_size, stat.st_mtime_ns]:
+        return entry.get("sha256")
+    return None
+
+
 def _read_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())
