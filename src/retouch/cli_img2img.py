@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from retouch.cli import UsageError, flag, parse_settings
+from retouch.cli import UsageError, flag, model_kwargs, parse_settings
 from retouch.imageops.resize import fix_image
 from retouch.options import Options
 from retouch.params import Img2ImgParams
@@ -74,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     jobs = _jobs(args)
     for _, images, mask in jobs[:1]:  # fail fast, before the model is loaded
         Img2ImgParams(**values, init_images=images, image_mask=mask).validate()
-    model = load_model(args.ckpt, vae=args.vae)
+    model = load_model(args.ckpt, vae=args.vae, **model_kwargs(args))
+    model.vae_tiling = args.vae_tiling
     torch.set_grad_enabled(False)
     outdir = args.output_dir or args.outdir
     for stem, images, mask in jobs:

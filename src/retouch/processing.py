@@ -385,6 +385,8 @@ def _process_images_inner(p: StableDiffusionProcessingImg2Img) -> Processed:
             c = conditioning.get_multicond_learned_conditioning(model.text_encoder, texts, total_steps, options)
             samples = p.sample(c, uc, seeds, subseeds, p.subseed_strength, prompts)
             decoded = pipeline.decode_latents(model, samples)
+        while model.notes:
+            p.comment(model.notes.pop(0))
         p.rng = None
         for i, image in enumerate(decoded):
             overlay = None

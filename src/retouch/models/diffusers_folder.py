@@ -15,7 +15,7 @@ from retouch.models.model import Model
 from retouch.models.text_encoder import TextEncoder, load_tokenizer
 
 
-def load(folder: Path, dtype: torch.dtype) -> Model:
+def load(folder: Path, dtype: torch.dtype, vae_dtype: torch.dtype | None = None) -> Model:
     index = folder / "model_index.json"
     if not index.is_file():
         raise CheckpointError(folder, "a folder, but not a diffusers model (no model_index.json)")
@@ -24,7 +24,7 @@ def load(folder: Path, dtype: torch.dtype) -> Model:
             raise CheckpointError(folder, f"diffusers folder without a {part}/ folder")
     try:
         unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=dtype, local_files_only=True)
-        vae = load_vae(folder / "vae", dtype)
+        vae = load_vae(folder / "vae", vae_dtype or dtype)
         transformer = CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=dtype, local_files_only=True)
     except (OSError, ValueError) as e:
         raise CheckpointError(folder, f"could not load the diffusers model: {e}") from None

@@ -35,6 +35,8 @@ def load_model(
     vae: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
+    vae_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
 ) -> Model:
     """Load a Stable Diffusion model.
 
@@ -44,30 +46,44 @@ def load_model(
             ``.ckpt`` in the original LDM layout (a same-stem ``.yaml`` beside it is honoured); or a
             diffusers folder (with ``model_index.json``).
         vae: a separate VAE file (LDM or diffusers layout) or diffusers VAE folder (A1111 ``sd_vae``).
-        device, dtype: where and in which precision the networks live.
+        device, dtype: where the networks live, and the precision of the UNet and text encoder
+            (float32, bfloat16 or float16).
+        vae_dtype: the VAE's precision (default: float32 on CPU, ``dtype`` elsewhere); a decode that
+            produces NaN/inf in a lower precision is redone in float32 (A1111's auto-revert).
+        channels_last: UNet in channels-last memory format (faster for bf16 on CPU; measure).
 
     Raises:
         ValueError (:class:`CheckpointError`): a missing, corrupt, unsafe or unsupported file; the
         message names the file and the problem.
     """
     device = torch.device(device)
+    for name, value in (("dtype", dtype), ("vae_dtype", vae_dtype)):
+        if value is not None and value not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"{name} must be torch.float32, torch.bfloat16 or torch.float16, got {value}")
+    if vae_dtype is None:
+        vae_dtype = torch.float32 if device.type == "cpu" else dtype
     if path is None or str(path) in TINY_MODELS:
         from retouch.models.tiny import ensure_tiny_checkpoint
 
         path = ensure_tiny_checkpoint(cache_dir(), TINY_MODELS[str(path or "tiny")])
     path = Path(path)
-    model = diffusers_folder.load(path, dtype) if path.is_dir() else _load_single_file(path, dtype)
+    if path.is_dir():
+        model = diffusers_folder.load(path, dtype, vae_dtype)
+    else:
+        model = _load_single_file(path, dtype, vae_dtype)
     if vae is not None:
-        _replace_vae(model, Path(vae), dtype)
+        _replace_vae(model, Path(vae), vae_dtype)
+    if channels_last:
+        model.unet.to(memory_format=torch.channels_last)
     return _to_device(model, device)
 
 
-def _load_single_file(path: Path, dtype: torch.dtype) -> Model:
+def _load_single_file(path: Path, dtype: torch.dtype, vae_dtype: torch.dtype) -> Model:
     state = read_state_dict(path)
     config = _config_for(path, state)
     _check_config_fits(path, state, config)
     unet = build_unet(config, state, dtype, path)
-    vae = build_vae(config, state, dtype, path)
+    vae = build_vae(config, state, vae_dtype, path)
     text_encoder = build_text_encoder(config, state, dtype, path)
     alphas_cumprod = state.get("alphas_cumprod")
     alphas_cumprod = alphas_cumprod.to(torch.float32) if alphas_cumprod is not None else config.alphas_cumprod()

@@ -54,6 +54,9 @@ class Model:
     config_source: str
     vae_info: VaeInfo | None = None
     dtype: torch.dtype = torch.float32
+    vae_tiling: str = "auto"  # "auto" (large images, or after running out of memory), "always", "never"
+    tiling_threshold: int = 1024 * 1024  # "auto" tiles images with more pixels than this
+    notes: list[str] = field(default_factory=list)  # things a job should report (e.g. the VAE fell back to fp32)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
@@ -91,15 +94,51 @@ class Model:
         Each image is encoded on its own (as A1111) and the posterior *mean* is used: A1111 draws a
         posterior sample from the global RNG, which makes it irreproducible; the mean is its centre.
         """
-        vae = self.vae
-        latents = [vae.encode(img[None].to(self.device, vae.dtype)).latent_dist.mean for img in pixels]
+        pixels_per_image = pixels.shape[-1] * pixels.shape[-2]
+        latents = [self._vae_call(lambda x: self.vae.encode(x).latent_dist.mean, img[None], pixels_per_image)
+                   for img in pixels]
         return torch.cat(latents).to(torch.float32) * self.scale_factor
 
     def decode_first_stage(self, latents: torch.Tensor) -> torch.Tensor:
-        """Scaled latents ``(B, 4, h, w)`` → pixels ``(B, 3, 8h, 8w)`` in about [-1, 1] (one at a time)."""
-        vae = self.vae
-        images = [vae.decode((z[None] / self.scale_factor).to(self.device, vae.dtype)).sample for z in latents]
+        """Scaled latents ``(B, 4, h, w)`` → pixels ``(B, 3, 8h, 8w)`` in about [-1, 1] (one at a time).
+
+        A decode in bf16/fp16 that produces NaN/inf is redone after converting the VAE to float32, and
+        a note says so (A1111's "Automatically revert VAE to 32-bit floats")."""
+        pixels_per_image = latents.shape[-1] * latents.shape[-2] * 64
+        images = []
+        for z in latents:
+            image = self._vae_call(lambda x: self.vae.decode(x).sample, z[None] / self.scale_factor, pixels_per_image)
+            if not torch.isfinite(image).all() and self.vae.dtype != torch.float32:
+                self.vae.to(torch.float32)
+                self.notes.append("A tensor with NaNs was produced in VAE; the VAE was converted to 32-bit float "
+                                  "and the decode redone.")
+                image = self._vae_call(lambda x: self.vae.decode(x).sample, z[None] / self.scale_factor,
+                                       pixels_per_image)
+            images.append(image)
         return torch.cat(images).to(torch.float32)
+
+    def _vae_call(self, fn, x: torch.Tensor, pixels: int) -> torch.Tensor:
+        """Run a VAE encode/decode, tiled when configured, for large images, or after running out of memory."""
+        x = x.to(self.device, self.vae.dtype)
+        tiled = self.vae_tiling == "always" or (self.vae_tiling == "auto" and pixels > self.tiling_threshold)
+        try:
+            return self._with_tiling(fn, x, tiled)
+        except (torch.OutOfMemoryError, RuntimeError) as e:
+            if tiled or self.vae_tiling == "never" or "memory" not in str(e).lower():
+                raise
+            self.notes.append("The VAE ran out of memory; tiled VAE was used.")
+            return self._with_tiling(fn, x, True)
+
+    def _with_tiling(self, fn, x: torch.Tensor, tiled: bool) -> torch.Tensor:
+        if not tiled:
+            return fn(x)
+        vae = self.vae
+        vae.tile_sample_min_size, vae.tile_latent_min_size, vae.tile_overlap_factor = 512, 64, 0.25
+        vae.enable_tiling()
+        try:
+            return fn(x)
+        finally:
+            vae.disable_tiling()
 
     @torch.inference_mode()
     def get_learned_conditioning(self, prompts: list[str], options: Options | None = None) -> torch.Tensor:

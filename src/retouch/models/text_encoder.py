@@ -78,13 +78,13 @@ class TextEncoder:
             tokens = _pad_after_first_eos(tokens, self.pad_id)
             clip_skip = 1
         if clip_skip <= 1:
-            return self.transformer(input_ids=tokens).last_hidden_state
+            return self.transformer(input_ids=tokens).last_hidden_state.float()
         layers = int(self.transformer.config.num_hidden_layers)
         if clip_skip > layers:
             raise ValueError(f"CLIP_stop_at_last_layers must be at most {layers} for this text encoder, "
                              f"got {clip_skip}")
         out = self.transformer(input_ids=tokens, output_hidden_states=True)
-        return self.transformer.final_layer_norm(out.hidden_states[-clip_skip])
+        return self.transformer.final_layer_norm(out.hidden_states[-clip_skip]).float()
 
 
 def _pad_after_first_eos(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:

@@ -46,6 +46,8 @@ class ServerConfig:
     allow_image_urls: bool = False
     max_pixels: int = 4096 * 4096
     options: Options = field(default_factory=Options)
+    load_kwargs: dict = field(default_factory=dict)  # precision / channels_last for load_model
+    vae_tiling: str = "auto"
 
 
 def envelope(status: int, error: str, detail: Any, body: Any = "", errors: str = "") -> JSONResponse:
@@ -56,7 +58,8 @@ def envelope(status: int, error: str, detail: Any, body: Any = "", errors: str =
 def create_app(config: ServerConfig) -> FastAPI:
     app = FastAPI(title="retouch", version=__version__,
                   description="AUTOMATIC1111-compatible img2img / inpainting API")
-    models = service.ModelManager(ckpt=config.ckpt, ckpt_dir=config.ckpt_dir)
+    models = service.ModelManager(ckpt=config.ckpt, ckpt_dir=config.ckpt_dir, load_kwargs=config.load_kwargs,
+                                  vae_tiling=config.vae_tiling)
     jobs = JobQueue(config.max_queue)
     state: dict[str, Any] = {"options": config.options, "job_timestamp": "0"}
     app.state.jobs, app.state.models = jobs, models

@@ -51,6 +51,8 @@ class ModelManager:
     ckpt_dir: str | None = None
     checkpoints: dict[str, Checkpoint] = field(default_factory=dict)
     default: str = ""
+    load_kwargs: dict = field(default_factory=dict)
+    vae_tiling: str = "auto"
     _loaded: tuple[str, Model] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -97,7 +99,9 @@ class ModelManager:
         with self._lock:
             if self._loaded is None or self._loaded[0] != ckpt.name:
                 self._loaded = None  # free the old model before loading the next
-                self._loaded = (ckpt.name, load_model(ckpt.path))
+                model = load_model(ckpt.path, **self.load_kwargs)
+                model.vae_tiling = self.vae_tiling
+                self._loaded = (ckpt.name, model)
             return self._loaded[1]
 
     @property
