@@ -8,7 +8,7 @@ TORCH := torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup test demo lint clean
+.PHONY: setup test demo lint clean bench
 
 setup: $(STAMP)
 
@@ -30,3 +30,6 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache
+
+bench: $(STAMP)
+	$(PY) bench/run.py

@@ -113,14 +113,15 @@ class JobQueue:
             try:
                 task.future.set_result(task.run(task.control))
             except BaseException as e:  # noqa: BLE001 - every failure goes back to its request
-                task.future.set_exception(e)
+                task.future.set_exception(e.with_traceback(None))
+                del e
+                gc.collect()  # a failed job's frames may hold tensors in reference cycles: free them now
             finally:
                 with self._lock:
                     self.current = None
                     self.finished[task.id] = time.time()
                     while len(self.finished) > FINISHED_KEPT:
                         self.finished.popitem(last=False)
-                gc.collect()
 
     def stop(self) -> None:
         self._queue.put(None)

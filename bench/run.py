@@ -1,0 +1,229 @@
+"""``make bench``: retouch's speed and memory, measured as ratios against references run the same way.
+
+Writes ``docs/benchmarks.md`` (tables + the commands) and ``docs/benchmarks.json`` (raw numbers).
+Each engine runs in its own process. Weights: the bundled tiny model, and a random-weight checkpoint
+with SD1.5's exact architecture written (once) to the cache in the original LDM layout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+WORKERS = REPO / "bench" / "workers.py"
+
+
+def worker(name: str, **args) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, str(WORKERS), name, json.dumps(args)], capture_output=True, text=True,
+                         env=env, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"worker {name} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def stats(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def prepare_sd15(cache: Path) -> tuple[Path, Path]:
+    """The SD1.5-sized random checkpoint (LDM layout) and the same weights as a diffusers folder."""
+    sys.path.insert(0, str(REPO / "src"))
+    from retouch import load_model
+    from retouch.models.tiny import write_sd15_sized_checkpoint
+
+    cache.mkdir(parents=True, exist_ok=True)
+    ckpt = cache / "sd15-random.safetensors"
+    if not ckpt.is_file():
+        print("writing the SD1.5-sized random checkpoint …", flush=True)
+        write_sd15_sized_checkpoint(ckpt)
+    folder = cache / "sd15-random-diffusers"
+    if not (folder / "model_index.json").is_file():
+        model = load_model(ckpt)
+        model.unet.save_pretrained(folder / "unet")
+        model.vae.save_pretrained(folder / "vae")
+        model.text_encoder.transformer.save_pretrained(folder / "text_encoder")
+        model.text_encoder.tokenizer.save_pretrained(folder / "tokenizer")
+        (folder / "scheduler").mkdir(exist_ok=True)
+        (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps({
+            "_class_name": "EulerDiscreteScheduler", "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+            "beta_end": 0.012, "num_train_timesteps": 1000, "prediction_type": "epsilon", "steps_offset": 1}))
+        (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    return ckpt, folder
+
+
+def overhead_section(ckpt: Path, results: dict, sizes: list[int], runs: int) -> None:
+    rows = []
+    for size in sizes:
+        for sampler in ("Euler", "DPM++ 2M"):
+            r = worker("overhead", ckpt=str(ckpt), size=size, sampler=sampler, runs=runs if size <= 256 else 1)
+            ratios = [run["total"] / run["network"] for run in r["runs"]]
+            rows.append({"size": size, "sampler": sampler, "total": stats([x["total"] for x in r["runs"]]),
+                         "network": stats([x["network"] for x in r["runs"]]), "ratio": stats(ratios),
+                         "calls": r["runs"][0]["calls"], "peak_rss_mb": r["peak_rss_mb"]})
+            print(f"overhead {size}² {sampler}: ratio {statistics.median(ratios):.4f}", flush=True)
+    results["overhead"] = rows
+
+
+def diffusers_section(ckpt: Path, folder: Path, results: dict, size: int, runs: int) -> None:
+    ours = worker("overhead", ckpt=str(ckpt), size=size, sampler="Euler", runs=runs)
+    # diffusers img2img runs int(steps·strength) UNet steps: 22 × 0.75 → 16, as our 20 × 0.75 → 16
+    theirs = worker("diffusers_img2img", folder=str(folder), size=size, steps=22, strength=0.75, runs=runs)
+    results["diffusers"] = {
+        "size": size, "ours": stats([r["total"] for r in ours["runs"]]), "ours_peak_rss_mb": ours["peak_rss_mb"],
+        "ours_unet_calls": ours["runs"][0]["calls"]["unet"],
+        "diffusers": stats([r["total"] for r in theirs["runs"]]), "diffusers_peak_rss_mb": theirs["peak_rss_mb"],
+        "diffusers_unet_calls": theirs["runs"][0]["unet_calls"]}
+    print("diffusers:", results["diffusers"], flush=True)
+
+
+def load_section(ckpt: Path, folder: Path, results: dict) -> None:
+    from retouch.models.ldm_config import bundled_path  # noqa: F401 - import check only
+
+    config = folder  # diffusers' from_single_file takes a local config folder
+    rows = {"ours": [], "diffusers": []}
+    for attempt in range(2):
+        rows["ours"].append(worker("load_ours", ckpt=str(ckpt)))
+        rows["diffusers"].append(worker("load_diffusers", ckpt=str(ckpt), config=str(config)))
+        print(f"load {attempt}: ours {rows['ours'][-1]['load']:.1f}s, diffusers {rows['diffusers'][-1]['load']:.1f}s",
+              flush=True)
+    results["load"] = rows
+
+
+def precision_section(ckpt: Path, results: dict, size: int) -> None:
+    results["precision"] = {"size": size, "rows": worker("precision", ckpt=str(ckpt), size=size, runs=1)}
+    print("precision:", results["precision"], flush=True)
+
+
+def tiled_section(ckpt: Path, results: dict, size: int) -> None:
+    results["tiled"] = {"size": size, **worker("tiled_vae", ckpt=str(ckpt), size=size)}
+    print("tiled:", results["tiled"], flush=True)
+
+
+def tiny_section(results: dict) -> None:
+    sys.path.insert(0, str(REPO / "src"))
+    import numpy as np
+    import requests
+    import torch
+    from PIL import Image
+
+    from retouch import load_model
+    from retouch.processing import StableDiffusionProcessingImg2Img, process_images
+
+    torch.set_num_threads(2)
+    model = load_model("tiny")
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+
+    def job(batch):
+        return StableDiffusionProcessingImg2Img(sd_model=model, prompt="a cat", init_images=[img], width=64,
+                                                height=64, steps=20, sampler_name="Euler", seed=1, batch_size=batch)
+
+    process_images(job(1))
+    latency = []
+    for _ in range(10):
+        start = time.perf_counter()
+        process_images(job(1))
+        latency.append(time.perf_counter() - start)
+    throughput = {}
+    for batch in (1, 4, 8):
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            process_images(job(batch))
+            times.append(time.perf_counter() - start)
+        throughput[batch] = batch / statistics.median(times)
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    server = subprocess.Popen([sys.executable, "-m", "retouch", "serve", "--port", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            try:
+                requests.get(url + "/internal/ping", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        buffer = io.BytesIO()
+        img.save(buffer, format="PNG")
+        body = {"init_images": [base64.b64encode(buffer.getvalue()).decode()], "prompt": "a cat", "width": 64,
+                "height": 64, "steps": 20, "sampler_name": "Euler", "seed": 1}
+        requests.post(url + "/sdapi/v1/img2img", json=body, timeout=300)
+        http = []
+        for _ in range(10):
+            start = time.perf_counter()
+            requests.post(url + "/sdapi/v1/img2img", json=body, timeout=300).raise_for_status()
+            http.append(time.perf_counter() - start)
+    finally:
+        server.terminate()
+        server.wait(10)
+    results["tiny"] = {"latency": stats(latency), "http_latency": stats(http), "throughput": throughput}
+    print("tiny:", results["tiny"], flush=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def machine() -> dict:
+    import torch
+
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem, 1), "python": platform.python_version(),
+            "torch": torch.__version__, "threads": 2, "date": time.strftime("%Y-%m-%d")}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny model only (seconds)")
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--out", default=str(REPO / "docs" / "benchmarks.md"))
+    args = parser.parse_args()
+    sys.path.insert(0, str(REPO / "src"))
+    from retouch.models.loader import cache_dir
+
+    results: dict = {"machine": machine()}
+    started = time.time()
+    tiny_section(results)
+    if not args.quick:
+        ckpt, folder = prepare_sd15(cache_dir() / "bench")
+        overhead_section(ckpt, results, [256, 512], args.runs)
+        diffusers_section(ckpt, folder, results, 256, args.runs)
+        load_section(ckpt, folder, results)
+        precision_section(ckpt, results, 256)
+        tiled_section(ckpt, results, 1024)
+    results["wall_time_s"] = time.time() - started
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=str))
+    from report import render  # bench/report.py
+
+    out.write_text(render(results))
+    print(f"wrote {out} and {out.with_suffix('.json')} in {results['wall_time_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).parent))
+    sys.exit(main())
