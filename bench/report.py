@@ -106,5 +106,7 @@ def render(r: dict) -> str:
             "(random weights amplify the per-tile GroupNorm statistics; real VAEs are smoother).",
             "",
         ]
-    lines.append(f"Total benchmark wall time: {r.get('wall_time_s', 0):.0f} s.")
+    secs = r.get("section_seconds", {})
+    lines.append("Time per section: " + ", ".join(f"{k} {v:.0f} s" for k, v in secs.items())
+                 + f"; total {r.get('wall_time_s', 0):.0f} s.")
     return "\n".join(lines) + "\n"

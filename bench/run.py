@@ -59,14 +59,19 @@ def prepare_sd15(cache: Path) -> tuple[Path, Path]:
         (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps({
             "_class_name": "EulerDiscreteScheduler", "beta_schedule": "scaled_linear", "beta_start": 0.00085,
             "beta_end": 0.012, "num_train_timesteps": 1000, "prediction_type": "epsilon", "steps_offset": 1}))
-        (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    (folder / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionImg2ImgPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"], "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+        "safety_checker": [None, None], "feature_extractor": [None, None], "image_encoder": [None, None],
+        "requires_safety_checker": False}))
     return ckpt, folder
 
 
 def overhead_section(ckpt: Path, results: dict, sizes: list[int], runs: int) -> None:
     rows = []
     for size in sizes:
-        for sampler in ("Euler", "DPM++ 2M"):
+        for sampler in ("Euler", "DPM++ 2M") if size <= 256 else ("Euler",):
             r = worker("overhead", ckpt=str(ckpt), size=size, sampler=sampler, runs=runs if size <= 256 else 1)
             ratios = [run["total"] / run["network"] for run in r["runs"]]
             rows.append({"size": size, "sampler": sampler, "total": stats([x["total"] for x in r["runs"]]),
@@ -199,28 +204,45 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="tiny model only (seconds)")
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--out", default=str(REPO / "docs" / "benchmarks.md"))
+    parser.add_argument("--sections", default="tiny,overhead,diffusers,load,precision,tiled",
+                        help="comma-separated subset; results of other sections already in the JSON are kept")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO / "src"))
-    from retouch.models.loader import cache_dir
-
-    results: dict = {"machine": machine()}
-    started = time.time()
-    tiny_section(results)
-    if not args.quick:
-        ckpt, folder = prepare_sd15(cache_dir() / "bench")
-        overhead_section(ckpt, results, [256, 512], args.runs)
-        diffusers_section(ckpt, folder, results, 256, args.runs)
-        load_section(ckpt, folder, results)
-        precision_section(ckpt, results, 256)
-        tiled_section(ckpt, results, 1024)
-    results["wall_time_s"] = time.time() - started
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=str))
     from report import render  # bench/report.py
 
-    out.write_text(render(results))
-    print(f"wrote {out} and {out.with_suffix('.json')} in {results['wall_time_s']:.0f} s")
+    from retouch.models.loader import cache_dir
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    raw = out.with_suffix(".json")
+    sections = ["tiny"] if args.quick else args.sections.split(",")
+    results: dict = json.loads(raw.read_text()) if raw.is_file() and not args.quick else {}
+    results["machine"] = machine()
+    times = results.setdefault("section_seconds", {})
+
+    def save() -> None:
+        raw.write_text(json.dumps(results, indent=1, default=str))
+        out.write_text(render(results))
+
+    ckpt = folder = None
+    if set(sections) - {"tiny"}:
+        ckpt, folder = prepare_sd15(cache_dir() / "bench")
+    steps = {
+        "tiny": lambda: tiny_section(results),
+        "overhead": lambda: overhead_section(ckpt, results, [256, 512], args.runs),
+        "diffusers": lambda: diffusers_section(ckpt, folder, results, 256, args.runs),
+        "load": lambda: load_section(ckpt, folder, results),
+        "precision": lambda: precision_section(ckpt, results, 256),
+        "tiled": lambda: tiled_section(ckpt, results, 1024),
+    }
+    for name in sections:
+        started = time.time()
+        steps[name]()
+        times[name] = time.time() - started
+        save()  # partial results survive a failing later section
+    results["wall_time_s"] = sum(times.values())
+    save()
+    print(f"wrote {out} and {raw}; sections took {results['wall_time_s']:.0f} s in all")
     return 0
 
 

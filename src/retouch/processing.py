@@ -8,7 +8,6 @@ The class is a thin facade (spec §2, the seed): its fields are A1111's, validat
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -19,9 +18,10 @@ import torch
 from PIL import Image
 
 from retouch import conditioning, pipeline
-from retouch.infotext import VERSION_TEXT, format_infotext, generation_params
+from retouch.infotext import format_infotext, generation_params
 from retouch.options import Options
 from retouch.params import Img2ImgParams
+from retouch.processed import Processed
 from retouch.prompt_parser import parse_extra_networks_batch
 from retouch.sampling import registry
 from retouch.sampling.denoisers import Guidance
@@ -256,60 +256,6 @@ def rescale_zero_terminal_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
     return out
 
 
-class Processed:
-    """The result of :func:`process_images`, with A1111's fields and ``js()`` info JSON."""
-
-    def __init__(self, p: StableDiffusionProcessingImg2Img, images: list[Image.Image], *, seed: int, subseed: int,
-                 infotexts: list[str], index_of_first_image: int = 0, job_timestamp: str = ""):
-        model = p.sd_model
-        self.images = images
-        self.infotexts = infotexts
-        self.info = infotexts[0] if infotexts else ""
-        self.comments = "".join(f"{c}\n" for c in p.comments)
-        self.all_prompts, self.all_negative_prompts = p.all_prompts, p.all_negative_prompts
-        self.all_seeds, self.all_subseeds = p.all_seeds, p.all_subseeds
-        self.prompt = p.prompt if not isinstance(p.prompt, list) else p.prompt[0]
-        self.negative_prompt = p.negative_prompt if not isinstance(p.negative_prompt, list) else p.negative_prompt[0]
-        self.seed, self.subseed = int(seed), int(subseed)
-        self.subseed_strength = p.subseed_strength
-        self.width, self.height = p.width, p.height
-        self.sampler_name, self.scheduler = p.sampler_name, p.scheduler
-        self.cfg_scale, self.image_cfg_scale = p.cfg_scale, p.image_cfg_scale
-        self.steps, self.batch_size = p.steps, p.batch_size
-        self.restore_faces = p.restore_faces
-        self.face_restoration_model = None
-        self.sd_model_name, self.sd_model_hash = model.name, model.short_hash
-        self.sd_vae_name = model.vae_info.name if model.vae_info else None
-        self.sd_vae_hash = model.vae_info.short_hash if model.vae_info else None
-        self.seed_resize_from_w, self.seed_resize_from_h = p.seed_resize_from_w, p.seed_resize_from_h
-        self.denoising_strength = p.denoising_strength
-        self.extra_generation_params = p.extra_generation_params
-        self.index_of_first_image = index_of_first_image
-        self.styles = p.styles
-        self.job_timestamp = job_timestamp
-        self.clip_skip = p.job_options.CLIP_stop_at_last_layers
-        self.is_using_inpainting_conditioning = p.is_using_inpainting_conditioning
-        self.version = VERSION_TEXT
-
-    def js(self) -> str:
-        obj = {
-            "prompt": self.all_prompts[0], "all_prompts": self.all_prompts,
-            "negative_prompt": self.all_negative_prompts[0], "all_negative_prompts": self.all_negative_prompts,
-            "seed": self.seed, "all_seeds": self.all_seeds, "subseed": self.subseed, "all_subseeds": self.all_subseeds,
-            "subseed_strength": self.subseed_strength, "width": self.width, "height": self.height,
-            "sampler_name": self.sampler_name, "cfg_scale": self.cfg_scale, "steps": self.steps,
-            "batch_size": self.batch_size, "restore_faces": self.restore_faces,
-            "face_restoration_model": self.face_restoration_model, "sd_model_name": self.sd_model_name,
-            "sd_model_hash": self.sd_model_hash, "sd_vae_name": self.sd_vae_name, "sd_vae_hash": self.sd_vae_hash,
-            "seed_resize_from_w": self.seed_resize_from_w, "seed_resize_from_h": self.seed_resize_from_h,
-            "denoising_strength": self.denoising_strength, "extra_generation_params": self.extra_generation_params,
-            "index_of_first_image": self.index_of_first_image, "infotexts": self.infotexts, "styles": self.styles,
-            "job_timestamp": self.job_timestamp, "clip_skip": self.clip_skip,
-            "is_using_inpainting_conditioning": self.is_using_inpainting_conditioning, "version": self.version,
-        }
-        return json.dumps(obj, default=lambda o: None)
-
-
 def process_images(p: StableDiffusionProcessingImg2Img) -> Processed:
     """Run the job described by ``p`` (A1111 ``process_images``). Options come from ``p.options`` with
     ``p.override_settings`` applied to a copy (nothing global changes, so nothing needs restoring)."""
@@ -334,104 +280,135 @@ def process_images(p: StableDiffusionProcessingImg2Img) -> Processed:
         p.sd_model.set_tiling(False)
 
 
-def _process_images_inner(p: StableDiffusionProcessingImg2Img) -> Processed:
-    from retouch.imageops.color import apply_color_correction
-    from retouch.imageops.grid import image_grid
-    from retouch.imageops.masking import apply_overlay
-    from retouch.outputs import save_image
+@dataclass
+class _Outputs:
+    images: list[Image.Image] = field(default_factory=list)
+    infotexts: list[str] = field(default_factory=list)
+    files: list = field(default_factory=list)
 
-    options, model = p.job_options, p.sd_model
+
+def _process_images_inner(p: StableDiffusionProcessingImg2Img) -> Processed:
+    options = p.job_options
     job_timestamp = time.strftime("%Y%m%d%H%M%S")
     comments: list[str] = []
     p.all_prompts, p.all_negative_prompts = pipeline.expand_prompts(p.to_params(), p.styles_database, comments)
     for c in comments:
         p.comment(c)
-    seed, subseed, p.all_seeds, p.all_subseeds = pipeline.expand_seeds(p.to_params(), len(p.all_prompts))
+    _, _, p.all_seeds, p.all_subseeds = pipeline.expand_seeds(p.to_params(), len(p.all_prompts))
     p.tiling = bool(p.tiling if p.tiling is not None else options.tiling)
     p.init(p.all_prompts, p.all_seeds, p.all_subseeds)
     control = p.control
     if control.job_count == -1:
         control.job_count = p.n_iter
-    save_samples = not p.do_not_save_samples and p.outpath_samples is not None
-    sampler = registry.find_sampler(p.sampler_name)
-    output_images: list[Image.Image] = []
-    infotexts: list[str] = []
-    files: list = []
-
-    def infotext(batch, index=0, use_main_prompt=False):
-        return make_infotext(p, *batch, index=index, use_main_prompt=use_main_prompt)
-
+    out = _Outputs()
     batch = (p.all_prompts[:1], p.all_negative_prompts[:1], p.all_seeds[:1], p.all_subseeds[:1])
     for n in range(p.n_iter):
         control.job_no = n
-        if control.skipped:
-            control.skipped = False
+        control.skipped = False
         if control.interrupted:
             break
         b = p.batch_size
         prompts, negatives = p.all_prompts[n * b:(n + 1) * b], p.all_negative_prompts[n * b:(n + 1) * b]
-        seeds, subseeds = p.all_seeds[n * b:(n + 1) * b], p.all_subseeds[n * b:(n + 1) * b]
         if not prompts:
             break
-        batch = (prompts, negatives, seeds, subseeds)
-        p.rng = p._rng(seeds, subseeds)
-        texts, networks = parse_extra_networks_batch(prompts)
-        if not p.disable_extra_networks:
-            for comment in conditioning.extra_network_comments(networks):
-                p.comment(comment)
-        total_steps = sampler.total_steps(p.steps)
-        with torch.inference_mode():
-            uc = conditioning.get_learned_conditioning(model.text_encoder, negatives, total_steps, options)
-            c = conditioning.get_multicond_learned_conditioning(model.text_encoder, texts, total_steps, options)
-            samples = p.sample(c, uc, seeds, subseeds, p.subseed_strength, prompts)
-            decoded = pipeline.decode_latents(model, samples)
-        while model.notes:
-            p.comment(model.notes.pop(0))
-        p.rng = None
-        for i, image in enumerate(decoded):
-            overlay = None
-            if options.overlay_inpaint and p.overlay_images is not None and i < len(p.overlay_images):
-                overlay = p.overlay_images[i]
-            text = infotext(batch, i)
-            if p.color_corrections is not None and i < len(p.color_corrections):
-                if save_samples and options.save_images_before_color_correction:
-                    before, _ = apply_overlay(image, p.paste_to, overlay)
-                    files.append(_save(save_image, before, p.outpath_samples, p.sample_decoration(n, i, seeds[i]),
-                                       text if options.enable_pnginfo else None, options,
-                                       suffix="-before-color-correction"))
-                image = apply_color_correction(p.color_corrections[i], image)
-            image, original_denoised = apply_overlay(image, p.paste_to, overlay)
-            if save_samples:
-                files.append(_save(save_image, image, p.outpath_samples, p.sample_decoration(n, i, seeds[i]),
-                                   text if options.enable_pnginfo else None, options))
-            infotexts.append(text)
-            if options.enable_pnginfo:
-                image.info["parameters"] = text
-            output_images.append(image)
-            output_images.extend(_mask_outputs(p, image, original_denoised, options))
+        batch = (prompts, negatives, p.all_seeds[n * b:(n + 1) * b], p.all_subseeds[n * b:(n + 1) * b])
+        for i, image in enumerate(_run_batch(p, batch)):
+            _postprocess(p, image, n, i, batch, out)
         control.job_no = n + 1
-
-    if not infotexts:
-        infotexts.append(infotext(batch))
-    index_of_first_image = 0
-    unwanted_grid = len(output_images) < 2 and options.grid_only_if_multiple
-    if (options.return_grid or options.grid_save) and not p.do_not_save_grid and not unwanted_grid:
-        grid = image_grid(output_images, p.batch_size, n_rows=options.n_rows,
-                          prevent_empty_spots=options.grid_prevent_empty_spots, background=options.grid_background_color)
-        text = infotext(batch, use_main_prompt=True)
-        if options.return_grid:
-            infotexts.insert(0, text)
-            if options.enable_pnginfo:
-                grid.info["parameters"] = text
-            output_images.insert(0, grid)
-            index_of_first_image = 1
-        if options.grid_save and p.outpath_grids is not None:
-            files.insert(0, _save(save_image, grid, p.outpath_grids, "", text if options.enable_pnginfo else None,
-                                  options, basename="grid", extension=options.grid_format))
-    processed = Processed(p, output_images, seed=p.all_seeds[0], subseed=p.all_subseeds[0], infotexts=infotexts,
+    if not out.infotexts:
+        out.infotexts.append(make_infotext(p, *batch))
+    index_of_first_image = _grid(p, batch, out)
+    processed = Processed(p, out.images, seed=p.all_seeds[0], subseed=p.all_subseeds[0], infotexts=out.infotexts,
                           index_of_first_image=index_of_first_image, job_timestamp=job_timestamp)
-    processed.files = files
+    processed.files = out.files
     return processed
+
+
+def _run_batch(p: StableDiffusionProcessingImg2Img, batch) -> list[Image.Image]:
+    """Conditioning, sampling and decoding of one batch (A1111's loop body up to the decode)."""
+    prompts, negatives, seeds, subseeds = batch
+    model, options = p.sd_model, p.job_options
+    p.rng = p._rng(seeds, subseeds)
+    texts, networks = parse_extra_networks_batch(prompts)
+    if not p.disable_extra_networks:
+        for comment in conditioning.extra_network_comments(networks):
+            p.comment(comment)
+    total_steps = registry.find_sampler(p.sampler_name).total_steps(p.steps)
+    with torch.inference_mode():
+        uc = conditioning.get_learned_conditioning(model.text_encoder, negatives, total_steps, options)
+        c = conditioning.get_multicond_learned_conditioning(model.text_encoder, texts, total_steps, options)
+        samples = p.sample(c, uc, seeds, subseeds, p.subseed_strength, prompts)
+        decoded = pipeline.decode_latents(model, samples)
+    while model.notes:
+        p.comment(model.notes.pop(0))
+    p.rng = None
+    return decoded
+
+
+def _postprocess(p: StableDiffusionProcessingImg2Img, image: Image.Image, n: int, i: int, batch, out: _Outputs):
+    """Colour correction, paste-back/overlay, saving and the extra mask outputs of one image (spec §3.7)."""
+    from retouch.imageops.color import apply_color_correction
+    from retouch.imageops.masking import apply_overlay
+    from retouch.outputs import save_image
+
+    options = p.job_options
+    save = not p.do_not_save_samples and p.outpath_samples is not None
+    seed = batch[2][i]
+    overlay = None
+    if options.overlay_inpaint and p.overlay_images is not None and i < len(p.overlay_images):
+        overlay = p.overlay_images[i]
+    text = make_infotext(p, *batch, index=i)
+    stored_text = text if options.enable_pnginfo else None
+
+    def store(img: Image.Image, suffix: str = "") -> None:
+        out.files.append(_save(save_image, img, p.outpath_samples, p.sample_decoration(n, i, seed), stored_text,
+                               options, suffix=suffix))
+
+    if p.color_corrections is not None and i < len(p.color_corrections):
+        if save and options.save_images_before_color_correction:
+            store(apply_overlay(image, p.paste_to, overlay)[0], "-before-color-correction")
+        image = apply_color_correction(p.color_corrections[i], image)
+    image, original_denoised = apply_overlay(image, p.paste_to, overlay)
+    if save:
+        store(image)
+    out.infotexts.append(text)
+    if options.enable_pnginfo:
+        image.info["parameters"] = text
+    out.images.append(image)
+    mask_image, composite = _mask_outputs(p, image, original_denoised, options)
+    if save and mask_image is not None and options.save_mask:
+        store(mask_image, "-mask")
+    if save and composite is not None and options.save_mask_composite:
+        store(composite, "-mask-composite")
+    if options.return_mask and mask_image is not None:
+        out.images.append(mask_image)
+    if options.return_mask_composite and composite is not None:
+        out.images.append(composite)
+
+
+def _grid(p: StableDiffusionProcessingImg2Img, batch, out: _Outputs) -> int:
+    """Prepend (and save) the grid when A1111 would; returns ``index_of_first_image``."""
+    from retouch.imageops.grid import image_grid
+    from retouch.outputs import save_image
+
+    options = p.job_options
+    unwanted = len(out.images) < 2 and options.grid_only_if_multiple
+    if not (options.return_grid or options.grid_save) or p.do_not_save_grid or unwanted:
+        return 0
+    grid = image_grid(out.images, p.batch_size, n_rows=options.n_rows,
+                      prevent_empty_spots=options.grid_prevent_empty_spots, background=options.grid_background_color)
+    text = make_infotext(p, *batch, use_main_prompt=True)
+    index_of_first_image = 0
+    if options.return_grid:
+        out.infotexts.insert(0, text)
+        if options.enable_pnginfo:
+            grid.info["parameters"] = text
+        out.images.insert(0, grid)
+        index_of_first_image = 1
+    if options.grid_save and p.outpath_grids is not None:
+        out.files.insert(0, _save(save_image, grid, p.outpath_grids, "", text if options.enable_pnginfo else None,
+                                  options, basename="grid", extension=options.grid_format))
+    return index_of_first_image
 
 
 def _save(save_image, image, folder, decoration, text, options, basename="", extension=None, suffix=""):
@@ -440,21 +417,20 @@ def _save(save_image, image, folder, decoration, text, options, basename="", ext
                       webp_lossless=options.webp_lossless)
 
 
-def _mask_outputs(p, image, original_denoised, options) -> list[Image.Image]:
-    """The optional mask / mask-composite outputs (spec §3.7; they carry no infotext)."""
+def _mask_outputs(p, image, original_denoised, options):
+    """The optional mask and mask-composite images (spec §3.7; they carry no infotext)."""
     from retouch.imageops.resize import resize_image
 
     if p.mask_for_overlay is None:
-        return []
-    extra = []
-    if options.return_mask:
-        extra.append(p.mask_for_overlay.convert("RGB"))
-    if options.return_mask_composite:
+        return None, None
+    mask_image = composite = None
+    if options.return_mask or options.save_mask:
+        mask_image = p.mask_for_overlay.convert("RGB")
+    if options.return_mask_composite or options.save_mask_composite:
         mask = resize_image(2, p.mask_for_overlay, image.width, image.height).convert("L")
         composite = Image.composite(original_denoised.convert("RGBA").convert("RGBa"), Image.new("RGBa", image.size),
                                     mask).convert("RGBA")
-        extra.append(composite)
-    return extra
+    return mask_image, composite
 
 
 def make_infotext(p: StableDiffusionProcessingImg2Img, prompts, negatives, seeds, subseeds, *, index: int = 0,

@@ -239,3 +239,12 @@ def test_mask_modes(tiny_sd1, mode):
     p = job(tiny_sd1, mask=mask, mask_blur=0)
     process_images(p)
     assert p.nmask[0].sum() > 0 and p.nmask[0, 0, 0] == 0
+
+
+def test_save_mask_options_write_extra_files(tiny_sd1, tmp_path):
+    p = job(tiny_sd1, seed=12, do_not_save_samples=False, outpath_samples=str(tmp_path),
+            override_settings={"save_mask": True, "save_mask_composite": True})
+    processed = process_images(p)
+    names = sorted(x.name for x in tmp_path.iterdir())
+    assert names == ["00000-12.png", "00001-12-mask.png", "00002-12-mask-composite.png"]
+    assert len(processed.images) == 1  # saved, not returned (return_mask is off)

@@ -83,8 +83,11 @@ def _load_single_file(path: Path, dtype: torch.dtype, vae_dtype: torch.dtype) ->
     config = _config_for(path, state)
     _check_config_fits(path, state, config)
     unet = build_unet(config, state, dtype, path)
+    _drop(state, "model.diffusion_model.")  # the file's copies are no longer needed: keep the load peak low
     vae = build_vae(config, state, vae_dtype, path)
+    _drop(state, "first_stage_model.")
     text_encoder = build_text_encoder(config, state, dtype, path)
+    _drop(state, "cond_stage_model.")
     alphas_cumprod = state.get("alphas_cumprod")
     alphas_cumprod = alphas_cumprod.to(torch.float32) if alphas_cumprod is not None else config.alphas_cumprod()
     sha = file_sha256(path, cache_dir())
@@ -96,6 +99,11 @@ def _load_single_file(path: Path, dtype: torch.dtype, vae_dtype: torch.dtype) ->
     logger.info("loaded %s (%s, %s-prediction, config %s)", model.title, model.family, model.parameterization,
                 config.source)
     return model
+
+
+def _drop(state: StateDict, prefix: str) -> None:
+    for key in [k for k in state if k.startswith(prefix)]:
+        del state[key]
 
 
 def _config_for(path: Path, state: StateDict) -> LdmConfig:
