@@ -82,19 +82,26 @@ class UniPC:
             return self._bh_update(x, model_prev_list, t_prev_list, t, order, use_corrector)
         return self._vary_update(x, model_prev_list, t_prev_list, t, order, use_corrector)
 
-    def _bh_update(self, x, model_prev_list, t_prev_list, t, order, use_corrector):
-        ns, dims = self.ns, x.dim()
+    def _history(self, model_prev_list, t_prev_list, t, order, per_batch):
+        """Terms both update variants share: the step h in λ, the ratios r_k of earlier steps to h
+        (a batch vector for vary_coeff, its first entry for the B(h) variants) and the differences D1_k."""
+        ns = self.ns
         t_prev_0, model_prev_0 = t_prev_list[-1], model_prev_list[-1]
-        lambda_prev_0, lambda_t = ns.lambda_(t_prev_0), ns.lambda_(t)
-        sigma_prev_0, sigma_t = ns.std(t_prev_0), ns.std(t)
-        alpha_t = torch.exp(ns.log_mean_coeff(t))
-        h = lambda_t - lambda_prev_0
+        lambda_prev_0 = ns.lambda_(t_prev_0)
+        h = ns.lambda_(t) - lambda_prev_0
         rks, d1s = [], []
         for i in range(1, order):
-            t_prev_i, model_prev_i = t_prev_list[-(i + 1)], model_prev_list[-(i + 1)]
-            rk = ((ns.lambda_(t_prev_i) - lambda_prev_0) / h)[0]
+            rk = (ns.lambda_(t_prev_list[-(i + 1)]) - lambda_prev_0) / h
+            rk = rk if per_batch else rk[0]
             rks.append(rk)
-            d1s.append((model_prev_i - model_prev_0) / rk)
+            d1s.append((model_prev_list[-(i + 1)] - model_prev_0) / rk)
+        alpha_t = torch.exp(ns.log_mean_coeff(t))
+        return model_prev_0, ns.std(t_prev_0), ns.std(t), alpha_t, h, rks, d1s
+
+    def _bh_update(self, x, model_prev_list, t_prev_list, t, order, use_corrector):
+        dims = x.dim()
+        model_prev_0, sigma_prev_0, sigma_t, alpha_t, h, rks, d1s = self._history(
+            model_prev_list, t_prev_list, t, order, per_batch=False)
         rks.append(1.0)
         rks = torch.tensor(rks, device=x.device)
         hh = -h[0]
@@ -126,17 +133,8 @@ class UniPC:
         return x_t, model_t
 
     def _vary_update(self, x, model_prev_list, t_prev_list, t, order, use_corrector):
-        ns = self.ns
-        t_prev_0, model_prev_0 = t_prev_list[-1], model_prev_list[-1]
-        lambda_prev_0, lambda_t = ns.lambda_(t_prev_0), ns.lambda_(t)
-        sigma_prev_0, sigma_t = ns.std(t_prev_0), ns.std(t)
-        alpha_t = torch.exp(ns.log_mean_coeff(t))
-        h = lambda_t - lambda_prev_0
-        rks, d1s = [], []
-        for i in range(1, order):
-            rk = (ns.lambda_(t_prev_list[-(i + 1)]) - lambda_prev_0) / h
-            rks.append(rk)
-            d1s.append((model_prev_list[-(i + 1)] - model_prev_0) / rk)
+        model_prev_0, sigma_prev_0, sigma_t, alpha_t, h, rks, d1s = self._history(
+            model_prev_list, t_prev_list, t, order, per_batch=True)
         rks.append(1.0)
         rks = torch.tensor(rks, device=x.device)
         k_len = len(rks)

@@ -63,7 +63,6 @@ def create_app(config: ServerConfig) -> FastAPI:
     jobs = JobQueue(config.max_queue)
     state: dict[str, Any] = {"options": config.options, "job_timestamp": "0"}
     app.state.jobs, app.state.models = jobs, models
-    dependencies: list = []
     if config.api_auth:
         app.middleware("http")(_basic_auth(config.api_auth))
 
@@ -82,11 +81,11 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def unexpected(_: Request, e: Exception):
         return envelope(500, type(e).__name__, str(e))
 
-    @app.get("/internal/ping", dependencies=dependencies)
+    @app.get("/internal/ping")
     async def ping():
         return {}
 
-    @app.post("/sdapi/v1/img2img", response_model=ImageToImageResponse, dependencies=dependencies)
+    @app.post("/sdapi/v1/img2img", response_model=ImageToImageResponse)
     async def img2img(req: Img2ImgRequest):
         extra = set(req.model_extra or {}) - IGNORED_FIELDS
         if extra:
@@ -140,7 +139,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             parameters["mask"] = None
         return ImageToImageResponse(images=b64, parameters=parameters, info=processed.js())
 
-    @app.get("/sdapi/v1/progress", dependencies=dependencies)
+    @app.get("/sdapi/v1/progress")
     async def progress(skip_current_image: bool = False):
         task = jobs.current
         control = task.control if task else None
@@ -159,7 +158,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         return {"progress": min(value, 1.0), "eta_relative": eta, "state": status, "current_image": image,
                 "textinfo": None}
 
-    @app.post("/internal/progress", dependencies=dependencies)
+    @app.post("/internal/progress")
     async def internal_progress(req: ProgressRequest):
         task = jobs.current
         active = task is not None and task.id == req.id_task
@@ -181,12 +180,12 @@ def create_app(config: ServerConfig) -> FastAPI:
         return {"active": True, "queued": False, "completed": False, "progress": value, "eta": eta,
                 "live_preview": preview, "id_live_preview": preview_id, "textinfo": None, "queue_position": 0}
 
-    @app.get("/internal/pending-tasks", dependencies=dependencies)
+    @app.get("/internal/pending-tasks")
     async def pending_tasks():
         ids = list(jobs.pending)
         return {"size": len(ids), "tasks": ids}
 
-    @app.post("/sdapi/v1/interrupt", dependencies=dependencies)
+    @app.post("/sdapi/v1/interrupt")
     async def interrupt(req: InterruptRequest | None = None, id_task: str | None = None):
         task_id = id_task or (req.id_task if req else None)
         found = jobs.interrupt(task_id)
@@ -194,12 +193,12 @@ def create_app(config: ServerConfig) -> FastAPI:
             raise ApiError(404, f"no queued or running task {task_id!r}")
         return {}
 
-    @app.post("/sdapi/v1/skip", dependencies=dependencies)
+    @app.post("/sdapi/v1/skip")
     async def skip():
         jobs.skip()
         return {}
 
-    @app.get("/sdapi/v1/samplers", dependencies=dependencies)
+    @app.get("/sdapi/v1/samplers")
     async def samplers():
         return [{"name": s.name, "aliases": list(s.aliases),
                  "options": {k: v for k, v in (("scheduler", s.scheduler), ("second_order", s.second_order),
@@ -208,30 +207,30 @@ def create_app(config: ServerConfig) -> FastAPI:
                                                 ("solver_type", s.solver_type)) if v}}
                 for s in registry.SAMPLERS]
 
-    @app.get("/sdapi/v1/schedulers", dependencies=dependencies)
+    @app.get("/sdapi/v1/schedulers")
     async def schedulers():
         return [{"name": s.name, "label": s.label, "aliases": list(s.aliases) or None,
                  "default_rho": s.default_rho, "need_inner_model": s.name in ("uniform", "sgm_uniform", "simple",
                                                                             "normal", "ddim", "beta")}
                 for s in SCHEDULERS]
 
-    @app.get("/sdapi/v1/sd-models", dependencies=dependencies)
+    @app.get("/sdapi/v1/sd-models")
     async def sd_models():
         return [{"title": c.title, "model_name": c.model_name, "hash": c.short_hash, "sha256": None,
                  "filename": str(c.path), "config": None} for c in models.checkpoints.values()]
 
-    @app.post("/sdapi/v1/refresh-checkpoints", dependencies=dependencies)
+    @app.post("/sdapi/v1/refresh-checkpoints")
     async def refresh_checkpoints():
         models.refresh()
         return {}
 
-    @app.get("/sdapi/v1/options", dependencies=dependencies)
+    @app.get("/sdapi/v1/options")
     async def get_options():
         values = state["options"].as_dict()
         values["sd_model_checkpoint"] = models.loaded_title
         return values
 
-    @app.post("/sdapi/v1/options", dependencies=dependencies)
+    @app.post("/sdapi/v1/options")
     async def set_options(values: dict[str, Any]):
         values = dict(values)
         checkpoint = values.pop("sd_model_checkpoint", None)
@@ -244,13 +243,13 @@ def create_app(config: ServerConfig) -> FastAPI:
         state["options"] = new
         return None
 
-    @app.get("/sdapi/v1/cmd-flags", dependencies=dependencies)
+    @app.get("/sdapi/v1/cmd-flags")
     async def cmd_flags():
         return {"ckpt": config.ckpt, "ckpt_dir": config.ckpt_dir, "api_auth": bool(config.api_auth),
                 "max_queue": config.max_queue, "allow_image_urls": config.allow_image_urls,
                 "outdir": config.outdir, "api": True, "nowebui": True}
 
-    @app.post("/sdapi/v1/png-info", dependencies=dependencies)
+    @app.post("/sdapi/v1/png-info")
     async def png_info(req: PNGInfoRequest):
         if not req.image.strip():
             return {"info": "", "items": {}, "parameters": {}}
@@ -261,11 +260,11 @@ def create_app(config: ServerConfig) -> FastAPI:
         parameters = {"Prompt": prompt, "Negative prompt": negative, **params} if text else {}
         return {"info": text, "items": items, "parameters": parameters}
 
-    @app.get("/sdapi/v1/scripts", dependencies=dependencies)
+    @app.get("/sdapi/v1/scripts")
     async def scripts():
         return {"txt2img": [], "img2img": []}
 
-    @app.get("/sdapi/v1/memory", dependencies=dependencies)
+    @app.get("/sdapi/v1/memory")
     async def memory():
         process = psutil.Process()
         vm = psutil.virtual_memory()
