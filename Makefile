@@ -8,7 +8,7 @@ TORCH := torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup test demo lint clean bench
+.PHONY: setup test demo lint clean bench bench-large
 
 setup: $(STAMP)
 
@@ -33,3 +33,7 @@ clean:
 
 bench: $(STAMP)
 	$(PY) bench/run.py
+
+# the 2048² img2img on the SD1.5-sized model (~40 min here); its table joins docs/benchmarks.md
+bench-large: $(STAMP)
+	$(PY) bench/run.py --sections large

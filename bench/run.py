@@ -68,21 +68,36 @@ def prepare_sd15(cache: Path) -> tuple[Path, Path]:
     return ckpt, folder
 
 
-def overhead_section(ckpt: Path, results: dict, sizes: list[int], runs: int) -> None:
+# (size, precision, sampler, repeated): fp32 at 256²; bf16 + channels-last at 512², where fp32 would take ~4 min
+# a run (and faster networks make any overhead outside them weigh more, not less). The 256² fp32 Euler job is
+# also retouch's side of the diffusers comparison and the precision section's reference, so it is repeated;
+# the others run once to keep `make bench` under 15 minutes.
+OVERHEAD_CASES = ((256, "fp32", "Euler", True), (256, "fp32", "DPM++ 2M", False),
+                  (512, "bf16", "Euler", False), (512, "bf16", "DPM++ 2M", False))
+REFERENCE_IMAGE = "reference-256-fp32-euler.png"
+
+
+def overhead_section(ckpt: Path, results: dict, runs: int, keep: dict) -> None:
     rows = []
-    for size in sizes:
-        for sampler in ("Euler", "DPM++ 2M") if size <= 256 else ("Euler",):
-            r = worker("overhead", ckpt=str(ckpt), size=size, sampler=sampler, runs=runs if size <= 256 else 1)
-            ratios = [run["total"] / run["network"] for run in r["runs"]]
-            rows.append({"size": size, "sampler": sampler, "total": stats([x["total"] for x in r["runs"]]),
-                         "network": stats([x["network"] for x in r["runs"]]), "ratio": stats(ratios),
-                         "calls": r["runs"][0]["calls"], "peak_rss_mb": r["peak_rss_mb"]})
-            print(f"overhead {size}² {sampler}: ratio {statistics.median(ratios):.4f}", flush=True)
+    for size, precision, sampler, repeated in OVERHEAD_CASES:
+        reference = (size, precision, sampler) == (256, "fp32", "Euler")
+        r = worker("overhead", ckpt=str(ckpt), size=size, sampler=sampler, runs=runs if repeated else 1,
+                   precision=precision, channels_last=precision == "bf16",
+                   save_image=str(ckpt.parent / REFERENCE_IMAGE) if reference else None)
+        keep[(size, precision, sampler)] = r
+        ratios = [run["total"] / run["network"] for run in r["runs"]]
+        rows.append({"size": size, "precision": precision, "sampler": sampler,
+                     "total": stats([x["total"] for x in r["runs"]]),
+                     "network": stats([x["network"] for x in r["runs"]]), "ratio": stats(ratios),
+                     "calls": r["runs"][0]["calls"], "peak_rss_mb": r["peak_rss_mb"]})
+        print(f"overhead {size}² {precision} {sampler}: ratio {statistics.median(ratios):.4f}", flush=True)
     results["overhead"] = rows
 
 
-def diffusers_section(ckpt: Path, folder: Path, results: dict, size: int, runs: int) -> None:
-    ours = worker("overhead", ckpt=str(ckpt), size=size, sampler="Euler", runs=runs)
+def diffusers_section(ckpt: Path, folder: Path, results: dict, size: int, runs: int, keep: dict) -> None:
+    # our side is the overhead section's fp32 Euler run (same worker, same job); run it here if that was skipped
+    ours = keep.get((size, "fp32", "Euler")) or worker("overhead", ckpt=str(ckpt), size=size, sampler="Euler",
+                                                       runs=runs)
     # diffusers img2img runs int(steps·strength) UNet steps: 22 × 0.75 → 16, as our 20 × 0.75 → 16
     theirs = worker("diffusers_img2img", folder=str(folder), size=size, steps=22, strength=0.75, runs=runs)
     results["diffusers"] = {
@@ -93,27 +108,66 @@ def diffusers_section(ckpt: Path, folder: Path, results: dict, size: int, runs: 
     print("diffusers:", results["diffusers"], flush=True)
 
 
-def load_section(ckpt: Path, folder: Path, results: dict) -> None:
-    from retouch.models.ldm_config import bundled_path  # noqa: F401 - import check only
+def evict_from_page_cache(path: Path) -> bool:
+    """Ask the kernel to drop the file's cached pages (no privileges needed), for a cold-cache load."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+        return True
+    except (OSError, AttributeError):
+        return False
 
-    config = folder  # diffusers' from_single_file takes a local config folder
+
+def load_section(ckpt: Path, folder: Path, results: dict) -> None:
     rows = {"ours": [], "diffusers": []}
-    for attempt in range(2):
-        rows["ours"].append(worker("load_ours", ckpt=str(ckpt)))
-        rows["diffusers"].append(worker("load_diffusers", ckpt=str(ckpt), config=str(config)))
-        print(f"load {attempt}: ours {rows['ours'][-1]['load']:.1f}s, diffusers {rows['diffusers'][-1]['load']:.1f}s",
-              flush=True)
+    for attempt in ("cold", "warm", "warm"):
+        for engine, name, kwargs in (("ours", "load_ours", {}), ("diffusers", "load_diffusers", {"config": str(folder)})):
+            cold = attempt == "cold" and evict_from_page_cache(ckpt)
+            rows[engine].append({**worker(name, ckpt=str(ckpt), **kwargs), "cold": cold})
+        print(f"load ({attempt}): ours {rows['ours'][-1]['load']:.1f}s, "
+              f"diffusers {rows['diffusers'][-1]['load']:.1f}s", flush=True)
     results["load"] = rows
 
 
-def precision_section(ckpt: Path, results: dict, size: int) -> None:
-    results["precision"] = {"size": size, "rows": worker("precision", ckpt=str(ckpt), size=size, runs=1)}
+def precision_section(ckpt: Path, results: dict, size: int, keep: dict) -> None:
+    # the fp32 reference is the overhead section's run of the same job, when there is one
+    fp32 = keep.get((size, "fp32", "Euler"))
+    reference = ckpt.parent / REFERENCE_IMAGE if fp32 else None
+    rows = worker("precision", ckpt=str(ckpt), size=size, runs=1, reference=str(reference) if reference else None)
+    if fp32:
+        rows = {"fp32": {"time": statistics.median(r["total"] for r in fp32["runs"]), "max_diff": 0,
+                         "mean_diff": 0.0}, **rows}
+    results["precision"] = {"size": size, "rows": rows}
     print("precision:", results["precision"], flush=True)
 
 
 def tiled_section(ckpt: Path, results: dict, size: int) -> None:
-    results["tiled"] = {"size": size, **worker("tiled_vae", ckpt=str(ckpt), size=size)}
+    import numpy as np
+
+    out = {"size": size}
+    for mode, name in (("never", "untiled"), ("always", "tiled")):
+        out[name] = worker("vae_decode", ckpt=str(ckpt), size=size, mode=mode, save=str(ckpt.parent / f"{name}.npy"))
+    diff = np.abs(np.load(ckpt.parent / "untiled.npy").astype(int) - np.load(ckpt.parent / "tiled.npy").astype(int))
+    out.update(max_diff=int(diff.max()), mean_diff=float(diff.mean()),
+               border_rows_mean_diff=_seam_profile(diff, size))
+    results["tiled"] = out
     print("tiled:", results["tiled"], flush=True)
+
+
+def _seam_profile(diff, size: int) -> dict:
+    """Mean |Δ| on the image rows where tiles meet (512 px tiles, 384 px apart) vs all rows."""
+    rows = diff.mean(axis=(0, 1, 3))
+    seams = [y for start in range(384, size, 384) for y in range(start, min(start + 128, size))]
+    return {"seam_rows": float(rows[seams].mean()) if seams else 0.0, "all_rows": float(rows.mean())}
+
+
+def large_section(ckpt: Path, results: dict, size: int) -> None:
+    results["large"] = worker("large_img2img", ckpt=str(ckpt), size=size, steps=3, denoise=0.5)
+    print("large:", results["large"], flush=True)
 
 
 def tiny_section(results: dict) -> None:
@@ -165,16 +219,29 @@ def tiny_section(results: dict) -> None:
         body = {"init_images": [base64.b64encode(buffer.getvalue()).decode()], "prompt": "a cat", "width": 64,
                 "height": 64, "steps": 20, "sampler_name": "Euler", "seed": 1}
         requests.post(url + "/sdapi/v1/img2img", json=body, timeout=300)
-        http = []
+        http, overhead = [], []
         for _ in range(10):
             start = time.perf_counter()
-            requests.post(url + "/sdapi/v1/img2img", json=body, timeout=300).raise_for_status()
+            response = requests.post(url + "/sdapi/v1/img2img", json=body, timeout=300)
+            response.raise_for_status()
             http.append(time.perf_counter() - start)
+            overhead.append(http[-1] - server_timing(response)["job"])
     finally:
         server.terminate()
         server.wait(10)
-    results["tiny"] = {"latency": stats(latency), "http_latency": stats(http), "throughput": throughput}
+    results["tiny"] = {"latency": stats(latency), "http_latency": stats(http), "http_overhead": stats(overhead),
+                       "throughput": throughput}
     print("tiny:", results["tiny"], flush=True)
+
+
+def server_timing(response) -> dict[str, float]:
+    """The ``Server-Timing`` header (``name;dur=ms, …``) in seconds."""
+    out = {}
+    for part in response.headers.get("Server-Timing", "").split(","):
+        name, _, dur = part.strip().partition(";dur=")
+        if dur:
+            out[name] = float(dur) / 1000
+    return out
 
 
 def _free_port() -> int:
@@ -227,13 +294,15 @@ def main() -> int:
     ckpt = folder = None
     if set(sections) - {"tiny"}:
         ckpt, folder = prepare_sd15(cache_dir() / "bench")
+    keep: dict = {}  # worker results shared between sections of this run
     steps = {
         "tiny": lambda: tiny_section(results),
-        "overhead": lambda: overhead_section(ckpt, results, [256, 512], args.runs),
-        "diffusers": lambda: diffusers_section(ckpt, folder, results, 256, args.runs),
+        "overhead": lambda: overhead_section(ckpt, results, args.runs, keep),
+        "diffusers": lambda: diffusers_section(ckpt, folder, results, 256, args.runs, keep),
         "load": lambda: load_section(ckpt, folder, results),
-        "precision": lambda: precision_section(ckpt, results, 256),
+        "precision": lambda: precision_section(ckpt, results, 256, keep),
         "tiled": lambda: tiled_section(ckpt, results, 1024),
+        "large": lambda: large_section(ckpt, results, 2048),  # ~40 min: `make bench-large`
     }
     for name in sections:
         started = time.time()

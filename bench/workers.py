@@ -18,7 +18,18 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak RSS (``VmHWM``). Not ``ru_maxrss``: Linux carries that over ``execve`` from the
+    parent, so a worker started by a process holding a model would report the parent's peak."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
 def source(size: int) -> Image.Image:
@@ -26,6 +37,13 @@ def source(size: int) -> Image.Image:
     y, x = np.mgrid[0:size, 0:size]
     base = np.stack([x * 255 / size, y * 255 / size, (x + y) * 127 / size], -1) + rng.normal(0, 10, (size, size, 3))
     return Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
+
+
+def job(size: int, sampler: str) -> dict:
+    """The benchmark job: 20 steps, denoising 0.75 (16 UNet calls), CFG 7, one seed."""
+    return {"prompt": "a watercolor painting of a forest", "negative_prompt": "blurry", "init_images": [source(size)],
+            "width": size, "height": size, "steps": 20, "denoising_strength": 0.75, "sampler_name": sampler,
+            "seed": 1}
 
 
 class NetworkTimer:
@@ -62,10 +80,8 @@ def overhead(args: dict) -> dict:
     image = None
     for _ in range(args["runs"]):
         timer = NetworkTimer(model)
-        p = StableDiffusionProcessingImg2Img(
-            sd_model=model, prompt="a watercolor painting of a forest", negative_prompt="blurry",
-            init_images=[source(args["size"])], width=args["size"], height=args["size"], steps=20,
-            denoising_strength=0.75, sampler_name=args["sampler"], seed=1, batch_size=args.get("batch", 1))
+        p = StableDiffusionProcessingImg2Img(sd_model=model, batch_size=args.get("batch", 1),
+                                             **job(args["size"], args["sampler"]))
         start = time.perf_counter()
         processed = process_images(p)
         total = time.perf_counter() - start
@@ -131,25 +147,26 @@ def diffusers_img2img(args: dict) -> dict:
 
 
 def load_ours(args: dict) -> dict:
+    import retouch.models.components  # noqa: F401 - diffusers/transformers imported before the baseline
     from retouch import load_model
 
+    baseline = current_rss_mb()  # the interpreter with torch, diffusers and transformers imported
     start = time.perf_counter()
     model = load_model(args["ckpt"])
     ready = time.perf_counter() - start
     with torch.inference_mode():
         model.get_learned_conditioning(["warm"])
-    resident = sum(p.numel() * p.element_size() for net in (model.unet, model.vae, model.text_encoder.transformer)
-                   for p in net.parameters()) / 2**20
-    return {"load": ready, "peak_rss_mb": peak_rss_mb(), "weights_mb": resident}
+    return {"load": ready, "peak_rss_mb": peak_rss_mb(), "baseline_rss_mb": baseline, "weights_mb": _weights_mb(model)}
 
 
 def load_diffusers(args: dict) -> dict:
     from diffusers import StableDiffusionImg2ImgPipeline
 
+    baseline = current_rss_mb()
     start = time.perf_counter()
     StableDiffusionImg2ImgPipeline.from_single_file(args["ckpt"], config=args["config"], local_files_only=True,
                                                     safety_checker=None, requires_safety_checker=False)
-    return {"load": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb()}
+    return {"load": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb(), "baseline_rss_mb": baseline}
 
 
 def precision(args: dict) -> dict:
@@ -159,17 +176,15 @@ def precision(args: dict) -> dict:
 
     torch.set_num_threads(args.get("threads", 2))
     results = {}
-    reference = None
-    for name, kwargs in (("fp32", {}), ("bf16", {"dtype": torch.bfloat16}),
+    reference = np.array(Image.open(args["reference"])).astype(int) if args.get("reference") else None
+    variants = (("fp32", {}),) if reference is None else ()
+    for name, kwargs in variants + (("bf16", {"dtype": torch.bfloat16}),
                          ("bf16 + channels_last", {"dtype": torch.bfloat16, "channels_last": True}),
                          ("bf16, bf16 VAE", {"dtype": torch.bfloat16, "vae_dtype": torch.bfloat16})):
         model = load_model(args["ckpt"], **kwargs)
         times = []
         for _ in range(args["runs"]):
-            p = StableDiffusionProcessingImg2Img(sd_model=model, prompt="a watercolor painting",
-                                                 init_images=[source(args["size"])], width=args["size"],
-                                                 height=args["size"], steps=20, denoising_strength=0.75,
-                                                 sampler_name="Euler", seed=1)
+            p = StableDiffusionProcessingImg2Img(sd_model=model, **job(args["size"], "Euler"))
             start = time.perf_counter()
             image = np.array(process_images(p).images[0]).astype(int)
             times.append(time.perf_counter() - start)
@@ -182,23 +197,63 @@ def precision(args: dict) -> dict:
     return results
 
 
-def tiled_vae(args: dict) -> dict:
+def vae_decode(args: dict) -> dict:
+    """One fp32 VAE decode of a fixed random latent, tiled or not; peak RSS above the loaded model."""
+    import retouch.models.components  # noqa: F401 - imports before the baseline
     from retouch import load_model
 
     torch.set_num_threads(args.get("threads", 2))
     model = load_model(args["ckpt"])
+    model.vae_tiling = args["mode"]
     z = torch.randn(1, 4, args["size"] // 8, args["size"] // 8, generator=torch.Generator().manual_seed(0)) * 0.8
-    out = {}
     with torch.inference_mode():
-        for mode in ("never", "always"):
-            model.vae_tiling = mode
-            start = time.perf_counter()
-            pixels = model.decode_first_stage(z)
-            out[mode] = {"time": time.perf_counter() - start}
-            out[mode]["image"] = torch.clamp((pixels + 1) * 127.5, 0, 255).floor()
-    diff = (out["never"].pop("image") - out["always"].pop("image")).abs()
-    return {"untiled": out["never"], "tiled": out["always"], "max_diff": float(diff.max()),
-            "mean_diff": float(diff.mean()), "peak_rss_mb": peak_rss_mb()}
+        model.decode_first_stage(z[:, :, :8, :8])  # warm-up
+        before = current_rss_mb()
+        start = time.perf_counter()
+        pixels = model.decode_first_stage(z)
+        elapsed = time.perf_counter() - start
+    image = torch.clamp((pixels + 1) * 127.5, 0, 255).floor().to(torch.uint8).numpy()
+    np.save(args["save"], image)
+    return {"time": elapsed, "peak_rss_mb": peak_rss_mb(), "before_mb": before, "extra_mb": peak_rss_mb() - before}
+
+
+def large_img2img(args: dict) -> dict:
+    """A 2048² img2img on the SD1.5-sized model: bf16 UNet, fp32 VAE tiled automatically (> 1 MP)."""
+    from retouch import load_model
+    from retouch.processing import StableDiffusionProcessingImg2Img, process_images
+
+    torch.set_num_threads(args.get("threads", 2))
+    model = load_model(args["ckpt"], dtype=torch.bfloat16, channels_last=True)
+    timer = NetworkTimer(model)
+    unet_times = []
+    apply_model = model.apply_model
+
+    def timed_unet(*a, **k):
+        start = time.perf_counter()
+        try:
+            return apply_model(*a, **k)
+        finally:
+            unet_times.append(time.perf_counter() - start)
+
+    model.apply_model = timed_unet
+    size = args["size"]
+    p = StableDiffusionProcessingImg2Img(
+        sd_model=model, prompt="a watercolor painting of a forest", negative_prompt="blurry",
+        init_images=[source(size)], width=size, height=size, steps=args["steps"],
+        denoising_strength=args["denoise"], sampler_name="Euler", seed=1)
+    start = time.perf_counter()
+    processed = process_images(p)
+    total = time.perf_counter() - start
+    if args.get("save_image"):
+        processed.images[0].save(args["save_image"])
+    return {"total": total, "network": timer.total, "calls": timer.calls, "unet_call_seconds": unet_times,
+            "size": list(processed.images[0].size), "comments": processed.comments,
+            "peak_rss_mb": peak_rss_mb(), "weights_mb": _weights_mb(model)}
+
+
+def _weights_mb(model) -> float:
+    nets = (model.unet, model.vae, model.text_encoder.transformer)
+    return sum(p.numel() * p.element_size() for net in nets for p in net.parameters()) / 2**20
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
                         help="VAE precision (default fp32 on CPU); NaNs fall back to fp32")
     parser.add_argument("--channels-last", action="store_true", help="UNet in channels-last memory format")
     parser.add_argument("--vae-tiling", choices=("auto", "always", "never"), default="auto",
-                        help="tiled VAE: auto = above 1 megapixel or when out of memory")
+                        help="tiled VAE: auto = when an untiled pass would not fit in free memory, or ran out of it")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
 
 

@@ -56,6 +56,18 @@ def test_api_defaults_are_a1111s(server):
     assert (params["inpaint_full_res"], params["inpainting_fill"], params["inpaint_full_res_padding"]) == (True, 0, 0)
 
 
+def test_server_timing_header_accounts_for_the_request(server):
+    start = time.perf_counter()
+    r = server.post("/sdapi/v1/img2img", json={"init_images": [b64_image(source_image())], "width": 64, "height": 64,
+                                               "steps": 12, "seed": 1})
+    elapsed_ms = (time.perf_counter() - start) * 1000
+    parts = dict(part.strip().split(";dur=") for part in r.headers["Server-Timing"].split(","))
+    timing = {name: float(value) for name, value in parts.items()}
+    assert set(timing) == {"decode", "queue", "job", "encode"}
+    assert all(value >= 0 for value in timing.values())
+    assert timing["job"] > 0 and sum(timing.values()) <= elapsed_ms
+
+
 def test_missing_init_images_is_404(server):
     r = server.post("/sdapi/v1/img2img", json={"prompt": "x"})
     assert r.status_code == 404 and r.json()["detail"] == "Init image not found"

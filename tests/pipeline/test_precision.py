@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from retouch import load_model
+from retouch.models.model import vae_pass_bytes
 from retouch.processing import StableDiffusionProcessingImg2Img, process_images
 from tests.conftest import MODELS
 from tests.pipeline.helpers import pixels, source_image
@@ -55,13 +56,34 @@ def test_tiled_decode_matches_untiled_without_seams(fp32):
     assert rows.max() < 6 * rows.mean() + 1
 
 
-def test_tiled_encode_is_used_automatically_for_large_images(fp32, monkeypatch):
+def test_auto_tiles_only_what_would_not_fit(fp32, monkeypatch):
     calls = []
     real = fp32._with_tiling
     monkeypatch.setattr(fp32, "_with_tiling", lambda fn, x, tiled: calls.append(tiled) or real(fn, x, tiled))
+    small = vae_pass_bytes(fp32.vae.config.block_out_channels, torch.float32, 64 * 64, decode=False)
+    fp32.vae_memory_budget = small * 2
+    fp32.notes.clear()
     fp32.encode_first_stage(torch.zeros(1, 3, 64, 64))
-    fp32.encode_first_stage(torch.zeros(1, 3, 1088, 1024))
-    assert calls == [False, True]
+    assert calls == [False] and fp32.notes == []
+    fp32.encode_first_stage(torch.zeros(1, 3, 128, 128))  # 4× the pixels: over the budget
+    assert calls == [False, True] and fp32.notes[-1].startswith("Tiled VAE encode: an untiled pass needs about")
+    fp32.decode_first_stage(torch.zeros(1, 4, 16, 16))
+    assert calls[-1] is True and "Tiled VAE decode" in fp32.notes[-1]
+    fp32.vae_memory_budget = None  # 3/4 of this machine's free memory: a small image is never tiled
+    fp32.encode_first_stage(torch.zeros(1, 3, 64, 64))
+    assert calls[-1] is False
+    fp32.notes.clear()
+
+
+def test_memory_estimate_for_sd_vae():
+    sd_vae = (128, 256, 512, 512)
+    mp = 1024 * 1024
+    decode_1mp = vae_pass_bytes(sd_vae, torch.float32, mp, decode=True)
+    # measured: an untiled fp32 1024² decode adds ~4 GB to the process; the estimate has a 1.5× margin
+    assert 5e9 < decode_1mp < 8e9
+    assert vae_pass_bytes(sd_vae, torch.float32, 4 * mp, decode=True) == 4 * decode_1mp
+    assert vae_pass_bytes(sd_vae, torch.bfloat16, mp, decode=True) == decode_1mp // 2
+    assert vae_pass_bytes(sd_vae, torch.float32, mp, decode=False) < decode_1mp
 
 
 def test_nan_decode_falls_back_to_fp32(monkeypatch):

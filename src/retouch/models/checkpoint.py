@@ -13,15 +13,15 @@ import logging
 import os
 import pickle
 import zipfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors import SafetensorError, safe_open
 
 logger = logging.getLogger(__name__)
 
-StateDict = dict[str, torch.Tensor]
+StateDict = Mapping[str, torch.Tensor]
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
@@ -39,7 +39,8 @@ class CheckpointError(ValueError):
 def read_state_dict(path: str | os.PathLike) -> StateDict:
     """All tensors of a single weight file, keyed as stored (an outer ``state_dict`` is unwrapped).
 
-    safetensors files are memory-mapped. Raises :class:`CheckpointError` (a ``ValueError``) for a
+    A safetensors file gives a :class:`SafetensorsFile` (each tensor read when asked for); a
+    ``.ckpt`` gives a dict of memory-mapped tensors. Raises :class:`CheckpointError` (a ``ValueError``) for a
     missing, unreadable, corrupt or unsafe file.
     """
     path = Path(path)
@@ -59,11 +60,58 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
     return state
 
 
+_SAFETENSORS_ERRORS = (SafetensorError, OSError, json.JSONDecodeError, RuntimeError)
+
+
 def _read_safetensors(path: Path) -> StateDict:
     try:
-        return load_file(path, device="cpu")
-    except (SafetensorError, OSError, json.JSONDecodeError, RuntimeError) as e:
+        return SafetensorsFile(path)
+    except _SAFETENSORS_ERRORS as e:
         raise CheckpointError(path, f"not a valid safetensors file (truncated or corrupt?): {e}") from None
+
+
+class SafetensorsFile(Mapping[str, torch.Tensor]):
+    """The tensors of a ``.safetensors`` file, each read from disk when it is looked up.
+
+    Building a network from it holds one network's tensors at a time instead of the whole file
+    next to the model, which keeps the load's peak memory near the model's own size. safetensors
+    maps the file privately (a tensor can be changed in place; the file never is) and a tensor
+    shares the mapping's pages, which count as the process's resident memory while the mapping
+    lives. The file is therefore reopened after every ``window`` bytes read: once a window's
+    tensors have been cast and dropped, its mapping goes with them.
+    """
+
+    def __init__(self, path: Path, window: int = 256 << 20):
+        self.path = path
+        self._window = window
+        self._open()
+        self._keys = list(self._handle.keys())
+        self._key_set = frozenset(self._keys)
+
+    def _open(self) -> None:
+        self._handle = safe_open(str(self.path), framework="pt", device="cpu")
+        self._read_since_open = 0
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key not in self._key_set:
+            raise KeyError(key)
+        if self._read_since_open > self._window:
+            self._open()
+        try:
+            tensor = self._handle.get_tensor(key)
+        except _SAFETENSORS_ERRORS as e:
+            raise CheckpointError(self.path, f"could not read tensor {key} (truncated or corrupt?): {e}") from None
+        self._read_since_open += tensor.numel() * tensor.element_size()
+        return tensor
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._key_set
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
 
 
 def _read_pickle(path: Path) -> StateDict:

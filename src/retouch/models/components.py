@@ -18,6 +18,7 @@ from diffusers.loaders.single_file_utils import (
     convert_open_clip_checkpoint,
 )
 from transformers import CLIPTextConfig, CLIPTextModel
+from transformers.initialization import no_init_weights
 
 from retouch.models.checkpoint import CheckpointError, StateDict
 from retouch.models.ldm_config import LdmConfig
@@ -43,11 +44,16 @@ def materialize(module: torch.nn.Module, weights: StateDict, dtype: torch.dtype,
             detail.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
         raise CheckpointError(path, f"the {what} weights do not fit the {what} described by the config: "
                                     + ", ".join(detail))
-    for key, tensor in weights.items():
+    cast = {}
+    for key in list(weights):  # one tensor at a time: each source copy is freed as soon as it is cast
+        tensor = weights[key]
         if tuple(tensor.shape) != tuple(expected[key].shape):
             raise CheckpointError(path, f"the {what} tensor {key} has shape {tuple(tensor.shape)}, "
                                         f"the config expects {tuple(expected[key].shape)}")
-    cast = {k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()}
+        cast[key] = tensor.to(dtype) if tensor.is_floating_point() else tensor
+        if isinstance(weights, dict):
+            del weights[key]
+        del tensor
     module.load_state_dict(cast, strict=True, assign=True)
     return module.eval().requires_grad_(False)
 
@@ -73,12 +79,12 @@ def build_vae_from_config(vae_config: dict, weights: StateDict, dtype: torch.dty
 
 def build_text_encoder(config: LdmConfig, state: StateDict, dtype: torch.dtype, path: Path) -> TextEncoder:
     te_config = CLIPTextConfig.from_json_file(str(config.text_encoder_dir / "config.json"))
-    with init_empty_weights():
+    with init_empty_weights(), no_init_weights():  # the weights come from the file: skip random init
         transformer = CLIPTextModel(te_config)
     if config.text_encoder_kind == "open_clip":
         weights = convert_open_clip_checkpoint(transformer, state, prefix=OPEN_CLIP_PREFIX)
     else:
-        weights = {k[len(CLIP_PREFIX):]: v for k, v in state.items() if k.startswith(CLIP_PREFIX)}
+        weights = {k[len(CLIP_PREFIX):]: state[k] for k in state if k.startswith(CLIP_PREFIX)}
     weights = _clip_keys_for_transformers(weights)
     if not weights:
         raise CheckpointError(path, f"no text encoder weights ({CLIP_PREFIX}* or {OPEN_CLIP_PREFIX}*) found")

@@ -102,6 +102,8 @@ def _load_single_file(path: Path, dtype: torch.dtype, vae_dtype: torch.dtype) ->
 
 
 def _drop(state: StateDict, prefix: str) -> None:
+    if not isinstance(state, dict):
+        return  # read lazily: nothing is held
     for key in [k for k in state if k.startswith(prefix)]:
         del state[key]
 

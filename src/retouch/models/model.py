@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import psutil
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
@@ -54,8 +55,8 @@ class Model:
     config_source: str
     vae_info: VaeInfo | None = None
     dtype: torch.dtype = torch.float32
-    vae_tiling: str = "auto"  # "auto" (large images, or after running out of memory), "always", "never"
-    tiling_threshold: int = 1024 * 1024  # "auto" tiles images with more pixels than this
+    vae_tiling: str = "auto"  # "auto" (when an untiled pass would not fit, or ran out of memory), "always", "never"
+    vae_memory_budget: int | None = None  # bytes "auto" lets an untiled VAE pass use; None: 3/4 of what is free
     notes: list[str] = field(default_factory=list)  # things a job should report (e.g. the VAE fell back to fp32)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
@@ -95,8 +96,8 @@ class Model:
         posterior sample from the global RNG, which makes it irreproducible; the mean is its centre.
         """
         pixels_per_image = pixels.shape[-1] * pixels.shape[-2]
-        latents = [self._vae_call(lambda x: self.vae.encode(x).latent_dist.mean, img[None], pixels_per_image)
-                   for img in pixels]
+        latents = [self._vae_call(lambda x: self.vae.encode(x).latent_dist.mean, img[None], pixels_per_image,
+                                  decode=False) for img in pixels]
         return torch.cat(latents).to(torch.float32) * self.scale_factor
 
     def decode_first_stage(self, latents: torch.Tensor) -> torch.Tensor:
@@ -107,20 +108,28 @@ class Model:
         pixels_per_image = latents.shape[-1] * latents.shape[-2] * 64
         images = []
         for z in latents:
-            image = self._vae_call(lambda x: self.vae.decode(x).sample, z[None] / self.scale_factor, pixels_per_image)
+            image = self._vae_call(lambda x: self.vae.decode(x).sample, z[None] / self.scale_factor, pixels_per_image,
+                                   decode=True)
             if not torch.isfinite(image).all() and self.vae.dtype != torch.float32:
                 self.vae.to(torch.float32)
                 self.notes.append("A tensor with NaNs was produced in VAE; the VAE was converted to 32-bit float "
                                   "and the decode redone.")
                 image = self._vae_call(lambda x: self.vae.decode(x).sample, z[None] / self.scale_factor,
-                                       pixels_per_image)
+                                       pixels_per_image, decode=True)
             images.append(image)
         return torch.cat(images).to(torch.float32)
 
-    def _vae_call(self, fn, x: torch.Tensor, pixels: int) -> torch.Tensor:
-        """Run a VAE encode/decode, tiled when configured, for large images, or after running out of memory."""
+    def _vae_call(self, fn, x: torch.Tensor, pixels: int, decode: bool) -> torch.Tensor:
+        """Run a VAE encode/decode, tiled when configured, when it would not fit, or after running out of memory."""
         x = x.to(self.device, self.vae.dtype)
-        tiled = self.vae_tiling == "always" or (self.vae_tiling == "auto" and pixels > self.tiling_threshold)
+        tiled = self.vae_tiling == "always"
+        if self.vae_tiling == "auto":
+            need = vae_pass_bytes(self.vae.config.block_out_channels, self.vae.dtype, pixels, decode)
+            budget = self.vae_memory_budget if self.vae_memory_budget is not None else free_memory(self.device) * 3 // 4
+            tiled = need > budget
+            if tiled:
+                self.notes.append(f"Tiled VAE {'decode' if decode else 'encode'}: an untiled pass needs about "
+                                  f"{need / 2**30:.1f} GiB, more than the {budget / 2**30:.1f} GiB it may use.")
         try:
             return self._with_tiling(fn, x, tiled)
         except (torch.OutOfMemoryError, RuntimeError) as e:
@@ -152,3 +161,28 @@ class Model:
         from retouch.options import Options
 
         return encode_texts(self.text_encoder, prompts, options or Options())
+
+
+# Peak memory of one untiled VAE pass (activations, beyond the weights), in elements per image pixel per
+# channel of the widest full-resolution layer: for a decode the output of the last upsampler
+# (``block_out_channels[1]``, 256 for SD), for an encode the first block (``block_out_channels[0]``).
+# Measured on the SD1.5 VAE in fp32, CPU, 512²–1024² (``bench/workers.py vae_decode``; the RSS a pass adds):
+# decode 3.8–4.0 (about 4 GB at 1024²), encode 5.0; the constants carry a 1.5× margin. The mid-block's
+# attention runs as fused SDPA and adds nothing quadratic.
+DECODE_ACTIVATIONS = 6.0
+ENCODE_ACTIVATIONS = 7.5
+
+
+def vae_pass_bytes(block_out_channels, dtype: torch.dtype, pixels: int, decode: bool) -> int:
+    """Estimated peak memory, in bytes, of decoding into / encoding from an image of ``pixels`` pixels untiled."""
+    channels = list(block_out_channels)
+    width = channels[1] if decode and len(channels) > 1 else channels[0]
+    factor = DECODE_ACTIVATIONS if decode else ENCODE_ACTIVATIONS
+    return int(pixels * width * factor * dtype.itemsize)
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes available to a new allocation: free GPU memory, or the system's available RAM."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    return int(psutil.virtual_memory().available)

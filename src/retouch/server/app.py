@@ -11,7 +11,7 @@ from typing import Any
 
 import psutil
 import torch
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 
 from retouch import __version__
@@ -86,7 +86,8 @@ def create_app(config: ServerConfig) -> FastAPI:
         return {}
 
     @app.post("/sdapi/v1/img2img", response_model=ImageToImageResponse)
-    async def img2img(req: Img2ImgRequest):
+    async def img2img(req: Img2ImgRequest, response: Response):
+        received = time.perf_counter()
         extra = set(req.model_extra or {}) - IGNORED_FIELDS
         if extra:
             raise ApiError(422, f"unknown fields: {', '.join(sorted(extra))}", "ValueError")
@@ -114,10 +115,18 @@ def create_app(config: ServerConfig) -> FastAPI:
         save = bool(req.save_images)
         task_id = req.force_task_id or new_task_id()
 
+        timing = {"decode": time.perf_counter() - received}
+
         def run(control):
-            return service.run_job(control, models=models, base_options=state["options"], params=dict(params),
-                                   images=images, mask=mask, outdir=config.outdir or "outputs/img2img-images",
-                                   save=save, restore_afterwards=req.override_settings_restore_afterwards is not False)
+            started = time.perf_counter()
+            timing["queue"] = started - received - timing["decode"]
+            try:
+                return service.run_job(control, models=models, base_options=state["options"], params=dict(params),
+                                       images=images, mask=mask, outdir=config.outdir or "outputs/img2img-images",
+                                       save=save,
+                                       restore_afterwards=req.override_settings_restore_afterwards is not False)
+            finally:
+                timing["job"] = time.perf_counter() - started
 
         try:
             task = jobs.submit(task_id, run)
@@ -132,7 +141,11 @@ def create_app(config: ServerConfig) -> FastAPI:
             raise ApiError(422, str(e), "ValueError") from None
         state["job_timestamp"] = processed.job_timestamp
         fmt = state["options"].samples_format
+        encoding = time.perf_counter()
         b64 = [encode_image(img, fmt, state["options"].jpeg_quality) for img in processed.images] if req.send_images else []
+        timing["encode"] = time.perf_counter() - encoding
+        # Standard Server-Timing header (milliseconds): where the request's time went, for clients and benchmarks
+        response.headers["Server-Timing"] = ", ".join(f"{k};dur={v * 1000:.1f}" for k, v in timing.items())
         parameters = req.model_dump()
         if not req.include_init_images:
             parameters["init_images"] = None
