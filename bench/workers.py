@@ -68,6 +68,32 @@ class NetworkTimer:
         return timed
 
 
+def prepare_sd15(args: dict) -> dict:
+    """Write the SD1.5-sized random checkpoint (LDM layout) and convert it to a diffusers folder."""
+    from retouch import load_model
+    from retouch.models.tiny import write_sd15_sized_checkpoint
+
+    ckpt, folder = Path(args["ckpt"]), Path(args["folder"])
+    if not ckpt.is_file():
+        write_sd15_sized_checkpoint(ckpt)
+    model = load_model(ckpt)
+    model.unet.save_pretrained(folder / "unet")
+    model.vae.save_pretrained(folder / "vae")
+    model.text_encoder.transformer.save_pretrained(folder / "text_encoder")
+    model.text_encoder.tokenizer.save_pretrained(folder / "tokenizer")
+    (folder / "scheduler").mkdir(exist_ok=True)
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps({
+        "_class_name": "EulerDiscreteScheduler", "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+        "beta_end": 0.012, "num_train_timesteps": 1000, "prediction_type": "epsilon", "steps_offset": 1}))
+    (folder / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionImg2ImgPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"], "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+        "safety_checker": [None, None], "feature_extractor": [None, None], "image_encoder": [None, None],
+        "requires_safety_checker": False}))
+    return {"ckpt": str(ckpt), "folder": str(folder)}
+
+
 def overhead(args: dict) -> dict:
     """process_images end to end vs the sum of its own network calls, same run."""
     from retouch import load_model

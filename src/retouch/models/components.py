@@ -32,7 +32,7 @@ OPEN_CLIP_PREFIX = "cond_stage_model.model."
 
 def materialize(module: torch.nn.Module, weights: StateDict, dtype: torch.dtype, path: Path,
                 what: str) -> torch.nn.Module:
-    """Load ``weights`` (strict) into an empty ``module`` without copying tensors already in ``dtype``."""
+    """Load ``weights`` (strict) into an empty ``module``, cast to ``dtype``, one tensor at a time."""
     expected = module.state_dict()
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))
@@ -50,7 +50,9 @@ def materialize(module: torch.nn.Module, weights: StateDict, dtype: torch.dtype,
         if tuple(tensor.shape) != tuple(expected[key].shape):
             raise CheckpointError(path, f"the {what} tensor {key} has shape {tuple(tensor.shape)}, "
                                         f"the config expects {tuple(expected[key].shape)}")
-        cast[key] = tensor.to(dtype) if tensor.is_floating_point() else tensor
+        # always a copy: a tensor read from a memory-mapped file would otherwise keep the whole mapping
+        # (and every page read through it) resident for the model's lifetime
+        cast[key] = tensor.to(dtype if tensor.is_floating_point() else tensor.dtype, copy=True)
         if isinstance(weights, dict):
             del weights[key]
         del tensor

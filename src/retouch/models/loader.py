@@ -89,7 +89,8 @@ def _load_single_file(path: Path, dtype: torch.dtype, vae_dtype: torch.dtype) ->
     text_encoder = build_text_encoder(config, state, dtype, path)
     _drop(state, "cond_stage_model.")
     alphas_cumprod = state.get("alphas_cumprod")
-    alphas_cumprod = alphas_cumprod.to(torch.float32) if alphas_cumprod is not None else config.alphas_cumprod()
+    alphas_cumprod = (alphas_cumprod.to(torch.float32, copy=True) if alphas_cumprod is not None
+                      else config.alphas_cumprod())
     sha = file_sha256(path, cache_dir())
     model = Model(
         name=path.stem, path=path, short_hash=sha[:10], sha256=sha, family=config.family,
