@@ -8,7 +8,7 @@ TORCH := torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup test demo lint clean bench bench-large
+.PHONY: setup test demo lint clean bench bench-extra
 
 setup: $(STAMP)
 
@@ -34,6 +34,7 @@ clean:
 bench: $(STAMP)
 	$(PY) bench/run.py
 
-# the 2048² img2img on the SD1.5-sized model (~40 min here); its table joins docs/benchmarks.md
-bench-large: $(STAMP)
-	$(PY) bench/run.py --sections large
+# the 2048² img2img on the SD1.5-sized model and the inpainting comparison with diffusers (~30 min here);
+# their tables join docs/benchmarks.md
+bench-extra: $(STAMP)
+	$(PY) bench/run.py --sections large,inpaint

@@ -71,24 +71,35 @@ def overhead_section(ckpt: Path, results: dict, runs: int, keep: dict) -> None:
     results["overhead"] = rows
 
 
-def diffusers_section(ckpt: Path, folder: Path, results: dict, size: int, runs: int, keep: dict) -> None:
+def diffusers_section(ckpt: Path, folder: Path, results: dict, size: int, runs: int, keep: dict,
+                      inpaint: bool = False) -> None:
     """Each engine in its own fresh process per run, alternating, so that drift in this shared VM's speed
-    falls on both (measured one after the other, the same code differed by ±8 % between the two sides)."""
+    falls on both (measured one after the other, the same code differed by ±8 % between the two sides).
+    Both sides also report the time spent inside their networks: the same diffusers UNet/VAE/CLIP code runs
+    in both, so the time *outside* them is the engines' own difference, free of the VM's noise."""
     ours, theirs = [], []
     for attempt in range(runs):
-        ours.append(worker("overhead", ckpt=str(ckpt), size=size, sampler="Euler", runs=1,
-                           save_image=str(ckpt.parent / REFERENCE_IMAGE) if attempt == 0 else None))
-        # diffusers img2img runs int(steps·strength) UNet steps: 22 × 0.75 → 16, as our 20 × 0.75 → 16
-        theirs.append(worker("diffusers_img2img", folder=str(folder), size=size, steps=22, strength=0.75, runs=1))
-    keep[(size, "fp32", "Euler")] = {"runs": [r["runs"][0] for r in ours],
-                                     "peak_rss_mb": max(r["peak_rss_mb"] for r in ours)}
-    results["diffusers"] = {
-        "size": size, "ours": stats([r["runs"][0]["total"] for r in ours]),
+        save = str(ckpt.parent / REFERENCE_IMAGE) if attempt == 0 and not inpaint else None
+        ours.append(worker("overhead", ckpt=str(ckpt), size=size, sampler="Euler", runs=1, inpaint=inpaint,
+                           save_image=save))
+        # diffusers runs int(steps·strength) UNet steps: 22 × 0.75 → 16, as our 20 × 0.75 → 16
+        theirs.append(worker("diffusers_img2img", folder=str(folder), size=size, steps=22, strength=0.75, runs=1,
+                             inpaint=inpaint))
+    if not inpaint:
+        keep[(size, "fp32", "Euler")] = {"runs": [r["runs"][0] for r in ours],
+                                         "peak_rss_mb": max(r["peak_rss_mb"] for r in ours)}
+
+    def outside(rows: list[dict]) -> dict:
+        return stats([r["runs"][0]["total"] - r["runs"][0]["network"] for r in rows if "network" in r["runs"][0]])
+
+    results["diffusers_inpaint" if inpaint else "diffusers"] = {
+        "size": size, "pipeline": "inpaint" if inpaint else "img2img",
+        "ours": stats([r["runs"][0]["total"] for r in ours]), "ours_outside": outside(ours),
         "ours_peak_rss_mb": max(r["peak_rss_mb"] for r in ours), "ours_unet_calls": ours[0]["runs"][0]["calls"]["unet"],
-        "diffusers": stats([r["runs"][0]["total"] for r in theirs]),
+        "diffusers": stats([r["runs"][0]["total"] for r in theirs]), "diffusers_outside": outside(theirs),
         "diffusers_peak_rss_mb": max(r["peak_rss_mb"] for r in theirs),
         "diffusers_unet_calls": theirs[0]["runs"][0]["unet_calls"], "interleaved": True}
-    print("diffusers:", results["diffusers"], flush=True)
+    print("diffusers:", results["diffusers_inpaint" if inpaint else "diffusers"], flush=True)
 
 
 def evict_from_page_cache(path: Path) -> bool:
@@ -142,10 +153,15 @@ def tiled_section(ckpt: Path, results: dict, size: int) -> None:
 
 
 def _seam_profile(diff, size: int) -> dict:
-    """Mean |Δ| on the image rows where tiles meet (512 px tiles, 384 px apart) vs all rows."""
+    """Mean |Δ| on the image rows where tiles are blended vs all rows (the layout "auto" picks on this
+    machine: tiles of at most 768 px)."""
+    from retouch.models.tiling import TILE_SIZES, tile_layout
+
     rows = diff.mean(axis=(0, 1, 3))
-    seams = [y for start in range(384, size, 384) for y in range(start, min(start + 128, size))]
-    return {"seam_rows": float(rows[seams].mean()) if seams else 0.0, "all_rows": float(rows.mean())}
+    tile, starts = tile_layout(size // 8, TILE_SIZES[0])
+    seams = [y for start in starts[1:] for y in range(start * 8, (start * 8 + 8 * (tile - (starts[1] - starts[0]))))]
+    return {"seam_rows": float(rows[seams].mean()) if seams else 0.0, "all_rows": float(rows.mean()),
+            "tile_px": tile * 8, "tiles_per_side": len(starts)}
 
 
 def large_section(ckpt: Path, results: dict, size: int) -> None:
@@ -254,7 +270,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="tiny model only (seconds)")
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--out", default=str(REPO / "docs" / "benchmarks.md"))
-    parser.add_argument("--sections", default="tiny,diffusers,overhead,load,precision,tiled",
+    parser.add_argument("--sections", default="tiny,diffusers,overhead,load,precision,tiled",  # + large,inpaint
                         help="comma-separated subset; results of other sections already in the JSON are kept")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO / "src"))
@@ -282,10 +298,11 @@ def main() -> int:
         "tiny": lambda: tiny_section(results),
         "overhead": lambda: overhead_section(ckpt, results, args.runs, keep),
         "diffusers": lambda: diffusers_section(ckpt, folder, results, 256, args.runs, keep),
+        "inpaint": lambda: diffusers_section(ckpt, folder, results, 256, 1, keep, inpaint=True),
         "load": lambda: load_section(ckpt, folder, results),
         "precision": lambda: precision_section(ckpt, results, 256, keep),
         "tiled": lambda: tiled_section(ckpt, results, 1024),
-        "large": lambda: large_section(ckpt, results, 2048),  # ~40 min: `make bench-large`
+        "large": lambda: large_section(ckpt, results, 2048),  # ~25 min: `make bench-extra`
     }
     for name in sections:
         started = time.time()

@@ -39,11 +39,20 @@ def source(size: int) -> Image.Image:
     return Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
 
 
-def job(size: int, sampler: str) -> dict:
-    """The benchmark job: 20 steps, denoising 0.75 (16 UNet calls), CFG 7, one seed."""
-    return {"prompt": "a watercolor painting of a forest", "negative_prompt": "blurry", "init_images": [source(size)],
-            "width": size, "height": size, "steps": 20, "denoising_strength": 0.75, "sampler_name": sampler,
-            "seed": 1}
+def job(size: int, sampler: str, inpaint: bool = False) -> dict:
+    """The benchmark job: 20 steps, denoising 0.75 (16 UNet calls), CFG 7, one seed; inpainting: the centre
+    square, blur 4, masked content "original", whole picture."""
+    out = {"prompt": "a watercolor painting of a forest", "negative_prompt": "blurry", "init_images": [source(size)],
+           "width": size, "height": size, "steps": 20, "denoising_strength": 0.75, "sampler_name": sampler, "seed": 1}
+    if inpaint:
+        out.update(mask=centre_mask(size), mask_blur=4, inpainting_fill=1, inpaint_full_res=False)
+    return out
+
+
+def centre_mask(size: int) -> Image.Image:
+    mask = np.zeros((size, size), np.uint8)
+    mask[size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 255
+    return Image.fromarray(mask)
 
 
 class NetworkTimer:
@@ -107,7 +116,7 @@ def overhead(args: dict) -> dict:
     for _ in range(args["runs"]):
         timer = NetworkTimer(model)
         p = StableDiffusionProcessingImg2Img(sd_model=model, batch_size=args.get("batch", 1),
-                                             **job(args["size"], args["sampler"]))
+                                             **job(args["size"], args["sampler"], args.get("inpaint", False)))
         start = time.perf_counter()
         processed = process_images(p)
         total = time.perf_counter() - start
@@ -129,11 +138,12 @@ def _unwrapped(model):
 
 
 def diffusers_img2img(args: dict) -> dict:
-    """diffusers' StableDiffusionImg2ImgPipeline on the same weights (diffusers folder), same UNet calls."""
+    """diffusers' StableDiffusionImg2ImgPipeline (or InpaintPipeline) on the same weights (diffusers folder)."""
     from diffusers import (
         AutoencoderKL,
         EulerDiscreteScheduler,
         StableDiffusionImg2ImgPipeline,
+        StableDiffusionInpaintPipeline,
         UNet2DConditionModel,
     )
     from transformers import CLIPTextModel, CLIPTokenizer
@@ -147,29 +157,48 @@ def diffusers_img2img(args: dict) -> dict:
     tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
     scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                                        num_train_timesteps=1000, steps_offset=1, timestep_spacing="leading")
-    pipe = StableDiffusionImg2ImgPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
-                                          scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                          requires_safety_checker=False)
+    inpaint = args.get("inpaint", False)
+    pipeline = StableDiffusionInpaintPipeline if inpaint else StableDiffusionImg2ImgPipeline
+    pipe = pipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    size = args["size"]
+    extra = {"mask_image": centre_mask(size), "height": size, "width": size} if inpaint else {}
     pipe.set_progress_bar_config(disable=True)
     load = time.perf_counter() - start
-    calls = {"unet": 0}
-    forward = unet.forward
-
-    def counting(*a, **k):
-        calls["unet"] += 1
-        return forward(*a, **k)
-
-    unet.forward = counting
+    timer = _DiffusersTimer(unet, vae, text)
     runs = []
     for _ in range(args["runs"]):
-        calls["unet"] = 0
+        timer.reset()
         start = time.perf_counter()
         with torch.inference_mode():
-            pipe(prompt="a watercolor painting of a forest", negative_prompt="blurry", image=source(args["size"]),
+            pipe(prompt="a watercolor painting of a forest", negative_prompt="blurry", image=source(size),
                  strength=args["strength"], num_inference_steps=args["steps"], guidance_scale=7.0,
-                 generator=torch.Generator().manual_seed(1))
-        runs.append({"total": time.perf_counter() - start, "unet_calls": calls["unet"]})
+                 generator=torch.Generator().manual_seed(1), **extra)
+        runs.append({"total": time.perf_counter() - start, "network": timer.total, "unet_calls": timer.unet_calls})
     return {"runs": runs, "load": load, "peak_rss_mb": peak_rss_mb()}
+
+
+class _DiffusersTimer:
+    """Time inside diffusers' UNet, VAE encode/decode and text encoder calls (as NetworkTimer for ours)."""
+
+    def __init__(self, unet, vae, text):
+        self.reset()
+        for owner, attr in ((unet, "forward"), (vae, "encode"), (vae, "decode"), (text, "forward")):
+            setattr(owner, attr, self._wrap(getattr(owner, attr), attr == "forward" and owner is unet))
+
+    def reset(self) -> None:
+        self.total, self.unet_calls = 0.0, 0
+
+    def _wrap(self, fn, is_unet: bool):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.total += time.perf_counter() - start
+                self.unet_calls += is_unet
+
+        return timed
 
 
 def load_ours(args: dict) -> dict:

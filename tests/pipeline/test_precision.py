@@ -46,9 +46,9 @@ def test_tiled_decode_matches_untiled_without_seams(fp32):
     z = torch.randn(1, 4, 96, 96, generator=torch.Generator().manual_seed(0))
     fp32.vae_tiling = "never"
     whole = fp32.decode_first_stage(z)
-    fp32.vae_tiling = "always"
+    fp32.vae_tiling, fp32.vae_tile_size = "always", 512  # 2×2 tiles of 448 px over the 768² image
     tiled = fp32.decode_first_stage(z)
-    fp32.vae_tiling = "auto"
+    fp32.vae_tiling, fp32.vae_tile_size = "auto", None
     delta = ((whole - tiled).abs() * 127.5)
     assert delta.mean() < 4  # 8-bit levels, over the whole 768² image
     # no seam: differences along the tile borders are not larger than elsewhere by much
@@ -58,8 +58,9 @@ def test_tiled_decode_matches_untiled_without_seams(fp32):
 
 def test_auto_tiles_only_what_would_not_fit(fp32, monkeypatch):
     calls = []
-    real = fp32._with_tiling
-    monkeypatch.setattr(fp32, "_with_tiling", lambda fn, x, tiled: calls.append(tiled) or real(fn, x, tiled))
+    real = fp32._run_vae
+    monkeypatch.setattr(fp32, "_run_vae", lambda fn, x, decode, tiled, budget: calls.append(tiled)
+                        or real(fn, x, decode, tiled, budget))
     small = vae_pass_bytes(fp32.vae.config.block_out_channels, torch.float32, 64 * 64, decode=False)
     fp32.vae_memory_budget = small * 2
     fp32.notes.clear()

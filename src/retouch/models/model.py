@@ -11,6 +11,7 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from retouch.models.text_encoder import TextEncoder
+from retouch.models.tiling import OVERLAP, TILE_SIZES, tiled_pass
 
 if TYPE_CHECKING:
     from retouch.options import Options
@@ -56,7 +57,8 @@ class Model:
     vae_info: VaeInfo | None = None
     dtype: torch.dtype = torch.float32
     vae_tiling: str = "auto"  # "auto" (when an untiled pass would not fit, or ran out of memory), "always", "never"
-    vae_memory_budget: int | None = None  # bytes "auto" lets an untiled VAE pass use; None: 3/4 of what is free
+    vae_memory_budget: int | None = None  # bytes a VAE pass may use; None: 3/4 of what is free at the time
+    vae_tile_size: int | None = None  # image pixels per tile side; None: the largest that fits the budget
     notes: list[str] = field(default_factory=list)  # things a job should report (e.g. the VAE fell back to fp32)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
@@ -123,31 +125,35 @@ class Model:
         """Run a VAE encode/decode, tiled when configured, when it would not fit, or after running out of memory."""
         x = x.to(self.device, self.vae.dtype)
         tiled = self.vae_tiling == "always"
+        budget = self._vae_budget()
         if self.vae_tiling == "auto":
             need = vae_pass_bytes(self.vae.config.block_out_channels, self.vae.dtype, pixels, decode)
-            budget = self.vae_memory_budget if self.vae_memory_budget is not None else free_memory(self.device) * 3 // 4
             tiled = need > budget
             if tiled:
                 self.notes.append(f"Tiled VAE {'decode' if decode else 'encode'}: an untiled pass needs about "
                                   f"{need / 2**30:.1f} GiB, more than the {budget / 2**30:.1f} GiB it may use.")
         try:
-            return self._with_tiling(fn, x, tiled)
+            return self._run_vae(fn, x, decode, tiled, budget)
         except (torch.OutOfMemoryError, RuntimeError) as e:
             if tiled or self.vae_tiling == "never" or "memory" not in str(e).lower():
                 raise
             self.notes.append("The VAE ran out of memory; tiled VAE was used.")
-            return self._with_tiling(fn, x, True)
+            return self._run_vae(fn, x, decode, True, budget)
 
-    def _with_tiling(self, fn, x: torch.Tensor, tiled: bool) -> torch.Tensor:
-        if not tiled:
+    def _vae_budget(self) -> int:
+        return self.vae_memory_budget if self.vae_memory_budget is not None else free_memory(self.device) * 3 // 4
+
+    def _run_vae(self, fn, x: torch.Tensor, decode: bool, tiled: bool, budget: int) -> torch.Tensor:
+        scale_in, scale_out = (1, 8) if decode else (8, 1)
+        if not tiled or x.shape[-1] % scale_in or x.shape[-2] % scale_in:
             return fn(x)
-        vae = self.vae
-        vae.tile_sample_min_size, vae.tile_latent_min_size, vae.tile_overlap_factor = 512, 64, 0.25
-        vae.enable_tiling()
-        try:
-            return fn(x)
-        finally:
-            vae.disable_tiling()
+        if self.vae_tile_size is not None:
+            tile = max(self.vae_tile_size // 8, 2 * OVERLAP + 1)
+        else:  # the largest tile whose pass fits the budget
+            channels, dtype = self.vae.config.block_out_channels, self.vae.dtype
+            tile = next((t for t in TILE_SIZES if vae_pass_bytes(channels, dtype, t * t * 64, decode) <= budget),
+                        TILE_SIZES[-1])
+        return tiled_pass(fn, x, scale_in=scale_in, scale_out=scale_out, max_tile=tile)
 
     @torch.inference_mode()
     def get_learned_conditioning(self, prompts: list[str], options: Options | None = None) -> torch.Tensor:
