@@ -42,11 +42,10 @@ def render(r: dict) -> str:
             "## Overhead: `process_images` vs its own network calls (SD1.5-sized, fp32)",
             "",
             "End-to-end time divided by the time spent inside the UNet, text encoder and VAE calls of the same "
-            "run (20 steps, denoising 0.75 → 16 UNet calls). Goal ≤ 1.03. 512² runs in bf16 with a channels-last "
-            "UNet (fp32 VAE): fp32 would take about 4 minutes a run, and faster networks make time spent outside "
-            "them weigh more, not less. (DPM++ 2M at 512² is left out of `make bench` to keep it under 15 "
-            "minutes; it was 1.0011 when measured: `bench/run.py --sections overhead` after adding it to "
-            "`OVERHEAD_CASES`.)",
+            "run (20 steps, denoising 0.75 → 16 UNet calls). Goal ≤ 1.03. The bf16 rows use a channels-last "
+            "UNet and an fp32 VAE, one process for both: fp32 at 512² would take about 4 minutes a run, and faster "
+            "networks make time spent outside them weigh more, not less. (To keep `make bench` under 15 minutes "
+            "not every size × sampler × precision is run; add cases to `OVERHEAD_CASES` in `bench/run.py`.)",
             "",
             "| size | precision | sampler | end to end | in networks | ratio | UNet calls | peak RSS |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |",

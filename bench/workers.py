@@ -113,14 +113,15 @@ def overhead(args: dict) -> dict:
                        channels_last=args.get("channels_last", False))
     runs = []
     image = None
-    for _ in range(args["runs"]):
+    # several jobs may share one process (and one model load): [[size, sampler], …]
+    for size, sampler in args.get("jobs") or [[args["size"], args["sampler"]]] * args["runs"]:
         timer = NetworkTimer(model)
         p = StableDiffusionProcessingImg2Img(sd_model=model, batch_size=args.get("batch", 1),
-                                             **job(args["size"], args["sampler"], args.get("inpaint", False)))
+                                             **job(size, sampler, args.get("inpaint", False)))
         start = time.perf_counter()
         processed = process_images(p)
         total = time.perf_counter() - start
-        runs.append({"total": total, "network": timer.total, "calls": timer.calls})
+        runs.append({"total": total, "network": timer.total, "calls": timer.calls, "size": size, "sampler": sampler})
         image = processed.images[0]
         # unwrap for the next run
         model = _unwrapped(model)
