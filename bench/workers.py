@@ -303,6 +303,7 @@ def large_img2img(args: dict) -> dict:
     if args.get("save_image"):
         processed.images[0].save(args["save_image"])
     return {"total": total, "network": timer.total, "calls": timer.calls, "unet_call_seconds": unet_times,
+            "tiler": "retouch's evenly spread tiles, chosen automatically: an untiled pass would not fit",
             "size": list(processed.images[0].size), "comments": processed.comments,
             "peak_rss_mb": peak_rss_mb(), "weights_mb": _weights_mb(model)}
 
