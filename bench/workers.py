@@ -58,12 +58,19 @@ def centre_mask(size: int) -> Image.Image:
 class NetworkTimer:
     """Wraps the model's network entry points and sums the time spent inside them."""
 
-    def __init__(self, model):
-        self.total = 0.0
-        self.calls = {"unet": 0, "text": 0, "vae_encode": 0, "vae_decode": 0}
-        for name, owner, attr in (("unet", model, "apply_model"), ("text", model.text_encoder, "encode"),
-                                  ("vae_encode", model.vae, "encode"), ("vae_decode", model.vae, "decode")):
+    def __init__(self, model=None, entry_points=None):
+        """``entry_points``: ``(name, owner, attribute)`` triples; default: retouch's ``Model``."""
+        if entry_points is None:
+            entry_points = (("unet", model, "apply_model"), ("text", model.text_encoder, "encode"),
+                            ("vae_encode", model.vae, "encode"), ("vae_decode", model.vae, "decode"))
+        self.calls = {name: 0 for name, _, _ in entry_points}
+        self.reset()
+        for name, owner, attr in entry_points:
             setattr(owner, attr, self._wrap(name, getattr(owner, attr)))
+
+    def reset(self) -> None:
+        self.total = 0.0
+        self.calls = dict.fromkeys(self.calls, 0)
 
     def _wrap(self, name, fn):
         def timed(*args, **kwargs):
@@ -166,7 +173,8 @@ def diffusers_img2img(args: dict) -> dict:
     extra = {"mask_image": centre_mask(size), "height": size, "width": size} if inpaint else {}
     pipe.set_progress_bar_config(disable=True)
     load = time.perf_counter() - start
-    timer = _DiffusersTimer(unet, vae, text)
+    timer = NetworkTimer(entry_points=(("unet", unet, "forward"), ("vae_encode", vae, "encode"),
+                                       ("vae_decode", vae, "decode"), ("text", text, "forward")))
     runs = []
     for _ in range(args["runs"]):
         timer.reset()
@@ -175,31 +183,8 @@ def diffusers_img2img(args: dict) -> dict:
             pipe(prompt="a watercolor painting of a forest", negative_prompt="blurry", image=source(size),
                  strength=args["strength"], num_inference_steps=args["steps"], guidance_scale=7.0,
                  generator=torch.Generator().manual_seed(1), **extra)
-        runs.append({"total": time.perf_counter() - start, "network": timer.total, "unet_calls": timer.unet_calls})
+        runs.append({"total": time.perf_counter() - start, "network": timer.total, "unet_calls": timer.calls["unet"]})
     return {"runs": runs, "load": load, "peak_rss_mb": peak_rss_mb()}
-
-
-class _DiffusersTimer:
-    """Time inside diffusers' UNet, VAE encode/decode and text encoder calls (as NetworkTimer for ours)."""
-
-    def __init__(self, unet, vae, text):
-        self.reset()
-        for owner, attr in ((unet, "forward"), (vae, "encode"), (vae, "decode"), (text, "forward")):
-            setattr(owner, attr, self._wrap(getattr(owner, attr), attr == "forward" and owner is unet))
-
-    def reset(self) -> None:
-        self.total, self.unet_calls = 0.0, 0
-
-    def _wrap(self, fn, is_unet: bool):
-        def timed(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.total += time.perf_counter() - start
-                self.unet_calls += is_unet
-
-        return timed
 
 
 def load_ours(args: dict) -> dict:
