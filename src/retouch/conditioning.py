@@ -1,126 +1,93 @@
-"""Prompts → cross-attention conditioning, exactly as A1111 v1.10.1 (prompt spec §4–§9).
+"""Conditioning as a value, and A1111's prompt schedules over it (prompt spec §4–§9).
 
-* :func:`tokenize_line` — emphasis fragments → 75-token chunks (BREAK, comma back-tracking);
-* :func:`encode_texts` — a batch of texts → ``(B, 77·K, C)`` with emphasis normalisation;
+* :class:`Conditioning` — what the UNet is conditioned on: a cross-attention part ``(T, C)`` and,
+  for model families that have one (SDXL), a vector part ``(D,)``; batched: ``(B, T, C)``/``(B, D)``.
 * :func:`get_learned_conditioning` / :func:`get_multicond_learned_conditioning` — prompt-editing
-  schedules and ``AND`` parts, encoded once per job;
-* :func:`reconstruct_cond_batch` / :func:`reconstruct_multicond_batch` — the tensors a given
-  denoiser call uses.
+  schedules and ``AND`` parts, encoded once per job by a :class:`PromptEncoder` (the model);
+* :func:`reconstruct_cond_batch` / :func:`reconstruct_multicond_batch` — the batch a given denoiser
+  call uses.
+
+Nothing here knows a model family: tokenizing and encoding live behind :class:`PromptEncoder`
+(``retouch.models``).
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
 from retouch import prompt_parser
-from retouch.models.text_encoder import BOS_ID, COMMA_ID, EOS_ID, TextEncoder
 from retouch.options import Options
 
-logger = logging.getLogger(__name__)
 
-CHUNK_LENGTH = 75
+@dataclass(frozen=True)
+class Conditioning:
+    """Cross-attention conditioning ``crossattn`` and the optional ``vector`` conditioning.
 
-
-@dataclass
-class PromptChunk:
-    """77 token ids (BOS + 75 + EOS) and their emphasis multipliers."""
-
-    tokens: list[int] = field(default_factory=list)
-    multipliers: list[float] = field(default_factory=list)
-
-
-def empty_chunk() -> PromptChunk:
-    return PromptChunk([BOS_ID] + [EOS_ID] * (CHUNK_LENGTH + 1), [1.0] * (CHUNK_LENGTH + 2))
-
-
-def tokenize_line(encoder: TextEncoder, line: str, options: Options) -> tuple[list[PromptChunk], int]:
-    """Split one text into chunks of 75 tokens; also return A1111's token count (§7).
-
-    The token count counts 75 for every chunk but the last, so BREAK and comma back-tracking
-    make it exceed the number of real tokens.
+    One prompt: ``crossattn`` ``(T, C)`` (T = 77·chunks), ``vector`` ``(D,)``; a batch adds a leading
+    dimension to both.
     """
-    if options.use_old_emphasis_implementation:
-        raise ValueError("option use_old_emphasis_implementation is not supported by retouch")
-    parsed = prompt_parser.parse_prompt_attention(line) if options.emphasis != "None" else [[line, 1.0]]
-    tokenized = encoder.tokenize([text for text, _ in parsed])
-    backtrack = options.comma_padding_backtrack
 
-    chunks: list[PromptChunk] = []
-    chunk = PromptChunk()
-    token_count = 0
-    last_comma = -1
+    crossattn: torch.Tensor
+    vector: torch.Tensor | None = None
 
-    def next_chunk(is_last: bool = False) -> None:
-        nonlocal chunk, token_count, last_comma
-        token_count += len(chunk.tokens) if is_last else CHUNK_LENGTH
-        pad = CHUNK_LENGTH - len(chunk.tokens)
-        chunk.tokens = [BOS_ID] + chunk.tokens + [EOS_ID] * pad + [EOS_ID]
-        chunk.multipliers = [1.0] + chunk.multipliers + [1.0] * pad + [1.0]
-        chunks.append(chunk)
-        chunk = PromptChunk()
-        last_comma = -1
+    def __getitem__(self, index: int | slice | list[int] | torch.Tensor) -> Conditioning:
+        vector = self.vector[index] if self.vector is not None else None
+        return Conditioning(self.crossattn[index], vector)
 
-    for tokens, (text, weight) in zip(tokenized, parsed, strict=True):
-        if text == "BREAK" and weight == -1:
-            next_chunk()
-            continue
-        for token in tokens:
-            if token == COMMA_ID:
-                last_comma = len(chunk.tokens)
-            elif (backtrack != 0 and len(chunk.tokens) == CHUNK_LENGTH and last_comma != -1
-                  and len(chunk.tokens) - last_comma <= backtrack):
-                cut = last_comma + 1
-                moved_tokens, moved_multipliers = chunk.tokens[cut:], chunk.multipliers[cut:]
-                chunk.tokens, chunk.multipliers = chunk.tokens[:cut], chunk.multipliers[:cut]
-                next_chunk()
-                chunk.tokens, chunk.multipliers = moved_tokens, moved_multipliers
-            if len(chunk.tokens) == CHUNK_LENGTH:
-                next_chunk()
-            chunk.tokens.append(token)
-            chunk.multipliers.append(weight)
+    def __len__(self) -> int:
+        return int(self.crossattn.shape[0])
 
-    if chunk.tokens or not chunks:
-        next_chunk(is_last=True)
-    return chunks, token_count
+    @property
+    def tokens(self) -> int:
+        """The cross-attention length (77 per chunk)."""
+        return int(self.crossattn.shape[-2])
+
+    @staticmethod
+    def stack(items: Sequence[Conditioning]) -> Conditioning:
+        """Per-prompt values → a batch; shorter cross-attention is padded by repeating its last row (§9.2)."""
+        crossattn = stack_conds([c.crossattn for c in items])
+        vectors = [c.vector for c in items]
+        if any(v is None for v in vectors):
+            return Conditioning(crossattn)
+        return Conditioning(crossattn, torch.stack([v for v in vectors if v is not None]))
+
+    @staticmethod
+    def cat(items: Sequence[Conditioning]) -> Conditioning:
+        """Batches of the same length → one batch."""
+        crossattn = torch.cat([c.crossattn for c in items])
+        vectors = [c.vector for c in items]
+        if any(v is None for v in vectors):
+            return Conditioning(crossattn)
+        return Conditioning(crossattn, torch.cat([v for v in vectors if v is not None]))
 
 
-def encode_texts(encoder: TextEncoder, texts: Sequence[str], options: Options) -> torch.Tensor:
-    """Encode a batch of texts → ``(B, 77·K, C)``, K = the most chunks any text needs (§8.1).
+@dataclass(frozen=True)
+class PromptContext:
+    """What encoding a prompt may depend on besides its text (SDXL's size conditioning, A1111's
+    ``SdConditioning``)."""
 
-    Texts with fewer chunks are completed with empty chunks; chunk k of every text is encoded in
-    one transformer call and emphasis is normalised over that whole call.
-    """
-    by_text: dict[str, list[PromptChunk]] = {}
-    for text in texts:
-        if text not in by_text:
-            by_text[text] = tokenize_line(encoder, text, options)[0]
-    batch = [by_text[text] for text in texts]
-    chunk_count = max(len(chunks) for chunks in batch)
-    zs = []
-    for i in range(chunk_count):
-        column = [chunks[i] if i < len(chunks) else empty_chunk() for chunks in batch]
-        tokens = torch.tensor([c.tokens for c in column], dtype=torch.long)
-        multipliers = torch.tensor([c.multipliers for c in column], dtype=torch.float32)
-        z = encoder.encode(tokens, options.CLIP_stop_at_last_layers)
-        zs.append(apply_emphasis(z, multipliers.to(z.device, z.dtype), options.emphasis))
-    return torch.hstack(zs)
+    options: Options
+    width: int = 512
+    height: int = 512
+    is_negative: bool = False
 
 
-def apply_emphasis(z: torch.Tensor, multipliers: torch.Tensor, emphasis: str) -> torch.Tensor:
-    """Weight hidden states ``z`` ``(B, 77, C)`` by per-token ``multipliers`` ``(B, 77)`` (§8.5).
+class PromptEncoder(Protocol):
+    def encode_prompts(self, texts: Sequence[str], context: PromptContext) -> Conditioning:
+        """A batch of texts (A1111 prompt syntax: emphasis, BREAK; no scheduling) → a batched value."""
+        ...
 
-    "Original" rescales so the mean over the whole batch is unchanged.
-    """
-    if emphasis in ("None", "Ignore"):
-        return z
-    weighted = z * multipliers[..., None].expand(z.shape)
-    if emphasis == "No norm":
-        return weighted
-    return weighted * (z.mean() / weighted.mean())
+
+def stack_conds(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Stack ``(T_i, C)`` tensors, padding shorter ones by repeating their last row."""
+    length = max(t.shape[0] for t in tensors)
+    padded = [t if t.shape[0] == length else torch.vstack([t, t[-1:].repeat(length - t.shape[0], 1)])
+              for t in tensors]
+    return torch.stack(padded)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,7 +95,7 @@ def apply_emphasis(z: torch.Tensor, multipliers: torch.Tensor, emphasis: str) ->
 @dataclass(frozen=True)
 class ScheduledPromptConditioning:
     end_at_step: int
-    cond: torch.Tensor  # (77·K, C)
+    cond: Conditioning
 
 
 @dataclass(frozen=True)
@@ -143,10 +110,10 @@ class MulticondLearnedConditioning:
 
 
 def get_learned_conditioning(
-    encoder: TextEncoder,
+    encoder: PromptEncoder,
     prompts: Sequence[str],
     steps: int,
-    options: Options,
+    context: PromptContext,
     hires_steps: int | None = None,
 ) -> list[list[ScheduledPromptConditioning]]:
     """For each prompt, its prompt-editing schedule with each entry's conditioning.
@@ -155,32 +122,32 @@ def get_learned_conditioning(
     normalisation and are padded to the same chunk count).
     """
     schedules = prompt_parser.get_learned_conditioning_prompt_schedules(
-        prompts, steps, hires_steps, options.use_old_scheduling)
+        prompts, steps, hires_steps, context.options.use_old_scheduling)
     cache: dict[str, list[ScheduledPromptConditioning]] = {}
     result = []
     for prompt, schedule in zip(prompts, schedules, strict=True):
         if prompt not in cache:
-            conds = encode_texts(encoder, [text for _, text in schedule], options)
+            conds = encoder.encode_prompts([text for _, text in schedule], context)
             cache[prompt] = [ScheduledPromptConditioning(end, conds[i]) for i, (end, _) in enumerate(schedule)]
         result.append(cache[prompt])
     return result
 
 
 def get_multicond_learned_conditioning(
-    encoder: TextEncoder,
+    encoder: PromptEncoder,
     prompts: Sequence[str],
     steps: int,
-    options: Options,
+    context: PromptContext,
     hires_steps: int | None = None,
 ) -> MulticondLearnedConditioning:
     """Positive prompts: split on ``AND`` with weights, then scheduled and encoded (§4)."""
     indexes, flat = prompt_parser.get_multicond_prompt_list(prompts)
-    learned = get_learned_conditioning(encoder, flat, steps, options, hires_steps)
+    learned = get_learned_conditioning(encoder, flat, steps, context, hires_steps)
     return MulticondLearnedConditioning(
         [[ComposableScheduledPromptConditioning(learned[i], weight) for i, weight in parts] for parts in indexes])
 
 
-def _pick(schedule: Sequence[ScheduledPromptConditioning], step: int) -> torch.Tensor:
+def _pick(schedule: Sequence[ScheduledPromptConditioning], step: int) -> Conditioning:
     """First entry with ``step <= end_at_step``; entry 0 when the counter ran past the end (§5.6)."""
     for entry in schedule:
         if step <= entry.end_at_step:
@@ -188,54 +155,26 @@ def _pick(schedule: Sequence[ScheduledPromptConditioning], step: int) -> torch.T
     return schedule[0].cond
 
 
-def reconstruct_cond_batch(conds: Sequence[Sequence[ScheduledPromptConditioning]], step: int) -> torch.Tensor:
-    """Negative prompts: the ``(B, T, C)`` tensor for denoiser call ``step`` (0-based)."""
-    first = conds[0][0].cond
-    out = torch.zeros((len(conds),) + tuple(first.shape), device=first.device, dtype=first.dtype)
-    for i, schedule in enumerate(conds):
-        out[i] = _pick(schedule, step)
-    return out
+def reconstruct_cond_batch(conds: Sequence[Sequence[ScheduledPromptConditioning]], step: int) -> Conditioning:
+    """Negative prompts: the batch for denoiser call ``step`` (0-based). All entries of a negative
+    batch have one length (they are encoded together)."""
+    picked = [_pick(schedule, step) for schedule in conds]
+    return Conditioning.stack(picked)
 
 
 def reconstruct_multicond_batch(
     conds: MulticondLearnedConditioning, step: int
-) -> tuple[list[list[tuple[int, float]]], torch.Tensor]:
+) -> tuple[list[list[tuple[int, float]]], Conditioning]:
     """Positive prompts at denoiser call ``step``: per image ``[(row, weight), …]`` and the rows.
 
     Rows of different token lengths are padded by repeating their last vector (§9.2).
     """
-    tensors: list[torch.Tensor] = []
+    picked: list[Conditioning] = []
     conds_list = []
     for parts in conds.batch:
         image_parts = []
         for part in parts:
-            image_parts.append((len(tensors), part.weight))
-            tensors.append(_pick(part.schedules, step))
+            image_parts.append((len(picked), part.weight))
+            picked.append(_pick(part.schedules, step))
         conds_list.append(image_parts)
-    return conds_list, stack_conds(tensors)
-
-
-def stack_conds(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Stack ``(T_i, C)`` tensors, padding shorter ones by repeating their last row."""
-    length = max(t.shape[0] for t in tensors)
-    padded = [t if t.shape[0] == length else torch.vstack([t, t[-1:].repeat(length - t.shape[0], 1)])
-              for t in tensors]
-    return torch.stack(padded)
-
-
-# ---------------------------------------------------------------------------------------------
-# Extra networks (§3.2): until LoRA/hypernetwork loading exists, every named network is reported.
-def extra_network_comments(networks: Mapping[str, list[prompt_parser.ExtraNetworkParams]]) -> list[str]:
-    """Job comments (and warnings) for extra-network tags that retouch could not apply."""
-    comments = []
-    for kind, calls in networks.items():
-        names = [call.positional[0] if call.positional else "" for call in calls]
-        if kind in ("lora", "lyco"):
-            comments.append("Lora not found: " + ", ".join(names))
-        elif kind == "hypernet":
-            comments.append("Hypernetwork not found: " + ", ".join(names))
-        else:
-            comments.append(f"Skipping unknown extra network: {kind}")
-    for comment in comments:
-        logger.warning("%s", comment)
-    return comments
+    return conds_list, Conditioning.stack(picked)

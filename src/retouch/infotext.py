@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from retouch import __version__
@@ -26,68 +27,76 @@ def format_infotext(prompt: str, negative_prompt: str, params: Mapping[str, Any]
     return f"{prompt}{negative}\n{line}".strip()
 
 
-def generation_params(
-    *,
-    steps: int,
-    sampler_name: str,
-    scheduler_label: str,
-    cfg_scale: float,
-    image_cfg_scale: float | None,
-    seed: int,
-    width: int,
-    height: int,
-    model_hash: str | None,
-    model_name: str | None,
-    vae_hash: str | None,
-    vae_name: str | None,
-    subseed: int | None,
-    subseed_strength: float,
-    seed_resize_from_w: int,
-    seed_resize_from_h: int,
-    conditional_mask_weight: float | None,
-    clip_skip: int,
-    ensd: int | None,
-    token_merging_ratio: float,
-    init_img_hash: str | None,
-    randn_source: str,
-    tiling: bool,
-    extra: Mapping[str, Any],
-    options,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class GenerationInfo:
+    """The job-level facts an infotext reports (spec §6.2); per image only seed and subseed vary."""
+
+    steps: int
+    sampler_name: str
+    scheduler_label: str
+    cfg_scale: float
+    image_cfg_scale: float | None
+    width: int
+    height: int
+    model_hash: str | None = None
+    model_name: str | None = None
+    vae_hash: str | None = None
+    vae_name: str | None = None
+    subseed_strength: float = 0.0
+    seed_resize_from_w: int = -1
+    seed_resize_from_h: int = -1
+    conditional_mask_weight: float | None = None
+    clip_skip: int = 1
+    ensd: int | None = None
+    token_merging_ratio: float = 0.0
+    init_img_hash: str | None = None
+    randn_source: str = "GPU"
+    tiling: bool = False
+
+
+def generation_params(info: GenerationInfo, *, seed: int, subseed: int | None, extra: Mapping[str, Any],
+                      options) -> dict[str, Any]:
     """The ordered key/value pairs of the parameters line (spec §6.2). ``extra`` is
     ``extra_generation_params``: keys already in the fixed prefix are updated in place."""
     params: dict[str, Any] = {
-        "Steps": steps,
-        "Sampler": sampler_name,
-        "Schedule type": scheduler_label,
-        "CFG scale": cfg_scale,
-        "Image CFG scale": image_cfg_scale,
+        "Steps": info.steps,
+        "Sampler": info.sampler_name,
+        "Schedule type": info.scheduler_label,
+        "CFG scale": info.cfg_scale,
+        "Image CFG scale": info.image_cfg_scale,
         "Seed": seed,
         "Face restoration": None,
-        "Size": f"{width}x{height}",
-        "Model hash": model_hash if options.add_model_hash_to_info else None,
-        "Model": model_name if options.add_model_name_to_info else None,
+        "Size": f"{info.width}x{info.height}",
+        "Model hash": info.model_hash if options.add_model_hash_to_info else None,
+        "Model": info.model_name if options.add_model_name_to_info else None,
         "FP8 weight": None,
         "Cache FP16 weight for LoRA": None,
-        "VAE hash": vae_hash if options.add_vae_hash_to_info else None,
-        "VAE": vae_name if options.add_vae_name_to_info else None,
-        "Variation seed": None if subseed_strength == 0 else subseed,
-        "Variation seed strength": None if subseed_strength == 0 else subseed_strength,
-        "Seed resize from": (None if seed_resize_from_w <= 0 or seed_resize_from_h <= 0
-                             else f"{seed_resize_from_w}x{seed_resize_from_h}"),
+        "VAE hash": info.vae_hash if options.add_vae_hash_to_info else None,
+        "VAE": info.vae_name if options.add_vae_name_to_info else None,
+        **_seed_params(info, subseed),
         "Denoising strength": extra.get("Denoising strength"),
-        "Conditional mask weight": conditional_mask_weight,
-        "Clip skip": None if clip_skip <= 1 else clip_skip,
-        "ENSD": ensd,
-        "Token merging ratio": None if token_merging_ratio == 0 else token_merging_ratio,
+        "Conditional mask weight": info.conditional_mask_weight,
+        "Clip skip": None if info.clip_skip <= 1 else info.clip_skip,
+        "ENSD": info.ensd,
+        "Token merging ratio": None if info.token_merging_ratio == 0 else info.token_merging_ratio,
         "Token merging ratio hr": None,
-        "Init image hash": init_img_hash,
-        "RNG": randn_source if randn_source != "GPU" else None,
-        "Tiling": "True" if tiling else None,
+        "Init image hash": info.init_img_hash,
+        "RNG": info.randn_source if info.randn_source != "GPU" else None,
+        "Tiling": "True" if info.tiling else None,
     }
     params.update(extra)
     params["Version"] = VERSION_TEXT if options.add_version_to_infotext else None
     return params
+
+
+def _seed_params(info: GenerationInfo, subseed: int | None) -> dict[str, Any]:
+    varied = info.subseed_strength != 0
+    resized = info.seed_resize_from_w > 0 and info.seed_resize_from_h > 0
+    return {
+        "Variation seed": subseed if varied else None,
+        "Variation seed strength": info.subseed_strength if varied else None,
+        "Seed resize from": f"{info.seed_resize_from_w}x{info.seed_resize_from_h}" if resized else None,
+    }
 
 
 def parse_infotext(text: str) -> tuple[str, str, dict[str, str]]:

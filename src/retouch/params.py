@@ -1,36 +1,33 @@
 """The parameters of an img2img / inpainting job: one object, validated once, at the edge.
 
 :class:`Img2ImgParams` holds A1111's field names and class defaults (spec §2.1–§2.2). The CLI
-generates its flags from these fields and the HTTP API fills them from requests; both then call
-:meth:`Img2ImgParams.validate`, which raises ``ValueError`` naming the field and the bad value.
+generates its flags from these fields and the HTTP API fills them from requests; every edge then
+calls :meth:`Img2ImgParams.validate`, which raises ``ValueError`` naming the field and the bad value,
+or returns an :class:`Img2ImgJob`: the parameters with the sampler and schedule resolved to objects
+and the seeds expanded. Nothing below the edges validates again.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass, field, fields
 from enum import IntEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
+
+from retouch.modes import InpaintFill, ResizeMode
+
+if TYPE_CHECKING:
+    from retouch.sampling.registry import SamplerSpec
+    from retouch.sampling.schedules import Scheduler
+
+__all__ = ["Img2ImgJob", "Img2ImgParams", "InpaintFill", "ResizeMode", "expand_seeds", "fixed_seed"]
 
 MAX_SIDE = 16384
 MAX_STEPS = 1000
 MAX_BATCH = 64
-
-
-class ResizeMode(IntEnum):
-    JUST_RESIZE = 0
-    CROP_AND_RESIZE = 1
-    RESIZE_AND_FILL = 2
-    LATENT_UPSCALE = 3
-
-
-class InpaintFill(IntEnum):
-    FILL = 0
-    ORIGINAL = 1
-    LATENT_NOISE = 2
-    LATENT_NOTHING = 3
 
 
 def _f(default: Any = None, help: str = "", cli: bool = True, factory: Any = None) -> Any:
@@ -82,8 +79,11 @@ class Img2ImgParams:
     latent_mask: Image.Image | None = _f(None, "separate mask for the latent blend", cli=False)
     disable_extra_networks: bool = _f(False, "strip <lora:…> tags without applying them")
 
-    def validate(self) -> None:
-        """Check every field; raise ``ValueError("<field> …, got <value>")`` on the first bad one."""
+    def validate(self) -> Img2ImgJob:
+        """Check every field; raise ``ValueError("<field> …, got <value>")`` on the first bad one.
+
+        Returns the resolved job (sampler and schedule objects; seeds expanded, -1 drawn at random).
+        """
         _check_text("prompt", self.prompt)
         _check_text("negative_prompt", self.negative_prompt, allow_none=True)
         if not isinstance(self.styles, list | tuple) or not all(isinstance(s, str) for s in self.styles):
@@ -119,13 +119,80 @@ class Img2ImgParams:
             value = getattr(self, name)
             if value is not None and not isinstance(value, Image.Image):
                 raise ValueError(f"{name} must be a PIL image or None, got {type(value).__name__}")
+        _check_inpaint_sizes(self)
         from retouch.sampling.registry import resolve_sampler_and_scheduler
 
-        resolve_sampler_and_scheduler(self.sampler_name, self.scheduler)
+        sampler, scheduler = resolve_sampler_and_scheduler(self.sampler_name, self.scheduler)
+        seeds, subseeds = expand_seeds(self, image_count(self))
+        return Img2ImgJob(self, sampler, scheduler, seeds, subseeds)
 
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+
+@dataclass(frozen=True)
+class Img2ImgJob:
+    """Validated parameters with everything resolved that can be resolved without a model.
+
+    ``seeds`` / ``subseeds``: one per image of the job (A1111 ``all_seeds`` / ``all_subseeds``).
+    """
+
+    params: Img2ImgParams
+    sampler: SamplerSpec
+    scheduler: Scheduler
+    seeds: list[int]
+    subseeds: list[int]
+
+
+def image_count(params: Img2ImgParams) -> int:
+    """How many images a job makes before batching (A1111 ``len(all_prompts)``)."""
+    if isinstance(params.prompt, list):
+        return len(params.prompt)
+    if isinstance(params.negative_prompt, list):
+        return len(params.negative_prompt)
+    return params.batch_size * params.n_iter
+
+
+def fixed_seed(seed: int | str | None) -> int:
+    """A1111 ``get_fixed_seed``: -1, None, "" and unparsable strings → random in [0, 4294967293]."""
+    if seed is None or seed == "":
+        seed = -1
+    elif isinstance(seed, str):
+        try:
+            seed = int(seed)
+        except ValueError:
+            seed = -1
+    if seed == -1:
+        return int(random.randrange(4294967294))
+    return int(seed)
+
+
+def expand_seeds(params: Img2ImgParams, n: int) -> tuple[list[int], list[int]]:
+    """``(all_seeds, all_subseeds)`` for ``n`` images (spec §5.1–§5.2)."""
+    if isinstance(params.seed, list):
+        all_seeds = [int(s) for s in params.seed]
+    else:
+        seed = fixed_seed(params.seed)
+        all_seeds = [seed + (k if params.subseed_strength == 0 else 0) for k in range(n)]
+    if isinstance(params.subseed, list):
+        all_subseeds = [int(s) for s in params.subseed]
+    else:
+        subseed = fixed_seed(params.subseed)
+        all_subseeds = [subseed + k for k in range(n)]
+    return all_seeds, all_subseeds
+
+
+def _check_inpaint_sizes(params: Img2ImgParams) -> None:
+    """Fail before sampling where A1111 fails after it ("images do not match", spec §9.7–§9.8)."""
+    if params.image_mask is None or params.inpaint_full_res:
+        return
+    if params.width % 8 or params.height % 8:
+        raise ValueError(f"width/height: images do not match — whole-picture inpainting needs a width and height "
+                         f"that are multiples of 8, got {params.width}x{params.height}")
+    if params.resize_mode == 3 and any(img.size != (params.width, params.height) for img in params.init_images):
+        raise ValueError("resize_mode: images do not match — latent upscale (3) cannot inpaint an image whose size "
+                         "differs from width x height; use resize mode 0-2")
 
 
 def _check_text(name: str, value: Any, allow_none: bool = False) -> None:

@@ -10,6 +10,7 @@ from PIL import Image
 from retouch.infotext import VERSION_TEXT
 
 if TYPE_CHECKING:
+    from retouch.pipeline import Img2ImgResult
     from retouch.processing import StableDiffusionProcessingImg2Img
 
 
@@ -47,6 +48,16 @@ class Processed:
         self.clip_skip = p.job_options.CLIP_stop_at_last_layers
         self.is_using_inpainting_conditioning = p.is_using_inpainting_conditioning
         self.version = VERSION_TEXT
+        self.files: list = []
+
+    @classmethod
+    def from_result(cls, p: StableDiffusionProcessingImg2Img, result: Img2ImgResult) -> Processed:
+        """The facade's ``Processed`` for a :func:`~retouch.pipeline.generate` result."""
+        processed = cls(p, result.images, seed=result.seeds[0], subseed=result.subseeds[0],
+                        infotexts=result.infotexts, index_of_first_image=result.index_of_first_image,
+                        job_timestamp=result.job_timestamp)
+        processed.files = result.files
+        return processed
 
     def js(self) -> str:
         obj = {

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 from safetensors.torch import load_file
 
-from retouch.processing import StableDiffusionProcessingImg2Img, process_images
+from retouch.processing import StableDiffusionProcessingImg2Img, process_images_with_result
 from tests.conftest import ORACLE
 
 REQUEST_ONLY = ("init_images", "mask", "override_settings", "override_settings_restore_afterwards")
@@ -30,17 +30,9 @@ def build_from_request(request: dict, model, **extra) -> StableDiffusionProcessi
 
 
 def run_capturing(p):
-    """process_images, also returning the final latents (after the mask blend)."""
-    captured = {}
-    sample = p.sample
-
-    def wrapped(*args, **kwargs):
-        captured["samples"] = sample(*args, **kwargs)
-        return captured["samples"]
-
-    p.sample = wrapped
-    processed = process_images(p)
-    return processed, captured["samples"]
+    """process_images, also returning the first batch's final latents (after the mask blend)."""
+    processed, result = process_images_with_result(p)
+    return processed, result.latents[0]
 
 
 def pixels(image) -> np.ndarray:

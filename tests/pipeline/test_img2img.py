@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from retouch import Options
-from retouch.processing import StableDiffusionProcessingImg2Img, process_images
+from retouch.processing import StableDiffusionProcessingImg2Img, process_images, process_images_with_result
 from tests.pipeline.helpers import pixels, source_image
 
 
@@ -61,10 +61,8 @@ def test_first_input_is_init_plus_sigma_noise(tiny_sd1, calls):  # 43, 48, 49
 
 def test_denoising_strength_zero_with_fix_steps_returns_the_init_latent(tiny_sd1, calls):  # 45
     p = job(tiny_sd1, denoising_strength=0.0, override_settings={"img2img_fix_steps": True})
-    captured = {}
-    sample = p.sample
-    p.sample = lambda *a, **k: captured.setdefault("s", sample(*a, **k))
-    process_images(p)
+    _, result = process_images_with_result(p)
+    captured = {"s": result.latents[0]}
     assert calls == [] and torch.equal(captured["s"], p.init_latent)
 
 
@@ -90,10 +88,8 @@ def test_final_latent_blend(tiny_sd1):  # 52
     mask = Image.new("L", (64, 64), 0)
     mask.paste(255, (16, 16, 48, 48))
     p = job(tiny_sd1, mask=mask, inpaint_full_res=False, inpainting_fill=1, mask_blur=0)
-    captured = {}
-    sample = p.sample
-    p.sample = lambda *a, **k: captured.setdefault("s", sample(*a, **k))
-    process_images(p)
+    _, result = process_images_with_result(p)
+    captured = {"s": result.latents[0]}
     keep = p.mask.bool()
     assert torch.equal(captured["s"][0][keep], p.init_latent[0][keep])
 
@@ -149,7 +145,7 @@ def test_decode_truncates(tiny_sd1, monkeypatch):  # 64
 
     values = torch.tensor([-1.0, -0.5, 0.0, 0.999, 1.0, 3.0])
     image_values = values.reshape(1, 1, 1, 6).expand(1, 3, 1, 6)
-    monkeypatch.setattr(tiny_sd1, "decode_first_stage", lambda latents: image_values)
+    monkeypatch.setattr(tiny_sd1, "decode_first_stage", lambda latents, hooks=None: image_values)
     out = np.array(pipeline.decode_latents(tiny_sd1, torch.zeros(1, 4, 1, 1))[0])[0, :, 0]
     assert out.tolist() == [math.floor(255 * min(max((v + 1) / 2, 0), 1)) for v in values.tolist()]
 
@@ -288,10 +284,8 @@ def test_euler_with_a_do_nothing_model_keeps_the_noised_latent(tiny_sd1, monkeyp
     mask.paste(255, (0, 0, 32, 64))
     p = job(tiny_sd1, mask=mask, inpaint_full_res=False, inpainting_fill=1, mask_blur=0, steps=20,
             denoising_strength=0.5)
-    captured = {}
-    sample = p.sample
-    p.sample = lambda *a, **k: captured.setdefault("s", sample(*a, **k))
-    process_images(p)
+    _, result = process_images_with_result(p)
+    captured = {"s": result.latents[0]}
     from retouch.sampling.rng import ImageRNG
 
     eps = ImageRNG((4, 8, 8), [7], source="GPU").next()

@@ -5,7 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from retouch import load_model
+from retouch import Options, load_model
+from retouch.control import JobHooks
+from retouch.pipeline import batch_pixels, initialize, prepare_inputs
 from retouch.processing import StableDiffusionProcessingImg2Img, process_images
 from retouch.sampling.rng import ImageRNG
 from tests.pipeline.helpers import pixels, source_image
@@ -107,13 +109,10 @@ def test_masked_content_infotext(tiny_sd1, fill, text):  # 37
 
 
 def test_fill_changes_the_vae_input_for_modes_0_2_3_only(tiny_sd1):  # 34
-    pixels_by_fill = {}
-    for fill in range(4):
-        p = job(tiny_sd1, inpainting_fill=fill)
-        process_images(p)
-        pixels_by_fill[fill] = p._pixels
-    assert not torch.equal(pixels_by_fill[1], pixels_by_fill[0])
-    assert torch.equal(pixels_by_fill[0], pixels_by_fill[2]) and torch.equal(pixels_by_fill[0], pixels_by_fill[3])
+    vae_input = {fill: np.array(prepare_inputs(job(tiny_sd1, inpainting_fill=fill), Options()).images[0])
+                 for fill in range(4)}
+    assert not np.array_equal(vae_input[1], vae_input[0])
+    assert np.array_equal(vae_input[0], vae_input[2]) and np.array_equal(vae_input[0], vae_input[3])
 
 
 def test_latent_noise_and_latent_nothing(tiny_sd1):  # 35, 36
@@ -153,24 +152,26 @@ def test_mask_outputs(tiny_sd1):
 
 def test_inpainting_model_conditioning(tiny_sd1_inpainting):  # 38, 39, 41
     p = job(tiny_sd1_inpainting, mask=rect_mask(box=(16, 16, 40, 48)), mask_blur=0)
-    processed = process_images(p)
-    cond = p.image_conditioning
+    state = initialize(p.resolve(), tiny_sd1_inpainting, Options(), JobHooks())
+    cond = state.image_conditioning
     assert cond.shape == (1, 5, 8, 8)
     expected_mask = torch.zeros(8, 8)
     expected_mask[2:6, 2:5] = 1  # nearest: pixel (8i, 8j)
     assert torch.equal(cond[0, 0], expected_mask)
-    masked = p._pixels * 2 - 1
+    masked = state.pixels * 2 - 1
     m = torch.from_numpy(np.array(rect_mask(box=(16, 16, 40, 48))) / 255.0).float()
     masked = masked * (1 - m)
     assert torch.allclose(cond[:, 1:], tiny_sd1_inpainting.encode_first_stage(masked), atol=1e-5)
-    assert "Conditional mask weight: 1.0" in processed.info
+    processed = process_images(p)
+    assert torch.equal(p.image_conditioning, cond) and "Conditional mask weight: 1.0" in processed.info
 
 
 def test_inpainting_model_without_mask_and_with_weight(tiny_sd1_inpainting):  # 40
     p = job(tiny_sd1_inpainting, mask=None, override_settings={"inpainting_mask_weight": 0.25})
     processed = process_images(p)
     assert (p.image_conditioning[:, 0] == 1).all()
-    expected = tiny_sd1_inpainting.encode_first_stage((p._pixels * 2 - 1) * 0.75)
+    pixels_01, _ = batch_pixels(prepare_inputs(p, Options()).images, 1)
+    expected = tiny_sd1_inpainting.encode_first_stage((pixels_01 * 2 - 1) * 0.75)
     assert torch.allclose(p.image_conditioning[:, 1:], expected, atol=1e-5)
     assert "Conditional mask weight: 0.25" in processed.info
 

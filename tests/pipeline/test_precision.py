@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from retouch import load_model
+from retouch.control import JobHooks
 from retouch.models.model import vae_pass_bytes
 from retouch.processing import StableDiffusionProcessingImg2Img, process_images
 from tests.conftest import MODELS
@@ -59,21 +60,21 @@ def test_tiled_decode_matches_untiled_without_seams(fp32):
 def test_auto_tiles_only_what_would_not_fit(fp32, monkeypatch):
     calls = []
     real = fp32._run_vae
-    monkeypatch.setattr(fp32, "_run_vae", lambda fn, x, decode, tiled, budget: calls.append(tiled)
-                        or real(fn, x, decode, tiled, budget))
+    monkeypatch.setattr(fp32, "_run_vae", lambda fn, x, decode, tiled, budget, hooks: calls.append(tiled)
+                        or real(fn, x, decode, tiled, budget, hooks))
     small = vae_pass_bytes(fp32.vae.config.block_out_channels, torch.float32, 64 * 64, decode=False)
     fp32.vae_memory_budget = small * 2
-    fp32.notes.clear()
-    fp32.encode_first_stage(torch.zeros(1, 3, 64, 64))
-    assert calls == [False] and fp32.notes == []
-    fp32.encode_first_stage(torch.zeros(1, 3, 128, 128))  # 4× the pixels: over the budget
-    assert calls == [False, True] and fp32.notes[-1].startswith("Tiled VAE encode: an untiled pass needs about")
-    fp32.decode_first_stage(torch.zeros(1, 4, 16, 16))
-    assert calls[-1] is True and "Tiled VAE decode" in fp32.notes[-1]
+    notes = []
+    hooks = JobHooks(note=notes.append)
+    fp32.encode_first_stage(torch.zeros(1, 3, 64, 64), hooks)
+    assert calls == [False] and notes == []
+    fp32.encode_first_stage(torch.zeros(1, 3, 128, 128), hooks)  # 4× the pixels: over the budget
+    assert calls == [False, True] and notes[-1].startswith("Tiled VAE encode: an untiled pass needs about")
+    fp32.decode_first_stage(torch.zeros(1, 4, 16, 16), hooks)
+    assert calls[-1] is True and "Tiled VAE decode" in notes[-1]
     fp32.vae_memory_budget = None  # 3/4 of this machine's free memory: a small image is never tiled
-    fp32.encode_first_stage(torch.zeros(1, 3, 64, 64))
-    assert calls[-1] is False
-    fp32.notes.clear()
+    fp32.encode_first_stage(torch.zeros(1, 3, 64, 64), hooks)
+    assert calls[-1] is False and len(notes) == 2
 
 
 def test_memory_estimate_for_sd_vae():

@@ -5,17 +5,23 @@ import torch
 
 from retouch import Options
 from retouch.conditioning import (
+    Conditioning,
+    PromptContext,
     ScheduledPromptConditioning,
-    apply_emphasis,
-    encode_texts,
     get_learned_conditioning,
     get_multicond_learned_conditioning,
     reconstruct_cond_batch,
     reconstruct_multicond_batch,
     stack_conds,
+)
+from retouch.models.text_encoder import (
+    BOS_ID,
+    EOS_ID,
+    _pad_after_first_eos,
+    apply_emphasis,
+    encode_texts,
     tokenize_line,
 )
-from retouch.models.text_encoder import BOS_ID, EOS_ID, _pad_after_first_eos
 
 CAT, DOG, COMMA = 2368, 1929, 267
 
@@ -150,7 +156,7 @@ def test_clip_skip_uses_penultimate_layer_through_final_norm(encoder):  # E3
 
 
 def entries(*ends):
-    return [ScheduledPromptConditioning(end, torch.full((1, 1), float(i))) for i, end in enumerate(ends)]
+    return [ScheduledPromptConditioning(end, Conditioning(torch.full((1, 1), float(i)))) for i, end in enumerate(ends)]
 
 
 @pytest.mark.parametrize(("ends", "steps", "picked"), [
@@ -160,25 +166,34 @@ def entries(*ends):
 ])
 def test_schedule_lookup(ends, steps, picked):
     schedule = entries(*ends)
-    assert [int(reconstruct_cond_batch([schedule], s)[0, 0, 0]) for s in steps] == picked
+    assert [int(reconstruct_cond_batch([schedule], s).crossattn[0, 0, 0]) for s in steps] == picked
 
 
-def test_img2img_visits_only_start_of_timeline(encoder):  # L3
-    conds = get_learned_conditioning(encoder, ["[a:b:0.25]"], 20, Options())
-    a, b = conds[0][0].cond, conds[0][1].cond
-    picked = ["a" if torch.equal(reconstruct_cond_batch(conds, s)[0], a) else "b" for s in range(11)]
+def test_img2img_visits_only_start_of_timeline(bundled_tiny):  # L3
+    conds = get_learned_conditioning(bundled_tiny, ["[a:b:0.25]"], 20, PromptContext(Options()))
+    a, b = conds[0][0].cond.crossattn, conds[0][1].cond.crossattn
+    picked = ["a" if torch.equal(reconstruct_cond_batch(conds, s).crossattn[0], a) else "b" for s in range(11)]
     assert picked == ["a"] * 6 + ["b"] * 5
     assert not torch.equal(a, b)
 
 
-def test_multicond_rows_and_weights(encoder):
-    conds = get_multicond_learned_conditioning(encoder, ["cat AND dog:0.5", "cat"], 10, Options())
+def test_multicond_rows_and_weights(bundled_tiny):
+    conds = get_multicond_learned_conditioning(bundled_tiny, ["cat AND dog:0.5", "cat"], 10, PromptContext(Options()))
     conds_list, rows = reconstruct_multicond_batch(conds, 0)
     assert conds_list == [[(0, 1.0), (1, 0.5)], [(2, 1.0)]]
-    assert rows.shape == (3, 77, encoder.width)
-    assert torch.equal(rows[0], rows[2])  # "cat" shared in the flat list
+    assert rows.crossattn.shape == (3, 77, bundled_tiny.text_encoder.width) and rows.vector is None
+    assert torch.equal(rows.crossattn[0], rows.crossattn[2])  # "cat" shared in the flat list
 
 
-def test_schedule_texts_share_chunk_count(encoder):
-    conds = get_learned_conditioning(encoder, ["[a:" + words("cat", 80) + ":3]"], 10, Options())
-    assert [c.cond.shape[0] for c in conds[0]] == [154, 154]
+def test_schedule_texts_share_chunk_count(bundled_tiny):
+    conds = get_learned_conditioning(bundled_tiny, ["[a:" + words("cat", 80) + ":3]"], 10, PromptContext(Options()))
+    assert [c.cond.tokens for c in conds[0]] == [154, 154]
+
+
+def test_conditioning_stack_keeps_the_vector_part():
+    a = Conditioning(torch.zeros(77, 4), torch.ones(6))
+    b = Conditioning(torch.ones(154, 4), torch.full((6,), 2.0))
+    both = Conditioning.stack([a, b])
+    assert both.crossattn.shape == (2, 154, 4) and torch.equal(both.vector[:, 0], torch.tensor([1.0, 2.0]))
+    assert torch.equal(both[1].crossattn, b.crossattn) and torch.equal(both[1].vector, b.vector)
+    assert Conditioning.stack([a, Conditioning(torch.zeros(77, 4))]).vector is None

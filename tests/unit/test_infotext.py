@@ -1,18 +1,15 @@
 """Infotext formatting: spec §6 (items 66–67)."""
 
 from retouch import Options
-from retouch.infotext import format_infotext, generation_params, parse_infotext, quote
+from retouch.infotext import GenerationInfo, format_infotext, generation_params, parse_infotext, quote
 
 
-def params(**extra):
-    base = dict(steps=20, sampler_name="Euler a", scheduler_label="Automatic", cfg_scale=7.0, image_cfg_scale=None,
-                seed=1234, width=512, height=512, model_hash="6ce0161689", model_name="v1-5-pruned-emaonly",
-                vae_hash=None, vae_name=None, subseed=5, subseed_strength=0, seed_resize_from_w=-1,
-                seed_resize_from_h=-1, conditional_mask_weight=None, clip_skip=1, ensd=None, token_merging_ratio=0,
-                init_img_hash=None, randn_source="GPU", tiling=False, options=Options(),
-                extra={"Denoising strength": 0.75, "Mask blur": 4})
-    base.update(extra)
-    return generation_params(**base)
+def params(extra=None, **fields):
+    info = dict(steps=20, sampler_name="Euler a", scheduler_label="Automatic", cfg_scale=7.0, image_cfg_scale=None,
+                width=512, height=512, model_hash="6ce0161689", model_name="v1-5-pruned-emaonly")
+    info.update(fields)
+    return generation_params(GenerationInfo(**info), seed=1234, subseed=5, options=Options(),
+                             extra=extra or {"Denoising strength": 0.75, "Mask blur": 4})
 
 
 def test_spec_example_order_and_values():

@@ -7,7 +7,7 @@ import torch
 
 from retouch.models.ldm_config import linear_alphas_cumprod
 from retouch.sampling import dpm_solver, samplers, timesteps, unipc
-from retouch.sampling.img2img import BrownianNoiseSampler
+from retouch.sampling.noise import BrownianNoiseSampler
 from retouch.sampling.rng import ImageRNG
 from retouch.sampling.schedules import karras
 

@@ -8,7 +8,7 @@ import torch
 from retouch import Options
 from retouch.models.ldm_config import linear_alphas_cumprod
 from retouch.sampling import registry
-from retouch.sampling.img2img import get_sigmas, img2img_steps
+from retouch.sampling.plan import get_sigmas, img2img_steps
 from retouch.sampling.schedules import SCHEDULERS, DiscreteSchedule, compute_sigmas, exponential, karras
 from retouch.sampling.timesteps import ddim_timesteps
 

@@ -7,7 +7,7 @@ import contextlib
 import numpy as np
 from PIL import Image, ImageOps
 
-from retouch.params import ResizeMode
+from retouch.modes import ResizeMode
 
 LANCZOS = Image.Resampling.LANCZOS
 _HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")

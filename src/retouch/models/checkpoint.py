@@ -179,7 +179,7 @@ def file_sha256(path: Path, cache_dir: Path) -> str:
 def cached_sha256(path: Path, cache_dir: Path | None = None) -> str | None:
     """The cached sha256 of ``path`` if it is known and still valid (nothing is hashed here)."""
     if cache_dir is None:
-        from retouch.models.loader import cache_dir as default_cache_dir
+        from retouch.models.paths import cache_dir as default_cache_dir
 
         cache_dir = default_cache_dir()
     try:

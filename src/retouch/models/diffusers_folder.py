@@ -12,6 +12,7 @@ from transformers import CLIPTextModel
 from retouch.models.checkpoint import CheckpointError, file_sha256
 from retouch.models.ldm_config import linear_alphas_cumprod
 from retouch.models.model import Model
+from retouch.models.paths import cache_dir
 from retouch.models.text_encoder import TextEncoder, load_tokenizer
 
 
@@ -34,8 +35,6 @@ def load(folder: Path, dtype: torch.dtype, vae_dtype: torch.dtype | None = None)
     in_channels = unet.config.in_channels
     unet_weights = _first_existing(folder / "unet", "diffusion_pytorch_model.safetensors",
                                    "diffusion_pytorch_model.bin")
-    from retouch.models.loader import cache_dir
-
     sha = file_sha256(unet_weights, cache_dir()) if unet_weights else None
     return Model(
         name=folder.name, path=folder, short_hash=sha[:10] if sha else None, sha256=sha,

@@ -7,7 +7,6 @@ diffusers configurations (with diffusers' own ``single_file_utils`` helpers).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +19,13 @@ from diffusers.loaders.single_file_utils import (
 )
 
 from retouch.models.checkpoint import CheckpointError, StateDict
+from retouch.models.paths import bundled_path
 
 # Text encoders whose configuration ships with retouch, by the name an LDM yaml uses for them.
 BUNDLED_TEXT_ENCODERS = {
     "openai/clip-vit-large-patch14": "clip-vit-large-patch14",
     "ViT-H-14": "open-clip-vit-h-14",
 }
-
-
-def bundled_path(*parts: str) -> Path:
-    return Path(str(resources.files("retouch.configs").joinpath(*parts)))
 
 
 @dataclass(frozen=True)

@@ -14,19 +14,11 @@ from retouch.models.components import build_text_encoder, build_unet, build_vae,
 from retouch.models.detect import detect_ldm_config
 from retouch.models.ldm_config import LdmConfig
 from retouch.models.model import Model, VaeInfo
+from retouch.models.paths import cache_dir
 
 logger = logging.getLogger(__name__)
 
 TINY_MODELS = {"tiny": "", "tiny-inpainting": "inpainting", "tiny-pix2pix": "pix2pix"}
-
-
-def cache_dir() -> Path:
-    """Where retouch keeps generated files (the tiny model, hash cache): ``$RETOUCH_CACHE_DIR``."""
-    env = os.environ.get("RETOUCH_CACHE_DIR")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "retouch"
 
 
 def load_model(
@@ -142,14 +134,13 @@ def _is_v_prediction(state: StateDict) -> bool:
 
 def _replace_vae(model: Model, vae_path: Path, dtype: torch.dtype) -> None:
     if vae_path.is_dir():
-        model.vae = diffusers_folder.load_vae(vae_path, dtype)
-        model.vae_info = VaeInfo(vae_path.name, None, vae_path)
+        model.replace_vae(diffusers_folder.load_vae(vae_path, dtype), VaeInfo(vae_path.name, None, vae_path))
         return
     state = read_state_dict(vae_path)
     vae_config = dict(model.vae.config)
     weights = _vae_weights(vae_path, state, vae_config)
-    model.vae = build_vae_from_config(vae_config, weights, dtype, vae_path)
-    model.vae_info = VaeInfo(vae_path.name, file_sha256(vae_path, cache_dir())[:10], vae_path)
+    model.replace_vae(build_vae_from_config(vae_config, weights, dtype, vae_path),
+                      VaeInfo(vae_path.name, file_sha256(vae_path, cache_dir())[:10], vae_path))
 
 
 def _vae_weights(path: Path, state: StateDict, vae_config: dict) -> StateDict:

@@ -1,20 +1,34 @@
-"""A loaded Stable Diffusion model: its networks plus what A1111 reports and uses about it."""
+"""A loaded Stable Diffusion model: the interface the pipeline uses, whatever the family.
+
+The pipeline talks to a :class:`Model` only through ``encode_prompts``, ``apply_model``,
+``encode_first_stage``, ``decode_first_stage`` and ``image_conditioning``, plus a few facts
+(``parameterization``, ``alphas_cumprod``, ``latent_channels``). Where families differ (SD1/SD2
+today), the difference lives here or in the parts the loader plugs in, never in the pipeline.
+
+A model holds no job state: what a VAE pass has to report goes to the job's :class:`JobHooks`;
+seamless tiling is switched per job and thread (:mod:`retouch.models.padding`).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import numpy as np
 import psutil
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
+from PIL import Image
 
-from retouch.models.text_encoder import TextEncoder
+from retouch.conditioning import Conditioning, PromptContext, PromptEncoder
+from retouch.control import JobHooks
+from retouch.models.padding import circular_padding, make_padding_switchable
+from retouch.models.text_encoder import SDTextConditioner, TextEncoder
 from retouch.models.tiling import OVERLAP, TILE_SIZES, tiled_pass
-
-if TYPE_CHECKING:
-    from retouch.options import Options
 
 
 @dataclass(frozen=True)
@@ -24,6 +38,14 @@ class VaeInfo:
     name: str
     short_hash: str | None
     path: Path
+
+
+class UNetInput(Enum):
+    """What a UNet takes besides the noisy latent, by its input channels."""
+
+    PLAIN = 4  # nothing (a dummy conditioning is carried along, as A1111)
+    PIX2PIX = 8  # the source image's latent
+    INPAINTING = 9  # the mask and the masked image's latent
 
 
 @dataclass(eq=False)
@@ -38,6 +60,8 @@ class Model:
         alphas_cumprod: ``(1000,)`` float32 ᾱ of the training schedule (checkpoint buffer if stored).
         scale_factor: latent scale (0.18215 for SD1/SD2).
         is_inpainting / is_pix2pix: 9-channel inpainting UNet / 8-channel instruct-pix2pix UNet.
+        conditioner: turns prompt texts into :class:`~retouch.conditioning.Conditioning` (default: one
+            CLIP/OpenCLIP encoder, cross-attention only).
     """
 
     name: str
@@ -59,8 +83,14 @@ class Model:
     vae_tiling: str = "auto"  # "auto" (when an untiled pass would not fit, or ran out of memory), "always", "never"
     vae_memory_budget: int | None = None  # bytes a VAE pass may use; None: 3/4 of what is free at the time
     vae_tile_size: int | None = None  # image pixels per tile side; None: the largest that fits the budget
-    notes: list[str] = field(default_factory=list)  # things a job should report (e.g. the VAE fell back to fp32)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    conditioner: PromptEncoder | None = None
+    _vae_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.conditioner is None:
+            self.conditioner = SDTextConditioner(self.text_encoder)
+        make_padding_switchable(self.unet, self.vae)
 
     @property
     def title(self) -> str:
@@ -72,79 +102,144 @@ class Model:
     def latent_channels(self) -> int:
         return int(self.vae.config.latent_channels)
 
-    def set_tiling(self, enabled: bool) -> None:
-        """Seamless tiling: circular padding in every UNet and VAE convolution (A1111 ``apply_circular``)."""
-        mode = "circular" if enabled else "zeros"
-        for net in (self.unet, self.vae):
-            for layer in net.modules():
-                if isinstance(layer, torch.nn.Conv2d):
-                    layer.padding_mode = mode
+    @property
+    def unet_input(self) -> UNetInput:
+        if self.is_inpainting:
+            return UNetInput.INPAINTING
+        return UNetInput.PIX2PIX if self.is_pix2pix else UNetInput.PLAIN
 
-    def apply_model(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
+    def replace_vae(self, vae: AutoencoderKL, info: VaeInfo | None) -> None:
+        """Use another VAE (A1111 ``sd_vae``), e.g. at load time."""
+        make_padding_switchable(vae)
+        self.vae, self.vae_info = vae, info
+
+    @contextlib.contextmanager
+    def tiling(self, enabled: bool) -> Iterator[None]:
+        """Seamless tiling (circular padding in every UNet and VAE convolution) for this block, in this
+        thread only; the shared model is not changed."""
+        with circular_padding(enabled):
+            yield
+
+    # -- prompts ---------------------------------------------------------------------------------
+    def encode_prompts(self, texts: Sequence[str], context: PromptContext) -> Conditioning:
+        """A batch of prompt texts (emphasis, BREAK; no scheduling) → batched conditioning."""
+        assert self.conditioner is not None
+        return self.conditioner.encode_prompts(texts, context)
+
+    def get_learned_conditioning(self, prompts: list[str], options=None) -> torch.Tensor:
+        """Cross-attention conditioning ``(B, 77·K, C)`` for a batch of texts (A1111's method name).
+
+        Prompt-editing syntax is *not* interpreted here; see :mod:`retouch.conditioning` for schedules.
+        """
+        from retouch.options import Options
+
+        return self.encode_prompts(prompts, PromptContext(options or Options())).crossattn
+
+    # -- UNet -----------------------------------------------------------------------------------
+    def apply_model(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning,
                     concat: torch.Tensor | None = None) -> torch.Tensor:
         """One UNet evaluation: ``x`` latents ``(B, 4, h, w)``, timesteps ``t`` ``(B,)`` (may be
-        fractional), cross-attention ``context`` ``(B, T, C)``; ``concat`` is the image conditioning
-        (inpainting: mask + masked-image latent, pix2pix: image latent), ignored by plain models."""
-        if concat is not None and (self.is_inpainting or self.is_pix2pix):
+        fractional), batched ``cond``; ``concat`` is the image conditioning (inpainting: mask +
+        masked-image latent, pix2pix: image latent), ignored by plain models."""
+        if concat is not None and self.unet_input is not UNetInput.PLAIN:
             x = torch.cat([x, concat.to(x)], dim=1)
         dtype = dtype_of(self.unet)
-        out = self.unet(x.to(dtype), t.to(torch.float32), encoder_hidden_states=context.to(dtype)).sample
+        out = self.unet(x.to(dtype), t.to(torch.float32), encoder_hidden_states=cond.crossattn.to(dtype)).sample
         return out.to(torch.float32)
 
-    def encode_first_stage(self, pixels: torch.Tensor) -> torch.Tensor:
+    def image_conditioning(self, source: torch.Tensor, init_latent: torch.Tensor, image_mask: Image.Image | None,
+                           round_mask: bool, mask_weight: float, hooks: JobHooks | None = None) -> torch.Tensor:
+        """What the UNet gets besides the latent (spec §3.10). ``source`` ``(B, 3, H, W)`` in [-1, 1];
+        ``image_mask`` "L", 255 = repaint (None: no mask).
+
+        Inpainting models: ``[mask (1), masked-image latent (4)]``; instruct-pix2pix: the image latent
+        (unscaled posterior mean); other models: a dummy ``(B, 5, 1, 1)`` of zeros.
+        """
+        hooks = hooks or JobHooks()
+        if self.unet_input is UNetInput.PIX2PIX:
+            return torch.cat([self.encode_first_stage(img[None], hooks) / self.scale_factor for img in source])
+        if self.unet_input is UNetInput.PLAIN:
+            return source.new_zeros(source.shape[0], 5, 1, 1)
+        if image_mask is not None:
+            cond_mask = torch.from_numpy(np.array(image_mask.convert("L")).astype(np.float32) / 255.0)[None, None]
+            if round_mask:
+                cond_mask = torch.round(cond_mask)
+        else:
+            cond_mask = source.new_ones(1, 1, *source.shape[-2:])
+        cond_mask = cond_mask.to(source)
+        masked = torch.lerp(source, source * (1.0 - cond_mask), mask_weight)
+        masked_latent = self.encode_first_stage(masked, hooks)
+        cond_mask = torch.nn.functional.interpolate(cond_mask, size=init_latent.shape[-2:])
+        cond_mask = cond_mask.expand(masked_latent.shape[0], -1, -1, -1)
+        return torch.cat([cond_mask, masked_latent], dim=1)
+
+    # -- VAE ------------------------------------------------------------------------------------
+    def encode_first_stage(self, pixels: torch.Tensor, hooks: JobHooks | None = None) -> torch.Tensor:
         """Pixels ``(B, 3, H, W)`` in [-1, 1] → scaled latents ``(B, 4, H/8, W/8)``.
 
         Each image is encoded on its own (as A1111) and the posterior *mean* is used: A1111 draws a
         posterior sample from the global RNG, which makes it irreproducible; the mean is its centre.
         """
+        hooks = hooks or JobHooks()
         pixels_per_image = pixels.shape[-1] * pixels.shape[-2]
-        latents = [self._vae_call(lambda x: self.vae.encode(x).latent_dist.mean, img[None], pixels_per_image,
-                                  decode=False) for img in pixels]
+        latents = []
+        for img in pixels:
+            hooks.check()
+            latents.append(self._vae_call(lambda x: self.vae.encode(x).latent_dist.mean, img[None],
+                                          pixels_per_image, decode=False, hooks=hooks))
         return torch.cat(latents).to(torch.float32) * self.scale_factor
 
-    def decode_first_stage(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode_first_stage(self, latents: torch.Tensor, hooks: JobHooks | None = None) -> torch.Tensor:
         """Scaled latents ``(B, 4, h, w)`` → pixels ``(B, 3, 8h, 8w)`` in about [-1, 1] (one at a time).
 
-        A decode in bf16/fp16 that produces NaN/inf is redone after converting the VAE to float32, and
-        a note says so (A1111's "Automatically revert VAE to 32-bit floats")."""
+        A decode in bf16/fp16 that produces NaN/inf is redone after converting the VAE to float32 (for
+        good, as A1111's "Automatically revert VAE to 32-bit floats"), and the job is told."""
+        hooks = hooks or JobHooks()
         pixels_per_image = latents.shape[-1] * latents.shape[-2] * 64
         images = []
         for z in latents:
-            image = self._vae_call(lambda x: self.vae.decode(x).sample, z[None] / self.scale_factor, pixels_per_image,
-                                   decode=True)
-            if not torch.isfinite(image).all() and dtype_of(self.vae) != torch.float32:
-                self.vae.to(torch.float32)
-                self.notes.append("A tensor with NaNs was produced in VAE; the VAE was converted to 32-bit float "
-                                  "and the decode redone.")
-                image = self._vae_call(lambda x: self.vae.decode(x).sample, z[None] / self.scale_factor,
-                                       pixels_per_image, decode=True)
+            hooks.check()
+            image = self._decode_one(z[None] / self.scale_factor, pixels_per_image, hooks)
             images.append(image)
         return torch.cat(images).to(torch.float32)
 
-    def _vae_call(self, fn, x: torch.Tensor, pixels: int, decode: bool) -> torch.Tensor:
+    def _decode_one(self, z: torch.Tensor, pixels: int, hooks: JobHooks) -> torch.Tensor:
+        decode: Callable[[torch.Tensor], torch.Tensor] = lambda x: self.vae.decode(x).sample  # noqa: E731
+        image = self._vae_call(decode, z, pixels, decode=True, hooks=hooks)
+        if not torch.isfinite(image).all() and dtype_of(self.vae) != torch.float32:
+            with self._vae_lock:
+                self.vae.to(torch.float32)
+            hooks.note("A tensor with NaNs was produced in VAE; the VAE was converted to 32-bit float and the "
+                       "decode redone.")
+            image = self._vae_call(decode, z, pixels, decode=True, hooks=hooks)
+        return image
+
+    def _vae_call(self, fn, x: torch.Tensor, pixels: int, *, decode: bool, hooks: JobHooks) -> torch.Tensor:
         """Run a VAE encode/decode, tiled when configured, when it would not fit, or after running out of memory."""
-        vae_dtype = dtype_of(self.vae)
+        with self._vae_lock:
+            vae_dtype = dtype_of(self.vae)
         x = x.to(self.device, vae_dtype)
         tiled = self.vae_tiling == "always"
         budget = self._vae_budget()
+        what = "decode" if decode else "encode"
         if self.vae_tiling == "auto":
             need = vae_pass_bytes(self.vae.config.block_out_channels, vae_dtype, pixels, decode)
             tiled = need > budget
             if tiled:
-                self.notes.append(f"Tiled VAE {'decode' if decode else 'encode'}: an untiled pass needs about "
-                                  f"{need / 2**30:.1f} GiB, more than the {budget / 2**30:.1f} GiB it may use.")
+                hooks.note(f"Tiled VAE {what}: an untiled pass needs about {need / 2**30:.1f} GiB, more than the "
+                           f"{budget / 2**30:.1f} GiB it may use.")
         try:
-            return self._run_vae(fn, x, decode, tiled, budget)
+            return self._run_vae(fn, x, decode, tiled, budget, hooks)
         except (torch.OutOfMemoryError, RuntimeError) as e:
             if tiled or self.vae_tiling == "never" or "memory" not in str(e).lower():
                 raise
-            self.notes.append("The VAE ran out of memory; tiled VAE was used.")
-            return self._run_vae(fn, x, decode, True, budget)
+            hooks.note("The VAE ran out of memory; tiled VAE was used.")
+            return self._run_vae(fn, x, decode, True, budget, hooks)
 
     def _vae_budget(self) -> int:
         return self.vae_memory_budget if self.vae_memory_budget is not None else free_memory(self.device) * 3 // 4
 
-    def _run_vae(self, fn, x: torch.Tensor, decode: bool, tiled: bool, budget: int) -> torch.Tensor:
+    def _run_vae(self, fn, x: torch.Tensor, decode: bool, tiled: bool, budget: int, hooks: JobHooks) -> torch.Tensor:
         scale_in, scale_out = (1, 8) if decode else (8, 1)
         if not tiled or x.shape[-1] % scale_in or x.shape[-2] % scale_in:
             return fn(x)
@@ -154,20 +249,7 @@ class Model:
             channels, dtype = self.vae.config.block_out_channels, x.dtype
             tile = next((t for t in TILE_SIZES if vae_pass_bytes(channels, dtype, t * t * 64, decode) <= budget),
                         TILE_SIZES[-1])
-        return tiled_pass(fn, x, scale_in=scale_in, scale_out=scale_out, max_tile=tile)
-
-    @torch.inference_mode()
-    def get_learned_conditioning(self, prompts: list[str], options: Options | None = None) -> torch.Tensor:
-        """Cross-attention conditioning ``(B, 77·K, C)`` for a batch of texts, as A1111 computes it.
-
-        The texts are encoded together: emphasis normalisation uses the mean over the whole batch
-        (prompt spec §8.1, §8.5). Prompt-editing syntax is *not* interpreted here — see
-        :func:`retouch.conditioning.get_learned_conditioning` for schedules.
-        """
-        from retouch.conditioning import encode_texts
-        from retouch.options import Options
-
-        return encode_texts(self.text_encoder, prompts, options or Options())
+        return tiled_pass(fn, x, scale_in=scale_in, scale_out=scale_out, max_tile=tile, between=hooks.check)
 
 
 # Peak memory of one untiled VAE pass (activations, beyond the weights), in elements per image pixel per

@@ -1,31 +1,40 @@
-"""The CLIP text encoder and its tokenizer, as A1111 drives them (prompt spec §7–§8.3).
+"""The CLIP text encoder and its tokenizer, as A1111 drives them (prompt spec §7–§8.5).
 
 SD1 uses OpenAI CLIP ViT-L/14 (Hugging Face ``CLIPTextModel``); SD2 uses OpenCLIP ViT-H/14, which
 diffusers' converter turns into a 23-layer ``CLIPTextModel`` (the last OpenCLIP block is never used:
 SD2 reads the penultimate layer through ``ln_final``), so both run through the same class.
+
+* :func:`tokenize_line` — emphasis fragments → 75-token chunks (BREAK, comma back-tracking);
+* :func:`encode_texts` — a batch of texts → ``(B, 77·K, C)`` with emphasis normalisation;
+* :class:`SDTextConditioner` — the SD1/SD2 :class:`~retouch.conditioning.PromptEncoder`.
 """
 
 from __future__ import annotations
 
 import html
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import ftfy
 import torch
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from retouch import prompt_parser
+from retouch.conditioning import Conditioning, PromptContext
+from retouch.models.paths import bundled_path
+from retouch.options import Options
+
 BOS_ID = 49406
 EOS_ID = 49407
 COMMA_ID = 267
+CHUNK_LENGTH = 75
 _WHITESPACE = re.compile(r"\s+")
 
 
 def load_tokenizer(folder: Path) -> CLIPTokenizer:
     """A CLIP BPE tokenizer from ``folder`` if it has the files, else the one retouch ships."""
-    from retouch.models.ldm_config import bundled_path
-
     if not ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()):
         folder = bundled_path("clip_tokenizer")
     return CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
@@ -92,3 +101,120 @@ def _pad_after_first_eos(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
     seen = torch.cumsum(is_eos.int(), dim=1)
     after_first = (seen >= 1) & ~(is_eos & (seen == 1))
     return torch.where(after_first, torch.full_like(tokens, pad_id), tokens)
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompt text → chunks → hidden states (prompt spec §6–§8)
+@dataclass
+class PromptChunk:
+    """77 token ids (BOS + 75 + EOS) and their emphasis multipliers."""
+
+    tokens: list[int] = field(default_factory=list)
+    multipliers: list[float] = field(default_factory=list)
+
+
+def empty_chunk() -> PromptChunk:
+    return PromptChunk([BOS_ID] + [EOS_ID] * (CHUNK_LENGTH + 1), [1.0] * (CHUNK_LENGTH + 2))
+
+
+class _Chunker:
+    """Accumulates tokens into 75-token chunks with A1111's comma back-tracking (§7)."""
+
+    def __init__(self, backtrack: int):
+        self.backtrack = backtrack
+        self.chunks: list[PromptChunk] = []
+        self.chunk = PromptChunk()
+        self.token_count = 0
+        self.last_comma = -1
+
+    def next_chunk(self, is_last: bool = False) -> None:
+        chunk = self.chunk
+        self.token_count += len(chunk.tokens) if is_last else CHUNK_LENGTH
+        pad = CHUNK_LENGTH - len(chunk.tokens)
+        chunk.tokens = [BOS_ID] + chunk.tokens + [EOS_ID] * pad + [EOS_ID]
+        chunk.multipliers = [1.0] + chunk.multipliers + [1.0] * pad + [1.0]
+        self.chunks.append(chunk)
+        self.chunk = PromptChunk()
+        self.last_comma = -1
+
+    def add(self, token: int, weight: float) -> None:
+        chunk = self.chunk
+        if token == COMMA_ID:
+            self.last_comma = len(chunk.tokens)
+        elif (self.backtrack != 0 and len(chunk.tokens) == CHUNK_LENGTH and self.last_comma != -1
+              and len(chunk.tokens) - self.last_comma <= self.backtrack):
+            cut = self.last_comma + 1
+            moved_tokens, moved_multipliers = chunk.tokens[cut:], chunk.multipliers[cut:]
+            chunk.tokens, chunk.multipliers = chunk.tokens[:cut], chunk.multipliers[:cut]
+            self.next_chunk()
+            self.chunk.tokens, self.chunk.multipliers = moved_tokens, moved_multipliers
+        if len(self.chunk.tokens) == CHUNK_LENGTH:
+            self.next_chunk()
+        self.chunk.tokens.append(token)
+        self.chunk.multipliers.append(weight)
+
+
+def tokenize_line(encoder: TextEncoder, line: str, options: Options) -> tuple[list[PromptChunk], int]:
+    """Split one text into chunks of 75 tokens; also return A1111's token count (§7).
+
+    The token count counts 75 for every chunk but the last, so BREAK and comma back-tracking
+    make it exceed the number of real tokens.
+    """
+    parsed = prompt_parser.parse_prompt_attention(line) if options.emphasis != "None" else [[line, 1.0]]
+    tokenized = encoder.tokenize([text for text, _ in parsed])
+    chunker = _Chunker(options.comma_padding_backtrack)
+    for tokens, (text, weight) in zip(tokenized, parsed, strict=True):
+        if text == "BREAK" and weight == -1:
+            chunker.next_chunk()
+            continue
+        for token in tokens:
+            chunker.add(token, weight)
+    if chunker.chunk.tokens or not chunker.chunks:
+        chunker.next_chunk(is_last=True)
+    return chunker.chunks, chunker.token_count
+
+
+def encode_texts(encoder: TextEncoder, texts: Sequence[str], options: Options) -> torch.Tensor:
+    """Encode a batch of texts → ``(B, 77·K, C)``, K = the most chunks any text needs (§8.1).
+
+    Texts with fewer chunks are completed with empty chunks; chunk k of every text is encoded in
+    one transformer call and emphasis is normalised over that whole call.
+    """
+    by_text: dict[str, list[PromptChunk]] = {}
+    for text in texts:
+        if text not in by_text:
+            by_text[text] = tokenize_line(encoder, text, options)[0]
+    batch = [by_text[text] for text in texts]
+    chunk_count = max(len(chunks) for chunks in batch)
+    zs = []
+    for i in range(chunk_count):
+        column = [chunks[i] if i < len(chunks) else empty_chunk() for chunks in batch]
+        tokens = torch.tensor([c.tokens for c in column], dtype=torch.long)
+        multipliers = torch.tensor([c.multipliers for c in column], dtype=torch.float32)
+        z = encoder.encode(tokens, options.CLIP_stop_at_last_layers)
+        zs.append(apply_emphasis(z, multipliers.to(z.device, z.dtype), options.emphasis))
+    return torch.hstack(zs)
+
+
+def apply_emphasis(z: torch.Tensor, multipliers: torch.Tensor, emphasis: str) -> torch.Tensor:
+    """Weight hidden states ``z`` ``(B, 77, C)`` by per-token ``multipliers`` ``(B, 77)`` (§8.5).
+
+    "Original" rescales so the mean over the whole batch is unchanged.
+    """
+    if emphasis in ("None", "Ignore"):
+        return z
+    weighted = z * multipliers[..., None].expand(z.shape)
+    if emphasis == "No norm":
+        return weighted
+    return weighted * (z.mean() / weighted.mean())
+
+
+@dataclass
+class SDTextConditioner:
+    """SD1/SD2 prompt encoding: one CLIP (or OpenCLIP) encoder, cross-attention only."""
+
+    encoder: TextEncoder
+
+    def encode_prompts(self, texts: Sequence[str], context: PromptContext) -> Conditioning:
+        with torch.inference_mode():
+            return Conditioning(encode_texts(self.encoder, texts, context.options))

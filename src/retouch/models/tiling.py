@@ -41,12 +41,12 @@ def _ramp(size: int, fade_in: bool, fade_out: bool, overlap: int) -> torch.Tenso
 
 
 def tiled_pass(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, scale_in: int, scale_out: int,
-               max_tile: int, overlap: int = OVERLAP) -> torch.Tensor:
+               max_tile: int, overlap: int = OVERLAP, between: Callable[[], None] | None = None) -> torch.Tensor:
     """Apply ``fn`` (a VAE encode or decode of one image) to ``x`` tile by tile; returns float32.
 
     Tiles and overlap are in latent pixels; one latent pixel is ``scale_in`` pixels of ``x`` and
     ``scale_out`` pixels of the result (decode: 1 and 8, encode: 8 and 1). ``x``'s height and width
-    must be multiples of ``scale_in``.
+    must be multiples of ``scale_in``. ``between()`` runs before each tile (an interrupt check).
     """
     height, width = x.shape[-2] // scale_in, x.shape[-1] // scale_in
     tile_h, tops = tile_layout(height, max_tile, overlap)
@@ -55,6 +55,8 @@ def tiled_pass(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, s
     for top in tops:
         rows = _ramp(tile_h * scale_out, top > 0, top + tile_h < height, overlap * scale_out)
         for left in lefts:
+            if between is not None:
+                between()
             piece = fn(x[..., top * scale_in:(top + tile_h) * scale_in, left * scale_in:(left + tile_w) * scale_in])
             if result is None:
                 result = torch.zeros((*piece.shape[:2], height * scale_out, width * scale_out), device=piece.device)

@@ -21,8 +21,9 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from retouch.models.ldm_config import LdmConfig, bundled_path
+from retouch.models.ldm_config import LdmConfig
 from retouch.models.ldm_layout import clip_to_ldm, schedule_buffers, unet_to_ldm, vae_to_ldm
+from retouch.models.paths import bundled_path
 
 logger = logging.getLogger(__name__)
 

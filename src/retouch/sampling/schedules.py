@@ -193,3 +193,13 @@ def compute_sigmas(
     if scheduler == "beta":
         return beta(n, sigma_min, sigma_max, beta_alpha, beta_beta)
     raise ValueError(f"scheduler must be one of {[s.label for s in SCHEDULERS]}, got {scheduler!r}")
+
+
+def rescale_zero_terminal_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """A1111's "Zero Terminal SNR" noise schedule: √ᾱ shifted and scaled so that it ends at (almost) 0."""
+    sqrt_ac = alphas_cumprod.sqrt()
+    first, last = sqrt_ac[0].clone(), sqrt_ac[-1].clone()
+    sqrt_ac = (sqrt_ac - last) * (first / (first - last))
+    out = sqrt_ac**2
+    out[-1] = 4.8973451890853435e-08
+    return out

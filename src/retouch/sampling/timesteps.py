@@ -1,4 +1,4 @@
-"""Timestep samplers: DDIM, DDIM CFG++ and PLMS as A1111 v1.10.1 runs them (spec §4.2).
+"""Timestep samplers: DDIM, DDIM CFG++, PLMS and UniPC as A1111 v1.10.1 runs them (spec §4.2).
 
 Here ``model(x, t, **extra_args)`` returns the (guided) noise prediction ε at integer timestep ``t``;
 ``timesteps`` is the ascending list of timesteps to visit (the loop walks it from the top).
@@ -20,23 +20,15 @@ def _ddim_tables(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, eta: flo
     return alphas, alphas_prev, sqrt_one_minus_alphas, sigmas
 
 
-@torch.no_grad()
-def sample_ddim(model, x, timesteps, *, alphas_cumprod, extra_args=None, callback=None, noise_sampler=None,
-                eta=0.0, cfg_pp=False):
-    """DDIM. With ``cfg_pp`` (DDIM CFG++) the direction term uses the *unconditional* noise and the
-    denoiser divides the CFG scale by 12.5 (``model.cond_scale_multiplier``)."""
-    extra_args = extra_args or {}
+def _ddim_steps(step_eps, x, timesteps, alphas_cumprod, eta, callback, noise_sampler):
+    """The DDIM loop; ``step_eps(x, t) -> (ε for x₀, ε for the direction)``."""
     noise_sampler = noise_sampler or default_noise_sampler(x)
     alphas, alphas_prev, sqrt_one_minus_alphas, sigmas = _ddim_tables(alphas_cumprod, timesteps, eta)
-    if cfg_pp:
-        model.cond_scale_multiplier = 1 / 12.5
-        model.need_last_noise_uncond = True
     s_in = x.new_ones([x.shape[0]])
     s_x = x.new_ones((x.shape[0],) + (1,) * (x.ndim - 1))
     for i in range(len(timesteps) - 1):
         index = len(timesteps) - 1 - i
-        e_t = model(x, timesteps[index].item() * s_in, **extra_args)
-        direction = model.last_noise_uncond if cfg_pp else e_t
+        e_t, direction = step_eps(x, timesteps[index].item() * s_in)
         a_t = alphas[index].item() * s_x
         a_prev = alphas_prev[index].item() * s_x
         sigma_t = sigmas[index].item() * s_x
@@ -48,6 +40,29 @@ def sample_ddim(model, x, timesteps, *, alphas_cumprod, extra_args=None, callbac
         if callback is not None:
             callback({"x": x, "i": i, "sigma": 0, "sigma_hat": 0, "denoised": pred_x0})
     return x
+
+
+@torch.no_grad()
+def sample_ddim(model, x, timesteps, *, alphas_cumprod, extra_args=None, callback=None, noise_sampler=None,
+                eta=0.0):
+    """DDIM over ``model(x, t) -> ε``."""
+    extra_args = extra_args or {}
+
+    def step_eps(x, t):
+        e_t = model(x, t, **extra_args)
+        return e_t, e_t
+
+    return _ddim_steps(step_eps, x, timesteps, alphas_cumprod, eta, callback, noise_sampler)
+
+
+@torch.no_grad()
+def sample_ddim_cfgpp(model, x, timesteps, *, alphas_cumprod, extra_args=None, callback=None,
+                      noise_sampler=None, eta=0.0):
+    """DDIM CFG++: x₀ from the guided ε (guided with cfg_scale / 12.5, set up by the caller), the
+    direction from the *unconditional* ε of the same call (``model.with_uncond(x, t) -> (ε, ε_uncond)``)."""
+    extra_args = extra_args or {}
+    return _ddim_steps(lambda x, t: model.with_uncond(x, t, **extra_args), x, timesteps, alphas_cumprod, eta,
+                       callback, noise_sampler)
 
 
 @torch.no_grad()
@@ -101,8 +116,8 @@ def ddim_timesteps(steps: int) -> torch.Tensor:
 
 
 def sample_unipc(model, x, timesteps, *, alphas_cumprod, extra_args=None, callback=None, noise_sampler=None,
-                 options=None):
+                 variant="bh1", order=3, skip_type="time_uniform", lower_order_final=True):
     from retouch.sampling.unipc import sample_unipc as run
 
     return run(model, x, timesteps, alphas_cumprod=alphas_cumprod, extra_args=extra_args, callback=callback,
-               options=options)
+               variant=variant, order=order, skip_type=skip_type, lower_order_final=lower_order_final)

@@ -204,7 +204,8 @@ class UniPC:
 
 
 @torch.no_grad()
-def sample_unipc(model, x, timesteps, *, alphas_cumprod, extra_args=None, callback=None, options=None):
+def sample_unipc(model, x, timesteps, *, alphas_cumprod, extra_args=None, callback=None, variant="bh1", order=3,
+                 skip_type="time_uniform", lower_order_final=True):
     """A1111's UniPC for img2img: start at ``timesteps[-1]/1000 + 1/1000`` and take ``len(timesteps)`` steps."""
     extra_args = extra_args or {}
     index = 0
@@ -216,8 +217,7 @@ def sample_unipc(model, x, timesteps, *, alphas_cumprod, extra_args=None, callba
         index += 1
 
     solver = UniPC(lambda x_in, t_in: model(x_in, t_in, **extra_args), DiscreteVP(alphas_cumprod),
-                   variant=options.uni_pc_variant if options else "bh1", after_update=after_update)
+                   variant=variant, after_update=after_update)
     t_start = timesteps[-1] / 1000 + 1 / 1000
-    return solver.sample(x, steps=len(timesteps), t_start=t_start, order=options.uni_pc_order if options else 3,
-                         skip_type=options.uni_pc_skip_type if options else "time_uniform",
-                         lower_order_final=options.uni_pc_lower_order_final if options else True)
+    return solver.sample(x, steps=len(timesteps), t_start=t_start, order=order, skip_type=skip_type,
+                         lower_order_final=lower_order_final)

@@ -1,0 +1,266 @@
+"""``generate()``: one img2img / inpainting job, start to finish, as A1111's ``process_images``.
+
+    0  prompts and the sampling plan (arithmetic only: a bad combination fails before any work)
+    1  prepare the inputs            (resize, crop, masks, overlays, fill)       pipeline.inputs
+    2  encode, latent masks, image conditioning                                 pipeline.latents
+    per batch:
+    3  conditioning                  (prompt schedules, AND, emphasis)          pipeline.sample
+    4  noise → sample → decode       (denoiser stack, inpaint blend)            pipeline.sample / latents
+    5  composite, infotext, save     (colour correction, overlay, grid)         pipeline.finish
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from retouch.control import Interrupted, JobControl, JobHooks
+from retouch.infotext import GenerationInfo, format_infotext, generation_params
+from retouch.models.model import Model
+from retouch.options import Options
+from retouch.outputs import Outputs, save_image
+from retouch.params import Img2ImgJob, Img2ImgParams
+from retouch.pipeline.finish import FinishedImage, finish_image, generation_info, make_grid
+from retouch.pipeline.latents import InitState, decode_latents, initialize
+from retouch.pipeline.prompts import Batch, batches, expand_prompts
+from retouch.pipeline.sample import encode_conditioning, plan_job_sampling, sample_batch
+from retouch.prompt_parser import extra_network_comments, parse_extra_networks_batch
+from retouch.sampling.plan import SamplingPlan
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class JobLog:
+    """What a job reports besides its images: infotext keys (``extra_generation_params``, in the order
+    they were added) and comments (unique, in order)."""
+
+    extra: dict[str, Any] = field(default_factory=dict)
+    comments: dict[str, Any] = field(default_factory=dict)
+
+    def comment(self, text: str) -> None:
+        self.comments[text] = 1
+
+
+@dataclass
+class Img2ImgResult:
+    """The result of :func:`generate` (A1111's ``Processed``, as a plain value).
+
+    ``images`` holds what A1111 returns: the grid first when there is one (``index_of_first_image`` 1),
+    then each image followed by its optional mask outputs; ``infotexts`` one per returned image that
+    has one. ``init`` is the state ``init()`` left (init latents, masks, overlays); ``latents`` the final
+    latents of each batch, after the inpaint blend.
+    """
+
+    images: list[Image.Image]
+    infotexts: list[str]
+    seeds: list[int]
+    subseeds: list[int]
+    prompts: list[str]
+    negative_prompts: list[str]
+    extra_generation_params: dict[str, Any]
+    comments: list[str]
+    sampler_name: str
+    scheduler: str
+    batch_size: int
+    index_of_first_image: int = 0
+    job_timestamp: str = ""
+    interrupted: bool = False
+    files: list[Path] = field(default_factory=list)
+    init: InitState | None = None
+    latents: list[torch.Tensor] = field(default_factory=list)
+
+
+@dataclass
+class _Job:
+    """One running job: its inputs and what it has made so far."""
+
+    job: Img2ImgJob
+    model: Model
+    options: Options
+    control: JobControl
+    outputs: Outputs
+    log: JobLog
+    prompts: list[str]
+    negatives: list[str]
+    info: GenerationInfo | None = None
+    batch_size: int = 1
+    images: list[Image.Image] = field(default_factory=list)
+    infotexts: list[str] = field(default_factory=list)
+    latents: list[torch.Tensor] = field(default_factory=list)
+
+    @property
+    def hooks(self) -> JobHooks:
+        return JobHooks(note=self.log.comment)
+
+    def infotext(self, prompt: str, negative: str, seed: int, subseed: int) -> str:
+        assert self.info is not None
+        params = generation_params(self.info, seed=seed, subseed=subseed, extra=self.log.extra, options=self.options)
+        return format_infotext(prompt, negative, params)
+
+
+def generate(params: Img2ImgParams | Img2ImgJob, model: Model, *, options: Options | None = None,
+             control: JobControl | None = None, outputs: Outputs | None = None,
+             styles: Mapping[str, tuple[str, str]] | None = None, log: JobLog | None = None) -> Img2ImgResult:
+    """Run one img2img / inpainting job.
+
+    Args:
+        params: the job's parameters (validated here) or an already validated :class:`Img2ImgJob`.
+        model: from :func:`retouch.load_model`.
+        options: A1111's settings for this job (``override_settings`` already applied); default
+            :class:`Options`.
+        control: progress and cancellation (the job polls ``interrupted``/``skipped``).
+        outputs: where to save images (default: nowhere) and whether to make a grid.
+        styles: saved styles by name (``styles.csv``: name → (prompt, negative prompt)).
+        log: where infotext keys and comments go (default: a fresh one; the facade passes its own).
+
+    Raises:
+        ValueError: a bad parameter or an option retouch does not support, before any work.
+    """
+    job = params if isinstance(params, Img2ImgJob) else params.validate()
+    options = options or Options()
+    check_supported(job, options)
+    log = log if log is not None else JobLog()
+    control = control or JobControl()
+    timestamp = time.strftime("%Y%m%d%H%M%S")
+    comments: list[str] = []
+    prompts, negatives = expand_prompts(job, styles, comments)
+    for text in comments:
+        log.comment(text)
+    run = _Job(job, model, options, control, outputs or Outputs(), log, prompts, negatives)
+    plan = plan_job_sampling(job, model, options)
+    tiling = bool(job.params.tiling if job.params.tiling is not None else options.tiling)
+    if control.job_count == -1:
+        control.job_count = job.params.n_iter
+    last = Batch(0, prompts[:1], negatives[:1], job.seeds[:1], job.subseeds[:1])
+    with model.tiling(tiling):
+        init = _initialize(run)
+        run.info = generation_info(job, model, options, init, tiling)
+        for batch in batches(job, prompts, negatives, run.batch_size):
+            last = batch
+            if not _run_batch(run, plan, init, batch):
+                break
+    return _result(run, init, last, timestamp)
+
+
+def _initialize(run: _Job) -> InitState:
+    state = initialize(run.job, run.model, run.options, run.hooks)
+    run.batch_size = state.batch_size
+    for text in state.prepared.comments:
+        run.log.comment(text)
+    run.log.extra.update(state.extra_params)
+    return state
+
+
+def _run_batch(run: _Job, plan: SamplingPlan, init: InitState, batch: Batch) -> bool:
+    """Conditioning, sampling, decoding and finishing of one batch; False when the job should stop."""
+    control = run.control
+    control.job_no, control.skipped = batch.n, False
+    if control.interrupted:
+        return False
+    texts, networks = parse_extra_networks_batch(batch.prompts)
+    if not run.job.params.disable_extra_networks:
+        for text in extra_network_comments(networks):
+            run.log.comment(text)
+    conds = encode_conditioning(run.model, run.job, run.options, texts, batch.negative_prompts)
+    sampled = sample_batch(run.model, run.job, run.options, plan, init, conds, batch, control)
+    run.log.extra.update(sampled.extra_params)
+    run.latents.append(sampled.latents)
+    try:
+        decoded = decode_latents(run.model, sampled.latents, run.hooks)
+    except Interrupted:
+        return False
+    for i, image in enumerate(decoded):
+        _add_image(run, init, batch, i, image)
+    control.job_no = batch.n + 1
+    return True
+
+
+def _add_image(run: _Job, init: InitState, batch: Batch, i: int, decoded: Image.Image) -> None:
+    """Finish image ``i`` of a batch; save it (and its variants) when asked; add it to the results."""
+    options, outputs = run.options, run.outputs
+    save = outputs.samples_dir is not None
+    finished = finish_image(decoded, i, init, options,
+                            keep_before_color_correction=save and options.save_images_before_color_correction)
+    text = run.infotext(batch.prompts[i], batch.negative_prompts[i], batch.seeds[i], batch.subseeds[i])
+    if save:
+        _save_sample(run, finished, text, batch, i)
+    run.infotexts.append(text)
+    image = finished.image
+    if options.enable_pnginfo:
+        image.info["parameters"] = text
+    run.images.append(image)
+    if options.return_mask and finished.mask_image is not None:
+        run.images.append(finished.mask_image)
+    if options.return_mask_composite and finished.mask_composite is not None:
+        run.images.append(finished.mask_composite)
+
+
+def _save_sample(run: _Job, finished: FinishedImage, text: str, batch: Batch, i: int) -> None:
+    options, outputs = run.options, run.outputs
+    params = run.job.params
+    number = batch.n * run.batch_size + i + 1
+    decoration = outputs.decoration(batch.seeds[i], number, params.n_iter > 1 or run.batch_size > 1)
+    stored = text if options.enable_pnginfo else None
+    variants = [(finished.before_color_correction, "-before-color-correction"), (finished.image, "")]
+    if options.save_mask:
+        variants.append((finished.mask_image, "-mask"))
+    if options.save_mask_composite:
+        variants.append((finished.mask_composite, "-mask-composite"))
+    for image, suffix in variants:
+        if image is not None:
+            outputs.files.append(save_image(
+                image, outputs.samples_dir, decoration=decoration, infotext=stored, extension=options.samples_format,
+                suffix=suffix, jpeg_quality=options.jpeg_quality, webp_lossless=options.webp_lossless))
+
+
+def _result(run: _Job, init: InitState, last: Batch, timestamp: str) -> Img2ImgResult:
+    job, options, outputs = run.job, run.options, run.outputs
+    if not run.infotexts:
+        run.infotexts.append(run.infotext(last.prompts[0], last.negative_prompts[0], last.seeds[0], last.subseeds[0]))
+    first = 0
+    grid = make_grid(run.images, run.batch_size, options, outputs.grid)
+    if grid is not None:
+        text = run.infotext(run.prompts[0], run.negatives[0], job.seeds[0], job.subseeds[0])
+        if options.return_grid:
+            run.infotexts.insert(0, text)
+            if options.enable_pnginfo:
+                grid.info["parameters"] = text
+            run.images.insert(0, grid)
+            first = 1
+        if options.grid_save and outputs.grids_dir is not None:
+            outputs.files.insert(0, save_image(
+                grid, outputs.grids_dir, decoration="", infotext=text if options.enable_pnginfo else None,
+                basename="grid", extension=options.grid_format, jpeg_quality=options.jpeg_quality,
+                webp_lossless=options.webp_lossless))
+    return Img2ImgResult(
+        images=run.images, infotexts=run.infotexts, seeds=job.seeds, subseeds=job.subseeds, prompts=run.prompts,
+        negative_prompts=run.negatives, extra_generation_params=run.log.extra, comments=list(run.log.comments),
+        sampler_name=job.sampler.name, scheduler=job.scheduler.label, batch_size=run.batch_size,
+        index_of_first_image=first, job_timestamp=timestamp, interrupted=run.control.interrupted,
+        files=outputs.files, init=init, latents=run.latents)
+
+
+def check_supported(job: Img2ImgJob, options: Options) -> None:
+    """Settings A1111 honours that retouch cannot: refuse them rather than ignore them."""
+    o = job.params
+    unsupported = {
+        "sd_vae_encode_method": options.sd_vae_encode_method != "Full",
+        "sd_vae_decode_method": options.sd_vae_decode_method != "Full",
+        "upscaler_for_img2img": options.upscaler_for_img2img not in (None, "", "None"),
+        "token_merging_ratio": options.token_merging_ratio > 0 or options.token_merging_ratio_img2img > 0,
+        "use_old_emphasis_implementation": options.use_old_emphasis_implementation,
+        "face_restoration": bool(o.restore_faces) or (o.restore_faces is None and options.face_restoration),
+    }
+    for name, used in unsupported.items():
+        if used:
+            raise ValueError(f"{name}: not supported by retouch (TAESD, upscaler models, token merging, face "
+                             "restoration, refiner switching and the pre-1.0 emphasis are out of scope); "
+                             "leave it at its default")

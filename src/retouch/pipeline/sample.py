@@ -1,0 +1,153 @@
+"""Stages 3–4: a batch's conditioning, then noise → denoiser stack → sampler (A1111 ``sample()``).
+
+The denoiser stack, innermost first: the model denoiser for the sampler's family
+(:func:`~retouch.sampling.plan.model_denoiser`) → classifier-free guidance
+(:class:`~retouch.sampling.guidance.CFGDenoiser`) → the inpaint blend
+(:class:`~retouch.sampling.inpaint.Masked`) → the interrupt check. The final blend of the sampled
+latents is :meth:`InpaintBlend.apply`, the same object the stack blends with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from retouch.conditioning import (
+    Conditioning,
+    MulticondLearnedConditioning,
+    PromptContext,
+    ScheduledPromptConditioning,
+    get_learned_conditioning,
+    get_multicond_learned_conditioning,
+)
+from retouch.control import Interrupted, JobControl
+from retouch.models.model import Model
+from retouch.options import Options
+from retouch.params import Img2ImgJob
+from retouch.pipeline.latents import InitState, make_rng
+from retouch.pipeline.prompts import Batch
+from retouch.sampling.guidance import CFGDenoiser, Guidance
+from retouch.sampling.inpaint import Interruptible, Masked
+from retouch.sampling.noise import BrownianNoiseSampler
+from retouch.sampling.plan import (
+    SamplerSettings,
+    SamplingPlan,
+    model_denoiser,
+    plan_sampling,
+    run_sampler,
+    start_latents,
+)
+from retouch.sampling.schedules import rescale_zero_terminal_snr
+
+
+@dataclass(frozen=True)
+class BatchConditioning:
+    """The encoded prompts of one batch: positive (AND parts, schedules) and negative (schedules)."""
+
+    cond: MulticondLearnedConditioning
+    uncond: list[list[ScheduledPromptConditioning]]
+
+
+@dataclass(frozen=True)
+class SampledBatch:
+    latents: torch.Tensor  # final latents, after the inpaint blend
+    interrupted: bool  # the sampler was stopped (interrupt or skip); latents are its last prediction
+    extra_params: dict[str, Any]  # infotext keys the sampling added, in A1111's order
+
+
+def plan_job_sampling(job: Img2ImgJob, model: Model, options: Options) -> SamplingPlan:
+    """The job's sampling plan on this model's noise schedule (with the schedule options applied)."""
+    params = job.params
+    alphas_cumprod, extra = model.alphas_cumprod, {}
+    if options.use_downcasted_alpha_bar:
+        extra["Downcast alphas_cumprod"] = True
+        alphas_cumprod = alphas_cumprod.half().float()
+    if options.sd_noise_schedule == "Zero Terminal SNR":
+        extra["Noise Schedule"] = options.sd_noise_schedule
+        alphas_cumprod = rescale_zero_terminal_snr(alphas_cumprod)
+    settings = SamplerSettings(
+        sampler=job.sampler, scheduler=job.scheduler, steps=params.steps,
+        denoising_strength=params.denoising_strength, eta=params.eta, s_churn=params.s_churn,
+        s_tmin=params.s_tmin, s_tmax=params.s_tmax, s_noise=params.s_noise)
+    plan = plan_sampling(settings, alphas_cumprod, model.parameterization == "v", options)
+    return dataclasses.replace(plan, extra_params={**extra, **plan.extra_params})
+
+
+def encode_conditioning(model: Model, job: Img2ImgJob, options: Options, texts: list[str],
+                        negatives: list[str]) -> BatchConditioning:
+    """Prompt schedules of a batch, encoded (A1111 ``setup_conds``). ``texts`` are the prompts with
+    extra-network tags removed."""
+    params = job.params
+    steps = job.sampler.total_steps(params.steps)
+    positive = PromptContext(options, params.width, params.height)
+    negative = dataclasses.replace(positive, is_negative=True)
+    with torch.inference_mode():
+        uncond = get_learned_conditioning(model, negatives, steps, negative)
+        cond = get_multicond_learned_conditioning(model, texts, steps, positive)
+    if image_cfg_scale(job, model) not in (None, 1.0) and any(len(parts) > 1 for parts in cond.batch):
+        raise ValueError("prompt: AND is not supported for InstructPix2Pix models unless image_cfg_scale is 1.0")
+    return BatchConditioning(cond, uncond)
+
+
+def image_cfg_scale(job: Img2ImgJob, model: Model) -> float | None:
+    """Image guidance applies to instruct-pix2pix models only (A1111 sets it to None otherwise)."""
+    return job.params.image_cfg_scale if model.is_pix2pix else None
+
+
+def noise_multiplier(job: Img2ImgJob, options: Options) -> float:
+    value = job.params.initial_noise_multiplier
+    return options.initial_noise_multiplier if value is None else value
+
+
+def sample_batch(model: Model, job: Img2ImgJob, options: Options, plan: SamplingPlan, init: InitState,
+                 conds: BatchConditioning, batch: Batch, control: JobControl) -> SampledBatch:
+    """Noise the init latents with the batch's seeds and denoise them (A1111 ``sample()`` + the blend)."""
+    extra: dict[str, Any] = {}
+    rng = make_rng(job, model, options, batch.seeds, batch.subseeds)
+    noise = rng.next()
+    multiplier = noise_multiplier(job, options)
+    if multiplier != 1.0:
+        extra["Noise multiplier"] = multiplier
+        noise = noise * multiplier
+    extra.update(plan.extra_params)
+    cfg = CFGDenoiser(model_denoiser(plan, model.apply_model), _guidance(model, job, options, plan, init, conds),
+                      options, total_steps=job.sampler.total_steps(job.params.steps))
+    denoiser: Any = cfg if init.blend is None else Masked(cfg, init.blend, before=plan.spec.uses_timesteps)
+    noise_sampler: Any = lambda sigma, sigma_next: rng.next()  # noqa: E731 - per-image seeded draws
+    if plan.spec.brownian_noise and not options.no_dpmpp_sde_batch_determinism:
+        assert plan.full_sigmas is not None
+        noise_sampler = BrownianNoiseSampler(init.init_latent, plan.full_sigmas, batch.seeds, options.randn_source)
+    control.sampling_steps, control.sampling_step = plan.steps_to_run, 0
+    interrupted = False
+    try:
+        with torch.inference_mode():
+            samples = run_sampler(plan, Interruptible(denoiser, control.should_stop),
+                                  start_latents(plan, init.init_latent, noise), noise_sampler=noise_sampler,
+                                  callback=lambda d: _report_step(control, d))
+    except Interrupted:
+        samples = cfg.last_prediction if cfg.last_prediction is not None else init.init_latent
+        interrupted = True
+    extra.update(cfg.extra_params)
+    if init.blend is not None:
+        samples = init.blend.apply(samples)
+    return SampledBatch(samples, interrupted, extra)
+
+
+def _guidance(model: Model, job: Img2ImgJob, options: Options, plan: SamplingPlan, init: InitState,
+              conds: BatchConditioning) -> Guidance:
+    params = job.params
+    empty: Conditioning | None = None
+    if options.pad_cond_uncond:
+        empty = model.encode_prompts([""], PromptContext(options, params.width, params.height))[0]
+    s_min_uncond = params.s_min_uncond if params.s_min_uncond is not None else options.s_min_uncond
+    return Guidance(conds.cond, conds.uncond, params.cfg_scale * plan.spec.cfg_scale_multiplier,
+                    init.image_conditioning, image_cfg_scale(job, model), s_min_uncond, empty)
+
+
+def _report_step(control: JobControl, info: dict) -> None:
+    control.sampling_step = info["i"]
+    if control.on_step is not None:
+        control.on_step(control, info)

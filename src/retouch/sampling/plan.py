@@ -1,0 +1,241 @@
+"""How a job samples, as A1111 v1.10.1's ``sample_img2img`` (spec §4): planned once per job, run per batch.
+
+:func:`plan_sampling` turns the resolved sampler settings and the model's noise schedule into a
+:class:`SamplingPlan` (σ tail or timestep list, sampler keyword arguments, infotext keys) — pure
+arithmetic, no model. Per batch, :func:`start_latents` noises the init latents to the plan's first
+level, :func:`model_denoiser` wraps the UNet for the sampler's family, and :func:`run_sampler` calls
+the sampler function as its :class:`~retouch.sampling.registry.SamplerSpec` says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from retouch.options import Options
+from retouch.sampling import registry
+from retouch.sampling.denoisers import (
+    ApplyModel,
+    EpsDenoiser,
+    LCMDenoiser,
+    LCMSchedule,
+    TimestepEpsModel,
+    VDenoiser,
+)
+from retouch.sampling.registry import CallStyle, SamplerKind, SamplerSpec
+from retouch.sampling.schedules import DiscreteSchedule, Scheduler, compute_sigmas
+from retouch.sampling.timesteps import ddim_timesteps
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """The sampler-related parameters of one job, resolved (``None`` = take the option's default)."""
+
+    sampler: SamplerSpec
+    scheduler: Scheduler
+    steps: int
+    denoising_strength: float
+    eta: float | None = None
+    s_churn: float | None = None
+    s_tmin: float | None = None
+    s_tmax: float | None = None
+    s_noise: float | None = None
+
+
+def img2img_steps(steps: int, denoising_strength: float, fix_steps: bool) -> tuple[int, int]:
+    """``(S, t_enc)``: schedule length and the index the img2img tail starts from (spec §4.2)."""
+    strength = min(denoising_strength, 0.999)
+    if fix_steps:
+        return (int(steps / strength) if denoising_strength > 0 else 0), steps - 1
+    return steps, int(strength * steps)
+
+
+@dataclass(frozen=True)
+class SamplingPlan:
+    """Everything about a job's sampling that does not depend on the batch.
+
+    ``schedule`` is the σ tail the sampler walks (σ samplers) or the ascending timesteps it visits
+    (timestep samplers); ``full_sigmas`` the whole σ schedule (the Brownian tree spans it).
+    """
+
+    spec: SamplerSpec
+    alphas_cumprod: torch.Tensor
+    v_prediction: bool
+    schedule: torch.Tensor
+    full_sigmas: torch.Tensor | None
+    discrete: DiscreteSchedule | None  # σ samplers: the model's σ table
+    latent_scale: torch.Tensor | None  # timestep samplers: √ᾱ at the start; σ samplers: None (1)
+    noise_scale: torch.Tensor  # σ₀, or √(1−ᾱ) at the start
+    extra_noise: float
+    kwargs: dict[str, Any]
+    extra_params: dict[str, Any] = field(default_factory=dict)
+    steps_to_run: int = 0  # what the progress bar counts (A1111: t_enc + 1)
+
+
+def plan_sampling(settings: SamplerSettings, alphas_cumprod: torch.Tensor, v_prediction: bool,
+                  options: Options) -> SamplingPlan:
+    """The plan for a job: schedule, starting noise level, sampler arguments and their infotext keys
+    (added in A1111's order: schedule, extra noise, sampler arguments)."""
+    spec = settings.sampler
+    extra: dict[str, Any] = {}
+    steps, t_enc = img2img_steps(settings.steps, settings.denoising_strength, options.img2img_fix_steps)
+    discrete, full_sigmas, latent_scale = None, None, None
+    if spec.uses_timesteps:
+        schedule, start = _timestep_tail(spec, steps, t_enc, options, extra)
+        a = alphas_cumprod[start]
+        latent_scale, noise_scale = torch.sqrt(a), torch.sqrt(1 - a)
+    else:
+        discrete = LCMSchedule(alphas_cumprod) if spec.kind is SamplerKind.LCM else \
+            DiscreteSchedule.from_alphas_cumprod(alphas_cumprod, options.enable_quantization)
+        full_sigmas = get_sigmas(spec, settings.scheduler, steps, discrete, options, extra)
+        schedule = full_sigmas[steps - t_enc - 1:]
+        if len(schedule) == 0:
+            raise ValueError(f"denoising_strength {settings.denoising_strength} leaves no sampling steps")
+        noise_scale = schedule[0]
+    if options.img2img_extra_noise > 0:
+        extra["Extra noise"] = options.img2img_extra_noise
+    kwargs = {**sampler_kwargs(spec, settings, options, extra), **spec.fixed_kwargs()}
+    kwargs.update({key: getattr(options, name) for key, name in spec.option_kwargs.items()})
+    return SamplingPlan(spec=spec, alphas_cumprod=alphas_cumprod, v_prediction=v_prediction, schedule=schedule,
+                        full_sigmas=full_sigmas, discrete=discrete, latent_scale=latent_scale,
+                        noise_scale=noise_scale, extra_noise=options.img2img_extra_noise, kwargs=kwargs,
+                        extra_params=extra, steps_to_run=t_enc + 1)
+
+
+def _timestep_tail(spec: SamplerSpec, steps: int, t_enc: int, options: Options,
+                   extra: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The timesteps a DDIM-family sampler visits, and the timestep the img2img start is noised to."""
+    discard = spec.discard_next_to_last_sigma
+    if options.always_discard_next_to_last_sigma and not discard:
+        discard = True
+        extra["Discard penultimate sigma"] = True
+    all_timesteps = ddim_timesteps(steps + (1 if discard else 0))
+    timesteps = all_timesteps[:t_enc]
+    if spec.needs_a_step and len(timesteps) == 0:
+        raise ValueError(f"{spec.name} cannot run with denoising_strength 0 (no timesteps); use another sampler")
+    return timesteps, all_timesteps[t_enc]
+
+
+def get_sigmas(sampler: SamplerSpec, scheduler: Scheduler, steps: int, schedule: DiscreteSchedule,
+               options: Options, extra: dict) -> torch.Tensor:
+    """The full σ schedule of ``steps`` steps, A1111 ``KDiffusionSampler.get_sigmas``."""
+    discard = sampler.discard_next_to_last_sigma
+    if options.always_discard_next_to_last_sigma and not discard:
+        discard = True
+        extra["Discard penultimate sigma"] = True
+    steps += 1 if discard else 0
+    name = scheduler.name
+    if name == "automatic":
+        name = sampler.scheduler or "automatic"
+    resolved = registry.find_scheduler(name)
+    if resolved.name == "automatic":
+        sigmas = schedule.get_sigmas(steps)
+    else:
+        sigmas = _scheduled_sigmas(resolved, steps, schedule, options, extra)
+    if discard:
+        sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
+    return sigmas.cpu()
+
+
+def _scheduled_sigmas(resolved: Scheduler, steps: int, schedule: DiscreteSchedule, options: Options,
+                      extra: dict) -> torch.Tensor:
+    """A named schedule type, with the option overrides A1111 honours (and records)."""
+    m_sigma_min, m_sigma_max = schedule.sigmas[0].item(), schedule.sigmas[-1].item()
+    sigma_min, sigma_max = (0.1, 10) if options.use_old_karras_scheduler_sigmas else (m_sigma_min, m_sigma_max)
+    if resolved.label != "Automatic":
+        extra["Schedule type"] = resolved.label
+    if options.sigma_min != 0 and options.sigma_min != m_sigma_min:
+        sigma_min = options.sigma_min
+        extra["Schedule min sigma"] = options.sigma_min
+    if options.sigma_max != 0 and options.sigma_max != m_sigma_max:
+        sigma_max = options.sigma_max
+        extra["Schedule max sigma"] = options.sigma_max
+    rho = None
+    if resolved.default_rho != -1 and options.rho != 0 and options.rho != resolved.default_rho:
+        rho = options.rho
+        extra["Schedule rho"] = options.rho
+    if resolved.label == "Beta":
+        extra["Beta schedule alpha"] = options.beta_dist_alpha
+        extra["Beta schedule beta"] = options.beta_dist_beta
+    return compute_sigmas(resolved.name, steps, schedule, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho,
+                          beta_alpha=options.beta_dist_alpha, beta_beta=options.beta_dist_beta)
+
+
+_SAMPLER_DEFAULTS = {"s_churn": 0.0, "s_tmin": 0.0, "s_tmax": float("inf"), "s_noise": 1.0}
+_INFOTEXT_KEYS = {"s_churn": "Sigma churn", "s_tmin": "Sigma tmin", "s_tmax": "Sigma tmax", "s_noise": "Sigma noise"}
+
+
+def sampler_kwargs(sampler: SamplerSpec, settings: SamplerSettings, options: Options, extra: dict) -> dict:
+    """eta and the churn parameters, with A1111's precedence (spec §2.1, §9.13)."""
+    kwargs: dict = {}
+    if sampler.takes_eta:
+        kwargs["eta"] = effective_eta(sampler, settings.eta, options)
+        if kwargs["eta"] != (0.0 if sampler.uses_timesteps else 1.0):
+            extra["Eta DDIM" if sampler.uses_timesteps else "Eta"] = kwargs["eta"]
+    requested = {
+        "s_churn": settings.s_churn if settings.s_churn is not None else options.s_churn,
+        "s_tmin": settings.s_tmin if settings.s_tmin is not None else options.s_tmin,
+        "s_tmax": (settings.s_tmax if settings.s_tmax is not None else options.s_tmax) or float("inf"),
+        "s_noise": settings.s_noise if settings.s_noise is not None else options.s_noise,
+    }
+    from_options = {"s_churn": options.s_churn, "s_tmin": options.s_tmin,
+                    "s_tmax": options.s_tmax or float("inf"), "s_noise": options.s_noise}
+    for name in sampler.churn_params:
+        kwargs[name] = requested[name]
+        if from_options[name] != _SAMPLER_DEFAULTS[name]:  # a non-default option wins (A1111 quirk)
+            kwargs[name] = from_options[name]
+            extra[_INFOTEXT_KEYS[name]] = from_options[name]
+    return kwargs
+
+
+def effective_eta(sampler: SamplerSpec, eta: float | None, options: Options) -> float:
+    """The job's eta, else the option for the sampler's family (``eta_ddim`` / ``eta_ancestral``)."""
+    if eta is not None:
+        return eta
+    return options.eta_ddim if sampler.uses_timesteps else options.eta_ancestral
+
+
+# ---------------------------------------------------------------------------------------------
+# Per batch
+def model_denoiser(plan: SamplingPlan, apply_model: ApplyModel):
+    """The UNet wrapped for the plan's sampler family: D(x, σ, …) for σ samplers, ε(x, t, …) for timestep ones."""
+    if plan.spec.uses_timesteps:
+        return TimestepEpsModel(apply_model, plan.alphas_cumprod, plan.v_prediction)
+    assert plan.discrete is not None
+    if plan.spec.kind is SamplerKind.LCM:
+        return LCMDenoiser(apply_model, plan.discrete)
+    return (VDenoiser if plan.v_prediction else EpsDenoiser)(apply_model, plan.discrete)
+
+
+def start_latents(plan: SamplingPlan, init_latent: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """``init_latent`` noised to the plan's first level (``noise`` already multiplied), plus the
+    ``img2img_extra_noise`` option."""
+    if plan.latent_scale is None:
+        x = init_latent + noise * plan.noise_scale
+        if plan.extra_noise > 0:
+            x = x + noise * plan.extra_noise
+        return x
+    x = init_latent * plan.latent_scale + noise * plan.noise_scale
+    if plan.extra_noise > 0:
+        x = x + noise * plan.extra_noise * plan.latent_scale
+    return x
+
+
+NoiseSampler = Callable[[Any, Any], torch.Tensor]
+
+
+def run_sampler(plan: SamplingPlan, denoiser: Any, x: torch.Tensor, *, noise_sampler: NoiseSampler,
+                callback: Callable[[dict], None] | None) -> torch.Tensor:
+    """Call the plan's sampler function the way its spec says."""
+    spec, sched = plan.spec, plan.schedule
+    common = dict(callback=callback, noise_sampler=noise_sampler, **plan.kwargs)
+    if spec.call is CallStyle.TIMESTEPS:
+        return spec.function(denoiser, x, sched, alphas_cumprod=plan.alphas_cumprod, **common)
+    if spec.call is CallStyle.SIGMA_RANGE:
+        return spec.function(denoiser, x, sigma_min=sched[-2], sigma_max=sched[0], **common)
+    if spec.call is CallStyle.SIGMA_RANGE_STEPS:
+        return spec.function(denoiser, x, sigma_min=sched[-2], sigma_max=sched[0], n=len(sched) - 1, **common)
+    return spec.function(denoiser, x, sched, **common)
