@@ -12,7 +12,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+SHARED = Path(os.environ.get("RETOUCH_SHARED_DIR", REPO.parent / "shared"))  # the reference data
 MODELS = SHARED / "models"
 ORACLE = SHARED / "oracle"
 
@@ -83,6 +83,15 @@ def tiny_sd1_inpainting():
 
 @pytest.fixture(scope="session")
 def bundled_tiny():
+    """The tiny SD1-architecture model retouch generates itself (no ../shared needed)."""
     from retouch import load_model
 
     return load_model("tiny")
+
+
+@pytest.fixture(scope="session")
+def bundled_tiny_inpainting():
+    """Its 9-channel inpainting variant."""
+    from retouch import load_model
+
+    return load_model("tiny-inpainting")

@@ -1,24 +1,27 @@
-"""retouch: Stable Diffusion img2img and inpainting that behaves exactly like AUTOMATIC1111's webui."""
+"""retouch: Stable Diffusion img2img and inpainting that behaves exactly like AUTOMATIC1111's webui.
+
+The core: ``generate(params, model, options=…) -> Img2ImgResult``. A1111's contract on top of it:
+``StableDiffusionProcessingImg2Img`` + ``process_images(p) -> Processed``.
+"""
 
 from retouch.options import Options
 
 __version__ = "0.1.0"
 
-__all__ = ["Options", "Processed", "StableDiffusionProcessingImg2Img", "__version__", "load_model", "process_images"]
+__all__ = ["Img2ImgParams", "Img2ImgResult", "JobControl", "Model", "Options", "Outputs", "Processed",
+           "StableDiffusionProcessingImg2Img", "__version__", "generate", "load_model", "process_images"]
+
+_LAZY = {  # heavy imports (torch, diffusers) only when they are used
+    "load_model": "retouch.models", "Model": "retouch.models",
+    "StableDiffusionProcessingImg2Img": "retouch.processing", "process_images": "retouch.processing",
+    "Processed": "retouch.processing", "generate": "retouch.pipeline", "Img2ImgResult": "retouch.pipeline",
+    "Img2ImgParams": "retouch.params", "JobControl": "retouch.control", "Outputs": "retouch.outputs",
+}
 
 
 def __getattr__(name: str):
-    # Heavy imports (torch, diffusers) only when a model is actually needed.
-    if name == "load_model":
-        from retouch.models import load_model
+    if name in _LAZY:
+        import importlib
 
-        return load_model
-    if name in ("StableDiffusionProcessingImg2Img", "process_images", "Processed"):
-        from retouch import processing
-
-        return getattr(processing, name)
-    if name == "Model":
-        from retouch.models import Model
-
-        return Model
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'retouch' has no attribute {name!r}")

@@ -104,7 +104,9 @@ def parse_infotext(text: str) -> tuple[str, str, dict[str, str]]:
     lines = text.strip().split("\n")
     params_line = lines[-1] if lines and _looks_like_params(lines[-1]) else ""
     body = lines[:-1] if params_line else lines
-    prompt_lines, negative_lines, in_negative = [], [], False
+    prompt_lines: list[str] = []
+    negative_lines: list[str] = []
+    in_negative = False
     for line in body:
         if line.startswith("Negative prompt:"):
             in_negative = True

@@ -3,61 +3,89 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from retouch.infotext import VERSION_TEXT
 
 if TYPE_CHECKING:
+    from retouch.models.model import Model
+    from retouch.options import Options
+    from retouch.params import Img2ImgParams
     from retouch.pipeline import Img2ImgResult
-    from retouch.processing import StableDiffusionProcessingImg2Img
 
 
+@dataclass
 class Processed:
-    """The result of :func:`process_images`, with A1111's fields and ``js()`` info JSON."""
+    """The result of :func:`~retouch.processing.process_images`, with A1111's fields and ``js()`` info JSON.
 
-    def __init__(self, p: StableDiffusionProcessingImg2Img, images: list[Image.Image], *, seed: int, subseed: int,
-                 infotexts: list[str], index_of_first_image: int = 0, job_timestamp: str = ""):
-        model = p.sd_model
-        self.images = images
-        self.infotexts = infotexts
-        self.info = infotexts[0] if infotexts else ""
-        self.comments = "".join(f"{c}\n" for c in p.comments)
-        self.all_prompts, self.all_negative_prompts = p.all_prompts, p.all_negative_prompts
-        self.all_seeds, self.all_subseeds = p.all_seeds, p.all_subseeds
-        self.prompt = p.prompt if not isinstance(p.prompt, list) else p.prompt[0]
-        self.negative_prompt = p.negative_prompt if not isinstance(p.negative_prompt, list) else p.negative_prompt[0]
-        self.seed, self.subseed = int(seed), int(subseed)
-        self.subseed_strength = p.subseed_strength
-        self.width, self.height = p.width, p.height
-        self.sampler_name, self.scheduler = p.sampler_name, p.scheduler
-        self.cfg_scale, self.image_cfg_scale = p.cfg_scale, p.image_cfg_scale
-        self.steps, self.batch_size = p.steps, p.batch_size
-        self.restore_faces = p.restore_faces
-        self.face_restoration_model = None
-        self.sd_model_name, self.sd_model_hash = model.name, model.short_hash
-        self.sd_vae_name = model.vae_info.name if model.vae_info else None
-        self.sd_vae_hash = model.vae_info.short_hash if model.vae_info else None
-        self.seed_resize_from_w, self.seed_resize_from_h = p.seed_resize_from_w, p.seed_resize_from_h
-        self.denoising_strength = p.denoising_strength
-        self.extra_generation_params = p.extra_generation_params
-        self.index_of_first_image = index_of_first_image
-        self.styles = p.styles
-        self.job_timestamp = job_timestamp
-        self.clip_skip = p.job_options.CLIP_stop_at_last_layers
-        self.is_using_inpainting_conditioning = p.is_using_inpainting_conditioning
-        self.version = VERSION_TEXT
-        self.files: list = []
+    Built from a job's parameters, its model and options, and the :func:`~retouch.pipeline.generate`
+    result (:meth:`from_result`).
+    """
+
+    images: list[Image.Image]
+    infotexts: list[str]
+    info: str
+    comments: str
+    all_prompts: list[str]
+    all_negative_prompts: list[str]
+    all_seeds: list[int]
+    all_subseeds: list[int]
+    prompt: str
+    negative_prompt: str
+    seed: int
+    subseed: int
+    subseed_strength: float
+    width: int
+    height: int
+    sampler_name: str
+    scheduler: str
+    cfg_scale: float
+    image_cfg_scale: float | None
+    steps: int
+    batch_size: int
+    restore_faces: bool | None
+    sd_model_name: str
+    sd_model_hash: str | None
+    sd_vae_name: str | None
+    sd_vae_hash: str | None
+    seed_resize_from_w: int
+    seed_resize_from_h: int
+    denoising_strength: float
+    extra_generation_params: dict[str, Any]
+    index_of_first_image: int
+    styles: list[str]
+    job_timestamp: str
+    clip_skip: int
+    is_using_inpainting_conditioning: bool
+    face_restoration_model: str | None = None
+    version: str = VERSION_TEXT
+    files: list[Path] = field(default_factory=list)
 
     @classmethod
-    def from_result(cls, p: StableDiffusionProcessingImg2Img, result: Img2ImgResult) -> Processed:
-        """The facade's ``Processed`` for a :func:`~retouch.pipeline.generate` result."""
-        processed = cls(p, result.images, seed=result.seeds[0], subseed=result.subseeds[0],
-                        infotexts=result.infotexts, index_of_first_image=result.index_of_first_image,
-                        job_timestamp=result.job_timestamp)
-        processed.files = result.files
-        return processed
+    def from_result(cls, params: Img2ImgParams, model: Model, options: Options, result: Img2ImgResult) -> Processed:
+        prompt, negative = params.prompt, params.negative_prompt
+        vae = model.vae_info
+        return cls(
+            images=result.images, infotexts=result.infotexts, info=result.infotexts[0] if result.infotexts else "",
+            comments="".join(f"{c}\n" for c in result.comments), all_prompts=result.prompts,
+            all_negative_prompts=result.negative_prompts, all_seeds=result.seeds, all_subseeds=result.subseeds,
+            prompt=prompt if isinstance(prompt, str) else prompt[0],
+            negative_prompt=negative if not isinstance(negative, list) else negative[0],
+            seed=int(result.seeds[0]), subseed=int(result.subseeds[0]), subseed_strength=params.subseed_strength,
+            width=params.width, height=params.height, sampler_name=result.sampler_name, scheduler=result.scheduler,
+            cfg_scale=params.cfg_scale, image_cfg_scale=params.image_cfg_scale if model.is_pix2pix else None,
+            steps=params.steps, batch_size=result.batch_size, restore_faces=params.restore_faces,
+            sd_model_name=model.name, sd_model_hash=model.short_hash, sd_vae_name=vae.name if vae else None,
+            sd_vae_hash=vae.short_hash if vae else None, seed_resize_from_w=params.seed_resize_from_w,
+            seed_resize_from_h=params.seed_resize_from_h, denoising_strength=params.denoising_strength,
+            extra_generation_params=result.extra_generation_params,
+            index_of_first_image=result.index_of_first_image, styles=params.styles,
+            job_timestamp=result.job_timestamp, clip_skip=options.CLIP_stop_at_last_layers,
+            is_using_inpainting_conditioning=model.is_inpainting, files=result.files)
 
     def js(self) -> str:
         obj = {

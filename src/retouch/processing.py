@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from PIL import Image
 
 from retouch.control import JobControl, JobHooks
 from retouch.options import Options
@@ -75,15 +76,19 @@ class StableDiffusionProcessingImg2Img(Img2ImgParams):
             self.comments = {}
         if not self.seed_enable_extras:
             self.subseed, self.subseed_strength, self.seed_resize_from_h, self.seed_resize_from_w = -1, 0, 0, 0
-        self.nmask = None
-        self.init_latent = None
-        self.image_conditioning = None
-        self.overlay_images = None
-        self.mask_for_overlay = None
-        self.paste_to = None
-        self.color_corrections = None
+        # A1111's state names, filled by init() / process_images
+        self.nmask: torch.Tensor | None = None
+        self.init_latent: torch.Tensor | None = None
+        self.image_conditioning: torch.Tensor | None = None
+        self.overlay_images: list[Image.Image] | None = None
+        self.mask_for_overlay: Image.Image | None = None
+        self.paste_to: tuple[int, int, int, int] | None = None
+        self.color_corrections: list | None = None
         self.is_using_inpainting_conditioning = False
-        self.all_prompts = self.all_negative_prompts = self.all_seeds = self.all_subseeds = None
+        self.all_prompts: list[str] | None = None
+        self.all_negative_prompts: list[str] | None = None
+        self.all_seeds: list[int] | None = None
+        self.all_subseeds: list[int] | None = None
         self.job_options = self.options
         self._job: Img2ImgJob | None = None
         self._init_state: InitState | None = None
@@ -187,7 +192,7 @@ def process_images_with_result(p: StableDiffusionProcessingImg2Img) -> tuple[Pro
     result = generate(job, p.sd_model, options=p.job_options, control=p.control, outputs=p.outputs(),
                       styles=p.styles_database, log=JobLog(p.extra_generation_params, p.comments))
     p._adopt_result(result)
-    return Processed.from_result(p, result), result
+    return Processed.from_result(p, p.sd_model, p.job_options, result), result
 
 
 def _mask_blur_get(self) -> int | None:

@@ -13,7 +13,7 @@ import time
 import pytest
 import requests
 
-from tests.conftest import MODELS, REPO
+from tests.conftest import MODELS, REPO, need_shared
 
 
 def free_port() -> int:
@@ -67,6 +67,16 @@ def start(tmp_path_factory, *args, auth=None):
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
+    """A server on the bundled tiny models (``tiny``, ``tiny-inpainting``, ``tiny-pix2pix``)."""
+    s = start(tmp_path_factory, "--ckpt", "tiny", "--outdir", str(tmp_path_factory.mktemp("server-out")))
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def oracle_server(tmp_path_factory):
+    """A server on the reference checkpoints of ../shared (for parity with A1111's outputs)."""
+    need_shared()
     s = start(tmp_path_factory, "--ckpt", str(MODELS / "tiny-sd1.safetensors"), "--ckpt-dir", str(MODELS),
               "--outdir", str(tmp_path_factory.mktemp("server-out")))
     yield s

@@ -12,7 +12,7 @@ from PIL import Image
 
 from retouch.processing import StableDiffusionProcessingImg2Img, process_images
 from tests.api.conftest import b64_file, b64_image, start
-from tests.conftest import MODELS, ORACLE
+from tests.conftest import ORACLE
 from tests.pipeline.helpers import build_from_request, pixels, source_image
 
 
@@ -30,9 +30,9 @@ def oracle_request(case):
 
 
 @pytest.mark.parametrize("case", ["002", "004", "005", "014", "016", "019", "025"])
-def test_oracle_cases_give_the_library_pixels(server, case, tiny_sd1, tiny_sd1_inpainting):
+def test_oracle_cases_give_the_library_pixels(oracle_server, case, tiny_sd1, tiny_sd1_inpainting):
     request, api = oracle_request(case)
-    r = server.post("/sdapi/v1/img2img", json=api)
+    r = oracle_server.post("/sdapi/v1/img2img", json=api)
     assert r.status_code == 200, r.text
     body = r.json()
     image = decode(body["images"][0])
@@ -101,11 +101,11 @@ def test_infotext_fills_unset_fields(server):
 def test_override_settings_switch_checkpoints_and_options(server):
     base = {"init_images": [b64_image(source_image())], "width": 64, "height": 64, "steps": 3}
     r = server.post("/sdapi/v1/img2img", json={**base, "override_settings": {
-        "sd_model_checkpoint": "tiny-sd1-inpainting", "CLIP_stop_at_last_layers": 2}})
+        "sd_model_checkpoint": "tiny-inpainting", "CLIP_stop_at_last_layers": 2}})
     info = json.loads(r.json()["info"])
-    assert info["sd_model_name"] == "tiny-sd1-inpainting" and "Clip skip: 2" in info["infotexts"][0]
+    assert info["sd_model_name"] == "retouch-tiny-inpainting-v1" and "Clip skip: 2" in info["infotexts"][0]
     # restored afterwards: the next request uses the default model again
-    assert json.loads(server.post("/sdapi/v1/img2img", json=base).json()["info"])["sd_model_name"] == "tiny-sd1"
+    assert json.loads(server.post("/sdapi/v1/img2img", json=base).json()["info"])["sd_model_name"] == "retouch-tiny-v1"
     bad = server.post("/sdapi/v1/img2img", json={**base, "override_settings": {"sd_model_checkpoint": "nope"}})
     assert bad.status_code == 422 and "unknown checkpoint 'nope'" in bad.json()["detail"]
 
@@ -115,7 +115,7 @@ def test_listing_endpoints(server):
     assert [s["name"] for s in samplers][:3] == ["DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE"] and len(samplers) == 20
     assert [s["label"] for s in server.get("/sdapi/v1/schedulers").json()][:3] == ["Automatic", "Uniform", "Karras"]
     titles = [m["title"] for m in server.get("/sdapi/v1/sd-models").json()]
-    assert "tiny-sd1.safetensors [0f6bfda938]" in titles
+    assert titles == ["tiny", "tiny-inpainting", "tiny-pix2pix"]
     assert server.post("/sdapi/v1/refresh-checkpoints").status_code == 200
     assert server.get("/sdapi/v1/scripts").json() == {"txt2img": [], "img2img": []}
     assert server.get("/sdapi/v1/memory").json()["ram"]["total"] > 0
@@ -126,7 +126,8 @@ def test_listing_endpoints(server):
 
 def test_options_get_and_set(server):
     options = server.get("/sdapi/v1/options").json()
-    assert options["CLIP_stop_at_last_layers"] == 1 and options["sd_model_checkpoint"].startswith("tiny-sd1")
+    assert options["CLIP_stop_at_last_layers"] == 1
+    assert options["sd_model_checkpoint"].split(" [")[0] in ("tiny", "retouch-tiny-v1.safetensors")  # before / after loading
     assert server.post("/sdapi/v1/options", json={"eta_noise_seed_delta": 0}).status_code == 200
     bad = server.post("/sdapi/v1/options", json={"not_an_option": 1})
     assert bad.status_code == 422 and "not_an_option" in bad.json()["detail"]
@@ -210,7 +211,7 @@ def test_interrupt_by_task_id_leaves_other_jobs_alone(server):
     assert results["A"].status_code == 200 and len(results["A"].json()["images"]) == 1
 
 
-def test_four_concurrent_clients(server, tiny_sd1):
+def test_four_concurrent_clients(server, bundled_tiny):
     results = {}
 
     def run(seed):
@@ -225,13 +226,13 @@ def test_four_concurrent_clients(server, tiny_sd1):
         t.join(120)
     for seed in range(4):
         assert results[seed].status_code == 200
-        p = StableDiffusionProcessingImg2Img(sd_model=tiny_sd1, init_images=[source_image()], width=64, height=64,
+        p = StableDiffusionProcessingImg2Img(sd_model=bundled_tiny, init_images=[source_image()], width=64, height=64,
                                              steps=6, seed=seed, sampler_name="Euler a", prompt=f"cat {seed}")
         assert np.array_equal(pixels(decode(results[seed].json()["images"][0])), pixels(process_images(p).images[0]))
 
 
 def test_full_queue_is_503(tmp_path_factory):
-    server = start(tmp_path_factory, "--ckpt", str(MODELS / "tiny-sd1.safetensors"), "--max-queue", "1")
+    server = start(tmp_path_factory, "--ckpt", "tiny", "--max-queue", "1")
     try:
         threads = [threading.Thread(target=lambda s=s: server.post("/sdapi/v1/img2img", json=long_job(s, steps=120)))
                    for s in range(2)]
@@ -278,7 +279,7 @@ def test_webuiapi_client_works_unmodified(server):
     api = webuiapi.WebUIApi(host="127.0.0.1", port=server.port, sampler="Euler a", steps=4)
     api.util_wait_for_ready(check_interval=0.2)
     assert "Euler a" in [s["name"] for s in api.get_samplers()]
-    assert any(m["model_name"] == "tiny-sd1" for m in api.get_sd_models())
+    assert any(m["model_name"] == "tiny" for m in api.get_sd_models())
     result = api.img2img(images=[source_image()], prompt="a cat", width=64, height=64, seed=3, cfg_scale=7)
     assert result.image.size == (64, 64) and result.info["seed"] == 3
     mask = Image.new("L", (64, 64), 0)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import MODELS, REPO
+from tests.conftest import REPO
 from tests.pipeline.helpers import source_image
 
 
@@ -27,7 +27,7 @@ def init_png(tmp_path):
 
 def test_img2img_writes_the_image_and_prints_the_infotext(init_png, tmp_path):
     out = tmp_path / "out"
-    result = run("img2img", str(init_png), "--prompt", "a red cat", "--ckpt", str(MODELS / "tiny-sd1.safetensors"),
+    result = run("img2img", str(init_png), "--prompt", "a red cat", "--ckpt", "tiny",
                  "--width", "64", "--height", "64", "--steps", "6", "--seed", "5", "--sampler-name", "Euler a",
                  "--set", "CLIP_stop_at_last_layers=2", "-o", str(out))
     assert result.returncode == 0, result.stderr
@@ -35,17 +35,17 @@ def test_img2img_writes_the_image_and_prints_the_infotext(init_png, tmp_path):
     assert saved.is_file() and str(saved) in result.stdout
     infotext = Image.open(saved).info["parameters"]
     assert infotext in result.stdout
-    assert "Steps: 6, Sampler: Euler a" in infotext and "Clip skip: 2" in infotext and "Model: tiny-sd1" in infotext
+    assert "Steps: 6, Sampler: Euler a" in infotext and "Clip skip: 2" in infotext and "Model: retouch-tiny-v1" in infotext
 
 
-def test_same_result_as_the_library(init_png, tmp_path, tiny_sd1):
+def test_same_result_as_the_library(init_png, tmp_path, bundled_tiny):
     from retouch.processing import StableDiffusionProcessingImg2Img, process_images
 
     out = tmp_path / "out"
-    result = run("img2img", str(init_png), "--prompt", "x", "--ckpt", str(MODELS / "tiny-sd1.safetensors"),
+    result = run("img2img", str(init_png), "--prompt", "x", "--ckpt", "tiny",
                  "--width", "64", "--height", "64", "--steps", "4", "--seed", "1", "-o", str(out))
     assert result.returncode == 0, result.stderr
-    p = StableDiffusionProcessingImg2Img(sd_model=tiny_sd1, prompt="x", init_images=[Image.open(init_png)], width=64,
+    p = StableDiffusionProcessingImg2Img(sd_model=bundled_tiny, prompt="x", init_images=[Image.open(init_png)], width=64,
                                          height=64, steps=4, seed=1)
     library = process_images(p).images[0]
     assert (np.array(Image.open(out / "00000-1.png").convert("RGB")) == np.array(library)).all()
@@ -60,7 +60,7 @@ def test_same_result_as_the_library(init_png, tmp_path, tiny_sd1):
     (["--set", "novalue"], "--set: expected OPTION=VALUE"),
 ])
 def test_bad_input_exits_2_with_one_line_naming_the_flag(init_png, tmp_path, args, message):
-    result = run("img2img", str(init_png), "--ckpt", str(MODELS / "tiny-sd1.safetensors"), "-o", str(tmp_path), *args)
+    result = run("img2img", str(init_png), "--ckpt", "tiny", "-o", str(tmp_path), *args)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0]
@@ -88,7 +88,7 @@ def test_batch_from_folders_with_per_image_masks(tmp_path):
     for name in ("a", "b"):
         Image.new("L", (64, 64), 255).save(masks / f"{name}.png")
     result = run("img2img", "--input-dir", str(inputs), "--mask-dir", str(masks), "--output-dir", str(out),
-                 "--ckpt", str(MODELS / "tiny-sd1.safetensors"), "--width", "64", "--height", "64", "--steps", "3",
+                 "--ckpt", "tiny", "--width", "64", "--height", "64", "--steps", "3",
                  "--inpaint-full-res", "--inpainting-fill", "1")
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["00000-a.png", "00001-b.png"]

@@ -8,7 +8,6 @@ from retouch import load_model
 from retouch.control import JobHooks
 from retouch.models.model import vae_pass_bytes
 from retouch.processing import StableDiffusionProcessingImg2Img, process_images
-from tests.conftest import MODELS
 from tests.pipeline.helpers import pixels, source_image
 
 
@@ -20,11 +19,11 @@ def run(model, **kw):
 
 @pytest.fixture(scope="module")
 def fp32():
-    return load_model(MODELS / "tiny-sd1.safetensors")
+    return load_model("tiny")
 
 
 def test_bf16_unet_stays_close_to_fp32(fp32):
-    bf16 = load_model(MODELS / "tiny-sd1.safetensors", dtype=torch.bfloat16, channels_last=True)
+    bf16 = load_model("tiny", dtype=torch.bfloat16, channels_last=True)
     assert bf16.unet.dtype == torch.bfloat16 and bf16.vae.dtype == torch.float32  # VAE fp32 by default on CPU
     a, b = pixels(run(fp32).images[0]), pixels(run(bf16).images[0])
     diff = np.abs(a - b)
@@ -32,7 +31,7 @@ def test_bf16_unet_stays_close_to_fp32(fp32):
 
 
 def test_bf16_vae(fp32):
-    model = load_model(MODELS / "tiny-sd1.safetensors", vae_dtype=torch.bfloat16)
+    model = load_model("tiny", vae_dtype=torch.bfloat16)
     assert model.vae.dtype == torch.bfloat16
     diff = np.abs(pixels(run(fp32).images[0]) - pixels(run(model).images[0]))
     assert diff.mean() < 8
@@ -40,7 +39,7 @@ def test_bf16_vae(fp32):
 
 def test_bad_dtype_is_refused():
     with pytest.raises(ValueError, match="dtype must be"):
-        load_model(MODELS / "tiny-sd1.safetensors", dtype=torch.int8)
+        load_model("tiny", dtype=torch.int8)
 
 
 def test_tiled_decode_matches_untiled_without_seams(fp32):
@@ -89,7 +88,7 @@ def test_memory_estimate_for_sd_vae():
 
 
 def test_nan_decode_falls_back_to_fp32(monkeypatch):
-    model = load_model(MODELS / "tiny-sd1.safetensors", vae_dtype=torch.bfloat16)
+    model = load_model("tiny", vae_dtype=torch.bfloat16)
     real = type(model.vae).decode
 
     def nan_in_bf16(self, z, *a, **k):

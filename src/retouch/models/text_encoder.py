@@ -161,7 +161,7 @@ def tokenize_line(encoder: TextEncoder, line: str, options: Options) -> tuple[li
     make it exceed the number of real tokens.
     """
     parsed = prompt_parser.parse_prompt_attention(line) if options.emphasis != "None" else [[line, 1.0]]
-    tokenized = encoder.tokenize([text for text, _ in parsed])
+    tokenized = encoder.tokenize([str(text) for text, _ in parsed])
     chunker = _Chunker(options.comma_padding_backtrack)
     for tokens, (text, weight) in zip(tokenized, parsed, strict=True):
         if text == "BREAK" and weight == -1:

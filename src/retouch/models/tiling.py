@@ -51,14 +51,15 @@ def tiled_pass(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, s
     height, width = x.shape[-2] // scale_in, x.shape[-1] // scale_in
     tile_h, tops = tile_layout(height, max_tile, overlap)
     tile_w, lefts = tile_layout(width, max_tile, overlap)
-    result = weight = None
+    result: torch.Tensor | None = None
+    weight: torch.Tensor | None = None
     for top in tops:
         rows = _ramp(tile_h * scale_out, top > 0, top + tile_h < height, overlap * scale_out)
         for left in lefts:
             if between is not None:
                 between()
             piece = fn(x[..., top * scale_in:(top + tile_h) * scale_in, left * scale_in:(left + tile_w) * scale_in])
-            if result is None:
+            if result is None or weight is None:
                 result = torch.zeros((*piece.shape[:2], height * scale_out, width * scale_out), device=piece.device)
                 weight = torch.zeros((height * scale_out, width * scale_out), device=piece.device)
             cols = _ramp(tile_w * scale_out, left > 0, left + tile_w < width, overlap * scale_out)
@@ -67,4 +68,5 @@ def tiled_pass(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, s
                     slice(left * scale_out, (left + tile_w) * scale_out))
             result[area] += piece.float() * mask
             weight[area[1:]] += mask
+    assert result is not None and weight is not None
     return result / weight

@@ -214,10 +214,12 @@ def _save_sample(run: _Job, finished: FinishedImage, text: str, batch: Batch, i:
         variants.append((finished.mask_image, "-mask"))
     if options.save_mask_composite:
         variants.append((finished.mask_composite, "-mask-composite"))
+    folder = outputs.samples_dir
+    assert folder is not None
     for image, suffix in variants:
         if image is not None:
             outputs.files.append(save_image(
-                image, outputs.samples_dir, decoration=decoration, infotext=stored, extension=options.samples_format,
+                image, folder, decoration=decoration, infotext=stored, extension=options.samples_format,
                 suffix=suffix, jpeg_quality=options.jpeg_quality, webp_lossless=options.webp_lossless))
 
 

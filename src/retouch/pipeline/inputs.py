@@ -45,31 +45,31 @@ def prepare_inputs(params: Img2ImgParams, options: Options) -> PreparedInputs:
     crop = None
     image_mask = params.image_mask
     if image_mask is not None:
-        image_mask, crop = _prepare_mask(params, out)
+        image_mask, crop = _prepare_mask(params, image_mask, out)
     latent_source = params.latent_mask if params.latent_mask is not None else image_mask
     out.latent_mask = latent_source
     out.image_mask = image_mask
-    if image_mask is not None:
-        out.overlay_images = []
+    overlays: list[Image.Image] = []
     for img in params.init_images:
         if options.save_init_img:
             out.init_img_hash = hashlib.md5(img.tobytes()).hexdigest()
         image = flatten(img, options.img2img_background_color)
         if crop is None and params.resize_mode != ResizeMode.LATENT_UPSCALE:
             image = resize_image(params.resize_mode, image, params.width, params.height)
-        if image_mask is not None:
+        if out.mask_for_overlay is not None:
             if out.mask_for_overlay.size != image.size:
                 out.mask_for_overlay = resize_image(params.resize_mode, out.mask_for_overlay, image.width, image.height)
-            out.overlay_images.append(masking.overlay_image(image, out.mask_for_overlay))
+            overlays.append(masking.overlay_image(image, out.mask_for_overlay))
         if crop is not None:
             image = resize_image(ResizeMode.RESIZE_AND_FILL, image.crop(crop), params.width, params.height)
-        if image_mask is not None and params.inpainting_fill != InpaintFill.ORIGINAL:
+        if latent_source is not None and image_mask is not None and params.inpainting_fill != InpaintFill.ORIGINAL:
             image = masking.fill(image, _same_size(latent_source, image, params.resize_mode))
             if params.inpainting_fill == InpaintFill.FILL:
                 out.extra_params["Masked content"] = "fill"
         if options.img2img_color_correction:
             out.color_corrections = (out.color_corrections or []) + [color_correction_target(image)]
         out.images.append(image)
+    out.overlay_images = overlays if image_mask is not None else None
     return out
 
 
@@ -81,8 +81,9 @@ def _same_size(mask: Image.Image, image: Image.Image, resize_mode: int) -> Image
     return mask
 
 
-def _prepare_mask(params: Img2ImgParams, out: PreparedInputs):
-    mask = masking.create_binary_mask(params.image_mask, round=params.mask_round)
+def _prepare_mask(params: Img2ImgParams, image_mask: Image.Image,
+                  out: PreparedInputs) -> tuple[Image.Image | None, tuple[int, int, int, int] | None]:
+    mask = masking.create_binary_mask(image_mask, round=params.mask_round)
     if params.inpainting_mask_invert:
         mask = ImageOps.invert(mask)
         out.extra_params["Mask mode"] = "Inpaint not masked"

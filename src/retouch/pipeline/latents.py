@@ -51,7 +51,7 @@ def initialize(job: Img2ImgJob, model: Model, options: Options, hooks: JobHooks)
         pixels, batch_size = batch_pixels(prepared.images, params.batch_size)
         init_latent = encode_images(model, pixels, params.resize_mode, params.width, params.height, hooks)
         blend = None
-        if prepared.image_mask is not None:
+        if prepared.image_mask is not None and prepared.latent_mask is not None:
             keep, repaint = make_latent_masks(prepared.latent_mask, init_latent, params.mask_round)
             first_noise = lambda: make_rng(job, model, options, job.seeds[: init_latent.shape[0]], None).next()  # noqa: E731
             init_latent, fill_extra = apply_masked_content(init_latent, keep, repaint, params.inpainting_fill,

@@ -61,7 +61,8 @@ class SampledBatch:
 def plan_job_sampling(job: Img2ImgJob, model: Model, options: Options) -> SamplingPlan:
     """The job's sampling plan on this model's noise schedule (with the schedule options applied)."""
     params = job.params
-    alphas_cumprod, extra = model.alphas_cumprod, {}
+    alphas_cumprod = model.alphas_cumprod
+    extra: dict[str, Any] = {}
     if options.use_downcasted_alpha_bar:
         extra["Downcast alphas_cumprod"] = True
         alphas_cumprod = alphas_cumprod.half().float()

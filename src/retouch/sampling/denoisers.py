@@ -111,5 +111,5 @@ class TimestepEpsModel:
 
     def predict_x0(self, x: torch.Tensor, out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x₀ from ε: ``(x − √(1−ᾱ_t)·ε) / √ᾱ_t``."""
-        a_t = self.alphas_cumprod[t.to(dtype=int)][:, None, None, None]
+        a_t = self.alphas_cumprod[t.long()][:, None, None, None]
         return (x - (1 - a_t).sqrt() * out) / a_t.sqrt()

@@ -11,21 +11,12 @@ import urllib.parse
 import urllib.request
 import warnings
 
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from retouch.imageops.resize import fix_image
+from retouch.server.errors import ApiError
 
 MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
-
-
-class ApiError(Exception):
-    """An error with an HTTP status, rendered in A1111's envelope."""
-
-    def __init__(self, status_code: int, detail: str, error: str = "HTTPException"):
-        super().__init__(detail)
-        self.status_code = status_code
-        self.detail = detail
-        self.error = error
 
 
 def decode_image(value: object, field: str, *, max_pixels: int, allow_urls: bool) -> Image.Image:
@@ -76,7 +67,7 @@ def _fetch(url: str, field: str, allow_urls: bool) -> bytes:
     except OSError as e:
         raise ApiError(422, f"{field}: cannot resolve {host!r} ({e})", "ValueError") from None
     for address in addresses:
-        if not ipaddress.ip_address(address.split("%")[0]).is_global:
+        if not ipaddress.ip_address(str(address).split("%")[0]).is_global:
             raise ApiError(422, f"{field}: request to a local or private address ({address}) not allowed",
                            "ValueError")
     try:
@@ -87,26 +78,3 @@ def _fetch(url: str, field: str, allow_urls: bool) -> bytes:
     if len(data) > MAX_DOWNLOAD_BYTES:
         raise ApiError(413, f"{field}: image URL content larger than {MAX_DOWNLOAD_BYTES} bytes", "PayloadTooLarge")
     return data
-
-
-def encode_image(image: Image.Image, fmt: str = "png", jpeg_quality: int = 80) -> str:
-    """PIL → plain base64 (no data-URI prefix); PNG keeps every string ``info`` entry as a text chunk."""
-    buffer = io.BytesIO()
-    if fmt == "png":
-        meta = PngImagePlugin.PngInfo()
-        used = False
-        for key, value in image.info.items():
-            if isinstance(key, str) and isinstance(value, str):
-                meta.add_text(key, value)
-                used = True
-        image.save(buffer, format="PNG", pnginfo=meta if used else None)
-    else:
-        from retouch.outputs import PARAMETERS
-
-        if image.mode in ("RGBA", "P"):
-            image = image.convert("RGB")
-        exif = Image.Exif()
-        if isinstance(image.info.get(PARAMETERS), str):
-            exif[0x9286] = b"UNICODE\0" + image.info[PARAMETERS].encode("utf-16-be")
-        image.save(buffer, format="JPEG" if fmt in ("jpg", "jpeg") else "WEBP", quality=jpeg_quality, exif=exif)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")

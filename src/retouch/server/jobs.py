@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from retouch.processing import JobControl
+from retouch.control import JobControl
 
 logger = logging.getLogger(__name__)
 FINISHED_KEPT = 16
@@ -64,11 +64,15 @@ class JobQueue:
         self._thread = threading.Thread(target=self._work, name="retouch-worker", daemon=True)
         self._thread.start()
 
-    def submit(self, task_id: str, run: Callable[[JobControl], Any]) -> Task:
+    def submit(self, task_id: str, run: Callable[[JobControl], Any],
+               on_step: Callable[[Task, dict], None] | None = None) -> Task:
+        """Queue ``run(control)``; ``on_step(task, info)`` is attached before the task can start."""
+        task = Task(task_id, run)
+        if on_step is not None:
+            task.control.on_step = lambda control, info: on_step(task, info)
         with self._lock:
             if len(self.pending) >= self.max_queue:
                 raise QueueFull
-            task = Task(task_id, run)
             self.pending[task_id] = task
         self._queue.put(task)
         return task

@@ -1,4 +1,8 @@
-"""``retouch img2img``: single images and batches from folders (spec §3.3 mode 5)."""
+"""``retouch img2img``: single images and batches from folders (spec §3.3 mode 5).
+
+The command line is an edge: every job's parameters are validated (into :class:`Img2ImgJob`) before
+the model is loaded, then each runs through :func:`retouch.generate`.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,16 @@ import csv
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from retouch.cli import UsageError, flag, model_kwargs, parse_settings
+from retouch.cli.common import UsageError, flag, model_kwargs, parse_settings
+from retouch.control import JobControl
 from retouch.imageops.resize import fix_image
 from retouch.options import Options
-from retouch.params import Img2ImgParams
+from retouch.outputs import Outputs
+from retouch.params import Img2ImgJob, Img2ImgParams
 
 logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
@@ -61,39 +68,42 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from retouch.models import load_model
-    from retouch.processing import StableDiffusionProcessingImg2Img, process_images
+    from retouch.pipeline import check_supported, generate
 
-    values = param_values(args)
-    settings = parse_settings(args.settings)
-    base_options = Options()
-    try:
-        base_options.with_overrides(settings)
-    except ValueError as e:
-        raise UsageError(f"--set: {e}") from None
+    options = _options(args)
     styles = load_styles(args.styles_file)
-    jobs = _jobs(args)
-    for _, images, mask in jobs[:1]:  # fail fast, before the model is loaded
-        Img2ImgParams(**values, init_images=images, image_mask=mask).validate()
+    jobs = _validated_jobs(args)  # fail fast, before the model is loaded
+    check_supported(jobs[0][1], options)
     model = load_model(args.ckpt, vae=args.vae, **model_kwargs(args))
     model.vae_tiling = args.vae_tiling
     torch.set_grad_enabled(False)
-    outdir = args.output_dir or args.outdir
-    for stem, images, mask in jobs:
-        p = StableDiffusionProcessingImg2Img(
-            sd_model=model, init_images=images, mask=mask, override_settings=settings, options=base_options,
-            outpath_samples=None if args.no_save else outdir, outpath_grids=None if args.no_save else outdir,
-            do_not_save_samples=args.no_save, do_not_save_grid=args.no_save, styles_database=styles,
-            filename_stem=stem if args.input_dir else None, **values)
-        if args.latent_mask_path:
-            p.latent_mask = read_image(args.latent_mask_path, "--latent-mask")
-        _attach_progress(p)
-        processed = process_images(p)
-        for path in getattr(processed, "files", []):
+    outdir = None if args.no_save else (args.output_dir or args.outdir)
+    for stem, job in jobs:
+        outputs = Outputs(samples_dir=outdir, grids_dir=outdir, grid=not args.no_save,
+                          filename_stem=stem if args.input_dir else None)
+        result = generate(job, model, options=options, control=_progress_bar(), outputs=outputs, styles=styles)
+        for path in outputs.files:
             print(path)
-        print(processed.infotexts[processed.index_of_first_image])
-        if processed.comments:
-            print(processed.comments.strip(), file=sys.stderr)
+        print(result.infotexts[result.index_of_first_image])
+        if result.comments:
+            print("\n".join(result.comments), file=sys.stderr)
     return 0
+
+
+def _options(args: argparse.Namespace) -> Options:
+    try:
+        return Options().with_overrides(parse_settings(args.settings))
+    except ValueError as e:
+        raise UsageError(f"--set: {e}") from None
+
+
+def _validated_jobs(args: argparse.Namespace) -> list[tuple[str | None, Img2ImgJob]]:
+    values = param_values(args)
+    if values.get("initial_noise_multiplier") is None:  # A1111: from the options before overrides apply
+        values["initial_noise_multiplier"] = Options().initial_noise_multiplier
+    latent_mask = read_image(args.latent_mask_path, "--latent-mask") if args.latent_mask_path else None
+    return [(stem, Img2ImgParams(**values, init_images=images, image_mask=mask, latent_mask=latent_mask).validate())
+            for stem, images, mask in _jobs(args)]
 
 
 def _jobs(args: argparse.Namespace):
@@ -135,12 +145,13 @@ def _folder_jobs(args: argparse.Namespace):
         yield path.stem, [read_image(path, "--input-dir")], mask
 
 
-def _attach_progress(p) -> None:
+def _progress_bar() -> JobControl:
+    """A job control that draws a tqdm bar of the sampling steps on stderr."""
     from tqdm import tqdm
 
-    bar = {"bar": None}
+    bar: dict[str, Any] = {"bar": None}
 
-    def on_step(control, d):
+    def on_step(control: JobControl, d: dict) -> None:
         if bar["bar"] is None or bar["bar"].total != control.sampling_steps:
             if bar["bar"] is not None:
                 bar["bar"].close()
@@ -148,4 +159,4 @@ def _attach_progress(p) -> None:
         bar["bar"].n = d["i"] + 1
         bar["bar"].refresh()
 
-    p.control.on_step = on_step
+    return JobControl(on_step=on_step)

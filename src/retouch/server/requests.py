@@ -1,0 +1,100 @@
+"""An A1111 img2img request → a validated :class:`~retouch.server.backend.JobRequest` (the HTTP edge).
+
+Every check happens here, before anything is queued: the request's fields (A1111's *API* defaults,
+spec §7.1), its ``infotext``, ``override_settings``, the checkpoint it names, its images.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from retouch.options import Options
+from retouch.params import Img2ImgParams
+from retouch.pipeline import check_supported
+from retouch.server.backend import JobRequest
+from retouch.server.errors import ApiError
+from retouch.server.images import decode_image
+from retouch.server.infotext_fields import apply_infotext
+from retouch.server.jobs import new_task_id
+from retouch.server.schemas import IGNORED_FIELDS, Img2ImgRequest
+from retouch.server.state import ServerState
+
+_IMAGE_FIELDS = ("init_images", "image_mask", "latent_mask")
+
+
+def job_request(req: Img2ImgRequest, state: ServerState) -> JobRequest:
+    """Validate ``req`` completely and decode its images; raise :class:`ApiError` (4xx) on anything bad."""
+    _check_request_shape(req)
+    values = req.model_dump()
+    apply_infotext(values, req.model_fields_set)
+    _check_api_values(values)
+    overrides = dict(values.get("override_settings") or {})
+    checkpoint = overrides.pop("sd_model_checkpoint", None)
+    try:
+        if checkpoint is not None:
+            checkpoint = state.backend.find_checkpoint(checkpoint)
+        options = state.options.with_overrides(overrides)
+        params = request_params(values, _decode_images(req, state), state.options)
+        job = params.validate()
+        check_supported(job, options)
+    except ValueError as e:
+        raise ApiError(422, str(e), "ValueError") from None
+    save = bool(req.save_images)
+    outdir = (state.config.outdir or "outputs/img2img-images") if save else None
+    return JobRequest(task_id=req.force_task_id or new_task_id(), job=job, options=options, checkpoint=checkpoint,
+                      keep_checkpoint=req.override_settings_restore_afterwards is False, outdir=outdir, grid=save)
+
+
+def _check_request_shape(req: Img2ImgRequest) -> None:
+    extra = set(req.model_extra or {}) - IGNORED_FIELDS
+    if extra:
+        raise ApiError(422, f"unknown fields: {', '.join(sorted(extra))}", "ValueError")
+    if not req.init_images:
+        raise ApiError(404, "Init image not found")
+    if req.script_name:
+        raise ApiError(422, f"Script '{req.script_name}' not found")
+    for name in req.alwayson_scripts or {}:
+        raise ApiError(422, f"always on script {name} not found")
+    if req.refiner_checkpoint not in (None, "", "None", "none"):
+        raise ApiError(422, "refiner_checkpoint: not supported by retouch (refiner switching is out of scope); "
+                            "leave it at its default", "ValueError")
+
+
+def _check_api_values(values: dict[str, Any]) -> None:
+    """The API's stricter edge checks (422 where A1111 answers 500)."""
+    for name in ("width", "height"):
+        v = values.get(name)
+        if isinstance(v, int) and (v < 64 or v > 8192 or v % 8):
+            raise ApiError(422, f"{name} must be a multiple of 8 between 64 and 8192, got {v}", "ValueError")
+    init = values.get("init_images") or []
+    batch = values.get("batch_size")
+    if isinstance(batch, int) and len(init) > max(batch, 1):
+        raise ApiError(422, f"init_images: bad number of images passed: {len(init)}; expecting {batch} or less",
+                       "ValueError")
+
+
+def _decode_images(req: Img2ImgRequest, state: ServerState) -> dict[str, Any]:
+    config = state.config
+
+    def decode(value: object, name: str):
+        return decode_image(value, name, max_pixels=config.max_pixels, allow_urls=config.allow_image_urls)
+
+    images = [decode(v, f"init_images[{i}]") for i, v in enumerate(req.init_images or [])]
+    mask = decode(req.mask, "mask") if req.mask else None
+    return {"init_images": images, "image_mask": mask}
+
+
+def request_params(values: dict[str, Any], images: dict[str, Any], base_options: Options) -> Img2ImgParams:
+    """The job parameters of a request, as A1111's API builds its processing object."""
+    kwargs = {k: values[k] for k in Img2ImgParams.field_names() if k in values and k not in _IMAGE_FIELDS}
+    for name, empty in (("prompt", ""), ("negative_prompt", ""), ("styles", [])):
+        if kwargs.get(name) is None:
+            kwargs[name] = empty
+    if kwargs.get("sampler_name") is None:
+        kwargs["sampler_name"] = values.get("sampler_index") or "Euler"
+    if isinstance(values.get("mask_blur"), int):  # A1111's mask_blur property sets both axes
+        kwargs["mask_blur_x"] = kwargs["mask_blur_y"] = values["mask_blur"]
+    if kwargs.get("initial_noise_multiplier") is None:
+        # A1111 reads it from the options when the request object is built, before override_settings apply
+        kwargs["initial_noise_multiplier"] = base_options.initial_noise_multiplier
+    return Img2ImgParams(**kwargs, **images)

@@ -1,0 +1,79 @@
+"""What the server offers and how it is set: samplers, schedulers, checkpoints, options, flags, scripts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from retouch.sampling import registry
+from retouch.sampling.schedules import SCHEDULERS
+from retouch.server.errors import ApiError
+from retouch.server.routes import State
+
+router = APIRouter()
+
+_INNER_MODEL_SCHEDULERS = ("uniform", "sgm_uniform", "simple", "normal", "ddim", "beta")
+
+
+@router.get("/sdapi/v1/samplers")
+async def samplers():
+    def options(s: registry.SamplerSpec) -> dict[str, Any]:
+        flags = (("scheduler", s.scheduler), ("second_order", s.second_order), ("brownian_noise", s.brownian_noise),
+                 ("uses_ensd", s.uses_ensd), ("discard_next_to_last_sigma", s.discard_next_to_last_sigma),
+                 ("solver_type", s.solver_type))
+        return {k: v for k, v in flags if v}
+
+    return [{"name": s.name, "aliases": list(s.aliases), "options": options(s)} for s in registry.SAMPLERS]
+
+
+@router.get("/sdapi/v1/schedulers")
+async def schedulers():
+    return [{"name": s.name, "label": s.label, "aliases": list(s.aliases) or None, "default_rho": s.default_rho,
+             "need_inner_model": s.name in _INNER_MODEL_SCHEDULERS} for s in SCHEDULERS]
+
+
+@router.get("/sdapi/v1/sd-models")
+async def sd_models(state: State):
+    return [{"title": c.title, "model_name": c.model_name, "hash": c.hash, "sha256": None, "filename": c.filename,
+             "config": None} for c in state.backend.checkpoints()]
+
+
+@router.post("/sdapi/v1/refresh-checkpoints")
+async def refresh_checkpoints(state: State):
+    state.backend.refresh_checkpoints()
+    return {}
+
+
+@router.get("/sdapi/v1/options")
+async def get_options(state: State):
+    values = state.options.as_dict()
+    values["sd_model_checkpoint"] = state.backend.default_checkpoint_title()
+    return values
+
+
+@router.post("/sdapi/v1/options")
+async def set_options(values: dict[str, Any], state: State):
+    values = dict(values)
+    checkpoint = values.pop("sd_model_checkpoint", None)
+    try:
+        new = state.options.with_overrides(values)
+        if checkpoint:
+            state.backend.set_default_checkpoint(checkpoint)
+    except ValueError as e:
+        raise ApiError(422, str(e), "ValueError") from None
+    state.options = new
+    return None
+
+
+@router.get("/sdapi/v1/cmd-flags")
+async def cmd_flags(state: State):
+    config = state.config
+    return {"ckpt": config.ckpt, "ckpt_dir": config.ckpt_dir, "api_auth": bool(config.api_auth),
+            "max_queue": config.max_queue, "allow_image_urls": config.allow_image_urls, "outdir": config.outdir,
+            "api": True, "nowebui": True}
+
+
+@router.get("/sdapi/v1/scripts")
+async def scripts():
+    return {"txt2img": [], "img2img": []}

@@ -1,0 +1,50 @@
+"""``POST /sdapi/v1/img2img``."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+from fastapi import APIRouter, Response
+
+from retouch.outputs import encode_image, image_texts
+from retouch.server.backend import Cancelled, QueueFull
+from retouch.server.errors import ApiError
+from retouch.server.requests import job_request
+from retouch.server.routes import State
+from retouch.server.schemas import ImageToImageResponse, Img2ImgRequest
+
+router = APIRouter()
+
+
+@router.post("/sdapi/v1/img2img", response_model=ImageToImageResponse)
+async def img2img(req: Img2ImgRequest, response: Response, state: State):
+    received = time.perf_counter()
+    request = job_request(req, state)
+    timing = {"decode": time.perf_counter() - received}
+    try:
+        outcome = await state.backend.run(request)
+    except QueueFull:
+        raise ApiError(503, "the queue is full; retry later", headers={"Retry-After": "5"}) from None
+    except Cancelled as e:
+        raise ApiError(409, str(e), "Interrupted") from None
+    except ValueError as e:
+        raise ApiError(422, str(e), "ValueError") from None
+    timing.update(queue=outcome.queued_s, job=outcome.ran_s)
+    state.job_timestamp = outcome.job_timestamp
+    options = state.options
+    encoding = time.perf_counter()
+    images = [_b64(image, options.samples_format, options.jpeg_quality) for image in outcome.images] \
+        if req.send_images else []
+    timing["encode"] = time.perf_counter() - encoding
+    # Standard Server-Timing header (milliseconds): where the request's time went, for clients and benchmarks
+    response.headers["Server-Timing"] = ", ".join(f"{k};dur={v * 1000:.1f}" for k, v in timing.items())
+    parameters = req.model_dump()
+    if not req.include_init_images:
+        parameters["init_images"] = None
+        parameters["mask"] = None
+    return ImageToImageResponse(images=images, parameters=parameters, info=outcome.info)
+
+
+def _b64(image, fmt: str, quality: int) -> str:
+    return base64.b64encode(encode_image(image, fmt, texts=image_texts(image), jpeg_quality=quality)).decode("ascii")
