@@ -89,6 +89,25 @@ def test_batch_and_grid_only_when_saving(server):
     assert len(saved["images"]) == 3 and json.loads(saved["info"])["index_of_first_image"] == 1
 
 
+def test_latent_mask_is_decoded_and_honoured(server, bundled_tiny):
+    mask, latent = Image.new("L", (64, 64), 0), Image.new("L", (64, 64), 0)
+    mask.paste(255, (0, 0, 64, 32))
+    latent.paste(255, (0, 0, 32, 64))
+    base = {"init_images": [b64_image(source_image())], "mask": b64_image(mask), "width": 64, "height": 64,
+            "steps": 4, "seed": 5, "inpaint_full_res": False, "mask_blur": 0}
+    with_latent = decode(server.post("/sdapi/v1/img2img", json={**base, "latent_mask": b64_image(latent)})
+                         .json()["images"][0])
+    without = decode(server.post("/sdapi/v1/img2img", json=base).json()["images"][0])
+    p = StableDiffusionProcessingImg2Img(sd_model=bundled_tiny, init_images=[source_image()], mask=mask, width=64,
+                                         height=64, steps=4, seed=5, inpaint_full_res=False, mask_blur=0,
+                                         sampler_name="Euler")
+    p.latent_mask = latent
+    assert np.array_equal(pixels(with_latent), pixels(process_images(p).images[0]))
+    assert not np.array_equal(pixels(with_latent), pixels(without))
+    bad = server.post("/sdapi/v1/img2img", json={**base, "latent_mask": "@@@"})
+    assert bad.status_code == 422 and "latent_mask" in bad.json()["detail"]
+
+
 def test_infotext_fills_unset_fields(server):
     r = server.post("/sdapi/v1/img2img", json={
         "init_images": [b64_image(source_image())], "width": 64, "height": 64,

@@ -81,7 +81,9 @@ def _decode_images(req: Img2ImgRequest, state: ServerState) -> dict[str, Any]:
 
     images = [decode(v, f"init_images[{i}]") for i, v in enumerate(req.init_images or [])]
     mask = decode(req.mask, "mask") if req.mask else None
-    return {"init_images": images, "image_mask": mask}
+    # A1111's API accepts latent_mask but never decodes it (an error when used); here it works as in the library
+    latent_mask = decode(req.latent_mask, "latent_mask") if req.latent_mask else None
+    return {"init_images": images, "image_mask": mask, "latent_mask": latent_mask}
 
 
 def request_params(values: dict[str, Any], images: dict[str, Any], base_options: Options) -> Img2ImgParams:
