@@ -208,6 +208,13 @@ def test_init_and_sample_leave_a1111_state(bundled_tiny):
     assert info["sd_model_name"] == bundled_tiny.name and info["extra_generation_params"]["Denoising strength"] == 0.75
 
 
+def test_samples_save_option_off_saves_only_the_grid(bundled_tiny, tmp_path):
+    p = job(bundled_tiny, batch_size=2, seed=9, do_not_save_samples=False, do_not_save_grid=False,
+            outpath_samples=str(tmp_path), outpath_grids=str(tmp_path), override_settings={"samples_save": False})
+    process_images(p)
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["grid-0000.png"]
+
+
 def test_saving_names_and_grid(bundled_tiny, tmp_path):
     p = job(bundled_tiny, batch_size=2, seed=9, do_not_save_samples=False, do_not_save_grid=False,
             outpath_samples=str(tmp_path), outpath_grids=str(tmp_path))

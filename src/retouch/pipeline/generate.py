@@ -186,7 +186,7 @@ def _run_batch(run: _Job, plan: SamplingPlan, init: InitState, batch: Batch) -> 
 def _add_image(run: _Job, init: InitState, batch: Batch, i: int, decoded: Image.Image) -> None:
     """Finish image ``i`` of a batch; save it (and its variants) when asked; add it to the results."""
     options, outputs = run.options, run.outputs
-    save = outputs.samples_dir is not None
+    save = outputs.samples_dir is not None and options.samples_save
     finished = finish_image(decoded, i, init, options,
                             keep_before_color_correction=save and options.save_images_before_color_correction)
     text = run.infotext(batch.prompts[i], batch.negative_prompts[i], batch.seeds[i], batch.subseeds[i])
