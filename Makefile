@@ -8,7 +8,7 @@ TORCH := torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup test demo lint clean bench bench-extra
+.PHONY: setup test demo lint clean bench bench-extra compare
 
 setup: $(STAMP)
 
@@ -41,3 +41,7 @@ bench: $(STAMP)
 # their tables join docs/benchmarks.md
 bench-extra: $(STAMP)
 	$(PY) bench/run.py --sections large,inpaint
+
+# did a change make anything slower? BEFORE/AFTER are git revisions, e.g. make compare BEFORE=HEAD~3 AFTER=HEAD
+compare: $(STAMP)
+	$(PY) bench/compare.py $(BEFORE) $(AFTER) --overhead

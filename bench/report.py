@@ -56,6 +56,7 @@ def render(r: dict) -> str:
                          f"{_s(row['network'])} | {row['ratio']['median']:.4f} | {row['calls']['unet']} | "
                          f"{row['peak_rss_mb']:.0f} MB |")
         lines.append("")
+    lines += _comparisons(r.get("comparisons"))
     lines += _diffusers(r.get("diffusers"), "StableDiffusionImg2ImgPipeline")
     lines += _diffusers(r.get("diffusers_inpaint"), "StableDiffusionInpaintPipeline")
     load = r.get("load")
@@ -240,3 +241,29 @@ def _tiles(seams: dict | None) -> str:
         n = seams["tiles_per_side"]
         return f"{n}×{n} tiles of {seams['tile_px']} px, blended over ≥ 128 px"
     return "diffusers' tiler: 512 px tiles, 25 % overlap"
+
+
+def _comparisons(comparisons: dict | None) -> list[str]:
+    """Revisions measured against each other (``bench/compare.py``)."""
+    if not comparisons:
+        return []
+    lines = [
+        "## Revisions compared (`bench/compare.py BEFORE AFTER`)",
+        "",
+        "The tiny-model job (64², Euler, 20 steps, denoising 0.75) timed in rounds that alternate the two "
+        "revisions, a fresh process each, so that this VM's drift (±30 % between rounds) falls on both; "
+        "medians over all runs. `--overhead` adds the SD1.5-sized end-to-end / network-time ratios.",
+        "",
+        "| change | revisions | runs each | tiny wall before → after | tiny CPU before → after | overhead ratios before → after |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for label, c in comparisons.items():
+        b, a = c["before_latency"], c["after_latency"]
+        ratios = ""
+        if "overhead" in c:
+            ratios = "; ".join(f"{x['case']}: {x['ratio']:.4f} → {y['ratio']:.4f}"
+                               for x, y in zip(c["overhead"]["before"], c["overhead"]["after"], strict=True))
+        cpu = f"{b['cpu']:.3f} → {a['cpu']:.3f} s" if "cpu" in b and "cpu" in a else "–"
+        lines.append(f"| {label} | `{c['before']}` → `{c['after']}` | {c['rounds'] * c['runs']} | "
+                     f"{b['wall']:.3f} → {a['wall']:.3f} s ({a['wall'] / b['wall'] - 1:+.1%}) | {cpu} | {ratios} |")
+    return [*lines, ""]
