@@ -13,7 +13,7 @@ Nothing here knows a model family: tokenizing and encoding live behind :class:`P
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -115,11 +115,13 @@ def get_learned_conditioning(
     steps: int,
     context: PromptContext,
     hires_steps: int | None = None,
+    check: Callable[[], None] | None = None,
 ) -> list[list[ScheduledPromptConditioning]]:
     """For each prompt, its prompt-editing schedule with each entry's conditioning.
 
     All texts of one prompt's schedule are encoded together (as A1111: they share emphasis
-    normalisation and are padded to the same chunk count).
+    normalisation and are padded to the same chunk count). ``check()`` runs before each encoding
+    (an interrupt check).
     """
     schedules = prompt_parser.get_learned_conditioning_prompt_schedules(
         prompts, steps, hires_steps, context.options.use_old_scheduling)
@@ -127,6 +129,8 @@ def get_learned_conditioning(
     result = []
     for prompt, schedule in zip(prompts, schedules, strict=True):
         if prompt not in cache:
+            if check is not None:
+                check()
             conds = encoder.encode_prompts([text for _, text in schedule], context)
             cache[prompt] = [ScheduledPromptConditioning(end, conds[i]) for i, (end, _) in enumerate(schedule)]
         result.append(cache[prompt])
@@ -139,10 +143,11 @@ def get_multicond_learned_conditioning(
     steps: int,
     context: PromptContext,
     hires_steps: int | None = None,
+    check: Callable[[], None] | None = None,
 ) -> MulticondLearnedConditioning:
     """Positive prompts: split on ``AND`` with weights, then scheduled and encoded (§4)."""
     indexes, flat = prompt_parser.get_multicond_prompt_list(prompts)
-    learned = get_learned_conditioning(encoder, flat, steps, context, hires_steps)
+    learned = get_learned_conditioning(encoder, flat, steps, context, hires_steps, check)
     return MulticondLearnedConditioning(
         [[ComposableScheduledPromptConditioning(learned[i], weight) for i, weight in parts] for parts in indexes])
 

@@ -96,9 +96,13 @@ class _Job:
     infotexts: list[str] = field(default_factory=list)
     latents: list[torch.Tensor] = field(default_factory=list)
 
-    @property
-    def hooks(self) -> JobHooks:
-        return JobHooks(note=self.log.comment)
+    def __post_init__(self) -> None:
+        self.hooks = JobHooks(note=self.log.comment, check=self.check)
+
+    def check(self) -> None:
+        """Stop at the next network call once the job is interrupted (skip only ends sampling)."""
+        if self.control.interrupted:
+            raise Interrupted
 
     def infotext(self, prompt: str, negative: str, seed: int, subseed: int) -> str:
         assert self.info is not None
@@ -144,14 +148,20 @@ def generate(params: Img2ImgParams | Img2ImgJob, model: Model, *, options: Optio
         init = _initialize(run)
         run.info = generation_info(job, model, options, init, tiling)
         for batch in batches(job, prompts, negatives, run.batch_size):
+            if init is None:
+                break
             last = batch
             if not _run_batch(run, plan, init, batch):
                 break
     return _result(run, init, last, timestamp)
 
 
-def _initialize(run: _Job) -> InitState:
-    state = initialize(run.job, run.model, run.options, run.hooks)
+def _initialize(run: _Job) -> InitState | None:
+    """A1111's ``init()``; None when the job is interrupted meanwhile."""
+    try:
+        state = initialize(run.job, run.model, run.options, run.hooks)
+    except Interrupted:
+        return None
     run.batch_size = state.batch_size
     for text in state.prepared.comments:
         run.log.comment(text)
@@ -160,7 +170,12 @@ def _initialize(run: _Job) -> InitState:
 
 
 def _run_batch(run: _Job, plan: SamplingPlan, init: InitState, batch: Batch) -> bool:
-    """Conditioning, sampling, decoding and finishing of one batch; False when the job should stop."""
+    """Conditioning, sampling, decoding and finishing of one batch; False when the job should stop.
+
+    An interrupt stops the job at the next network call, keeping what is finished. When it lands during
+    sampling, the batch's first image is still decoded from the sampler's last prediction (A1111 shows
+    the partial result; it decodes the whole batch, which would not be "at the next call").
+    """
     control = run.control
     control.job_no, control.skipped = batch.n, False
     if control.interrupted:
@@ -169,18 +184,23 @@ def _run_batch(run: _Job, plan: SamplingPlan, init: InitState, batch: Batch) -> 
     if not run.job.params.disable_extra_networks:
         for text in extra_network_comments(networks):
             run.log.comment(text)
-    conds = encode_conditioning(run.model, run.job, run.options, texts, batch.negative_prompts)
+    try:
+        conds = encode_conditioning(run.model, run.job, run.options, texts, batch.negative_prompts, run.check)
+    except Interrupted:
+        return False
     sampled = sample_batch(run.model, run.job, run.options, plan, init, conds, batch, control)
     run.log.extra.update(sampled.extra_params)
     run.latents.append(sampled.latents)
+    stopped = sampled.interrupted and control.interrupted
     try:
-        decoded = decode_latents(run.model, sampled.latents, run.hooks)
+        for i in range(1 if stopped else len(sampled.latents)):
+            hooks = JobHooks(note=run.log.comment) if stopped else run.hooks  # the one partial decode
+            image = decode_latents(run.model, sampled.latents[i:i + 1], hooks)[0]
+            _add_image(run, init, batch, i, image)
     except Interrupted:
         return False
-    for i, image in enumerate(decoded):
-        _add_image(run, init, batch, i, image)
     control.job_no = batch.n + 1
-    return True
+    return not stopped
 
 
 def _add_image(run: _Job, init: InitState, batch: Batch, i: int, decoded: Image.Image) -> None:
@@ -218,12 +238,13 @@ def _save_sample(run: _Job, finished: FinishedImage, text: str, batch: Batch, i:
     assert folder is not None
     for image, suffix in variants:
         if image is not None:
+            run.check()
             outputs.files.append(save_image(
                 image, folder, decoration=decoration, infotext=stored, extension=options.samples_format,
                 suffix=suffix, jpeg_quality=options.jpeg_quality, webp_lossless=options.webp_lossless))
 
 
-def _result(run: _Job, init: InitState, last: Batch, timestamp: str) -> Img2ImgResult:
+def _result(run: _Job, init: InitState | None, last: Batch, timestamp: str) -> Img2ImgResult:
     job, options, outputs = run.job, run.options, run.outputs
     if not run.infotexts:
         run.infotexts.append(run.infotext(last.prompts[0], last.negative_prompts[0], last.seeds[0], last.subseeds[0]))

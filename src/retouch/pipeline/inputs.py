@@ -7,6 +7,7 @@ overlays, masked-content fill, colour-correction targets. Mask polarity: 255 = r
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,8 +40,10 @@ class PreparedInputs:
     comments: list[str] = field(default_factory=list)
 
 
-def prepare_inputs(params: Img2ImgParams, options: Options) -> PreparedInputs:
-    """Flatten, resize/crop, mask, overlay and fill the init images (spec §3.1–§3.7)."""
+def prepare_inputs(params: Img2ImgParams, options: Options,
+                   check: Callable[[], None] | None = None) -> PreparedInputs:
+    """Flatten, resize/crop, mask, overlay and fill the init images (spec §3.1–§3.7); ``check()`` runs
+    before each image (an interrupt check)."""
     out = PreparedInputs(images=[])
     crop = None
     image_mask = params.image_mask
@@ -51,6 +54,8 @@ def prepare_inputs(params: Img2ImgParams, options: Options) -> PreparedInputs:
     out.image_mask = image_mask
     overlays: list[Image.Image] = []
     for img in params.init_images:
+        if check is not None:
+            check()
         if options.save_init_img:
             out.init_img_hash = hashlib.md5(img.tobytes()).hexdigest()
         image = flatten(img, options.img2img_background_color)

@@ -45,7 +45,7 @@ class InitState:
 def initialize(job: Img2ImgJob, model: Model, options: Options, hooks: JobHooks) -> InitState:
     """Prepare the inputs, encode them, and build masks and image conditioning (A1111 ``init()``)."""
     params = job.params
-    prepared = prepare_inputs(params, options)
+    prepared = prepare_inputs(params, options, hooks.check)
     extra = {"Denoising strength": params.denoising_strength, **prepared.extra_params}
     with torch.inference_mode():
         pixels, batch_size = batch_pixels(prepared.images, params.batch_size)

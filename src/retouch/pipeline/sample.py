@@ -10,6 +10,7 @@ latents is :meth:`InpaintBlend.apply`, the same object the stack blends with.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,16 +79,16 @@ def plan_job_sampling(job: Img2ImgJob, model: Model, options: Options) -> Sampli
 
 
 def encode_conditioning(model: Model, job: Img2ImgJob, options: Options, texts: list[str],
-                        negatives: list[str]) -> BatchConditioning:
+                        negatives: list[str], check: Callable[[], None] | None = None) -> BatchConditioning:
     """Prompt schedules of a batch, encoded (A1111 ``setup_conds``). ``texts`` are the prompts with
-    extra-network tags removed."""
+    extra-network tags removed; ``check()`` runs before each prompt's encoding."""
     params = job.params
     steps = job.sampler.total_steps(params.steps)
     positive = PromptContext(options, params.width, params.height)
     negative = dataclasses.replace(positive, is_negative=True)
     with torch.inference_mode():
-        uncond = get_learned_conditioning(model, negatives, steps, negative)
-        cond = get_multicond_learned_conditioning(model, texts, steps, positive)
+        uncond = get_learned_conditioning(model, negatives, steps, negative, check=check)
+        cond = get_multicond_learned_conditioning(model, texts, steps, positive, check=check)
     if image_cfg_scale(job, model) not in (None, 1.0) and any(len(parts) > 1 for parts in cond.batch):
         raise ValueError("prompt: AND is not supported for InstructPix2Pix models unless image_cfg_scale is 1.0")
     return BatchConditioning(cond, uncond)
