@@ -100,52 +100,114 @@ def _seed_params(info: GenerationInfo, subseed: int | None) -> dict[str, Any]:
 
 
 def parse_infotext(text: str) -> tuple[str, str, dict[str, str]]:
-    """Split an infotext into prompt, negative prompt and the ``Key: value`` pairs (values unquoted)."""
-    lines = text.strip().split("\n")
-    params_line = lines[-1] if lines and _looks_like_params(lines[-1]) else ""
-    body = lines[:-1] if params_line else lines
+    """Split an infotext into prompt, negative prompt and the ``Key: value`` pairs, as A1111's
+    ``parse_generation_parameters`` does: the last line holds the parameters only if it has at least
+    three of them; a quoted value is JSON-unquoted, and kept as written when it cannot be."""
+    *lines, last = text.strip().split("\n")
+    pairs = param_pairs(last)
+    if len(pairs) < 3:
+        lines.append(last)
+        pairs = []
     prompt_lines: list[str] = []
     negative_lines: list[str] = []
     in_negative = False
-    for line in body:
+    for line in lines:
+        line = line.strip()
         if line.startswith("Negative prompt:"):
             in_negative = True
-            line = line[len("Negative prompt:"):].strip()
+            line = line[16:].strip()
         (negative_lines if in_negative else prompt_lines).append(line)
-    return "\n".join(prompt_lines), "\n".join(negative_lines), _parse_params(params_line)
+    params = {}
+    for key, value in pairs:
+        if value.startswith('"') and value.endswith('"'):
+            value = _unquote(value)
+        params[key] = value
+    return "\n".join(prompt_lines), "\n".join(negative_lines), params
 
 
-def _looks_like_params(line: str) -> bool:
-    return line.startswith("Steps: ") or ": " in line and "," in line
+def _unquote(value: str) -> str:
+    try:
+        unquoted = json.loads(value)
+    except ValueError:
+        return value
+    return unquoted if isinstance(unquoted, str) else value
 
 
-def _parse_params(line: str) -> dict[str, str]:
-    out: dict[str, str] = {}
+def _is_key_char(c: str) -> bool:
+    return c.isalnum() or c in "_ -/"
+
+
+def param_pairs(line: str) -> list[tuple[str, str]]:
+    """The ``(key, raw value)`` pairs that A1111's pattern
+    ``\\s*(\\w[\\w \\-/]+):\\s*("(?:\\\\.|[^\\\\"])+"|[^,]*)(?:,|$)`` finds in ``line``
+    (``re.findall``), in linear time: the pattern backtracks quadratically over a long run of key
+    characters with no colon after it.
+
+    A key is a run of word characters, spaces, ``-`` and ``/`` ending at a colon; the match starts at the
+    run's first word character and needs two characters. No match can start inside a run that does not
+    end at a colon, so the scan skips it whole.
+    """
+    pairs: list[tuple[str, str]] = []
     i, n = 0, len(line)
     while i < n:
-        while i < n and line[i] in " ,":
+        end = i
+        while end < n and _is_key_char(line[end]):
+            end += 1
+        if end == i:
             i += 1
-        colon = line.find(":", i)
-        comma = line.find(",", i)
-        if colon == -1 or (comma != -1 and comma < colon):
-            end = comma if comma != -1 else n
-            key = line[i:end].strip()
-            if key:
-                out[key] = key
-            i = end + 1
             continue
-        key = line[i:colon].strip()
-        j = colon + 1
-        while j < n and line[j] == " ":
-            j += 1
-        if j < n and line[j] == '"':
-            decoder = json.JSONDecoder()
-            value, end = decoder.raw_decode(line, j)
-            out[key] = str(value)
-            i = end
+        if end < n and line[end] == ":":
+            start = next((k for k in range(i, end) if line[k].isalnum() or line[k] == "_"), end)
+            if end - start >= 2:
+                value_start = end + 1
+                while value_start < n and line[value_start].isspace():
+                    value_start += 1
+                value, i = _param_value(line, value_start)
+                pairs.append((line[start:end], value))
+                continue
+        i = end
+    return pairs
+
+
+def _param_value(line: str, start: int) -> tuple[str, int]:
+    """The value at ``start`` and where the next search starts: a quoted string directly followed by a
+    comma or the end, else everything up to the next comma."""
+    n = len(line)
+    if start < n and line[start] == '"':
+        k = start + 1
+        while k < n and line[k] != '"':
+            k += 2 if line[k] == "\\" and k + 1 < n else 1
+        if k < n and k > start + 1 and (k + 1 == n or line[k + 1] == ","):
+            return line[start:k + 1], k + 2
+    comma = line.find(",", start)
+    if comma == -1:
+        return line[start:], n
+    return line[start:comma], comma + 1
+
+
+# What A1111's parse_generation_parameters adds when an infotext does not say (v1.10.1, in its order)
+_PASTE_DEFAULTS: tuple[tuple[str, Any], ...] = (
+    ("Clip skip", "1"), ("Hires resize-1", 0), ("Hires resize-2", 0), ("Hires sampler", "Use same sampler"),
+    ("Hires checkpoint", "Use same checkpoint"), ("Hires prompt", ""), ("Hires negative prompt", ""),
+    ("Mask mode", "Inpaint masked"), ("Masked content", "original"), ("Inpaint area", "Whole picture"),
+    ("Masked area padding", 32), ("RNG", "GPU"), ("Schedule type", "Automatic"), ("Schedule max sigma", 0),
+    ("Schedule min sigma", 0), ("Schedule rho", 0), ("VAE Encoder", "Full"), ("VAE Decoder", "Full"),
+    ("FP8 weight", "Disable"),
+)
+
+
+def generation_parameters(text: str) -> dict[str, Any]:
+    """A1111's ``parse_generation_parameters`` result (what ``/sdapi/v1/png-info`` returns as
+    ``parameters``): ``Prompt``, ``Negative prompt``, every pair (``WxH`` values split into ``Key-1`` /
+    ``Key-2``), then the defaults A1111 fills in for keys the text does not have."""
+    prompt, negative, params = parse_infotext(text)
+    out: dict[str, Any] = {"Prompt": prompt, "Negative prompt": negative}
+    for key, value in params.items():
+        width, x, height = value.partition("x")
+        if x and width.isdigit() and height.isdigit() and width.isascii() and height.isascii():
+            out[f"{key}-1"], out[f"{key}-2"] = width, height
         else:
-            end = line.find(",", j)
-            end = n if end == -1 else end
-            out[key] = line[j:end].strip()
-            i = end
+            out[key] = value
+    for key, value in _PASTE_DEFAULTS:
+        out.setdefault(key, value)
     return out

@@ -24,9 +24,14 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 
+MAX_INT = 2**53  # options are JSON numbers: integers beyond this are not exact in every client
+MAX_TEXT = 10_000  # characters in a string option
+MAX_ITEMS = 1_000  # items in a list option
+
+
 def _opt(default: Any, *, choices: tuple[Any, ...] | None = None, lo: float | None = None,
-         hi: float | None = None) -> Any:
-    return field(default=default, metadata={"choices": choices, "lo": lo, "hi": hi})
+         hi: float | None = None, color: bool = False) -> Any:
+    return field(default=default, metadata={"choices": choices, "lo": lo, "hi": hi, "color": color})
 
 
 @dataclass(frozen=True)
@@ -36,7 +41,7 @@ class Options:
     img2img_extra_noise: float = _opt(0.0, lo=0.0)
     img2img_fix_steps: bool = _opt(False)
     img2img_color_correction: bool = _opt(False)
-    img2img_background_color: str = _opt("#ffffff")
+    img2img_background_color: str = _opt("#ffffff", color=True)
     inpainting_mask_weight: float = _opt(1.0, lo=0.0, hi=1.0)
     overlay_inpaint: bool = _opt(True)
     return_mask: bool = _opt(False)
@@ -56,7 +61,7 @@ class Options:
     token_merging_ratio_hr: float = _opt(0.0, lo=0.0, hi=0.9)
     # random numbers (spec §5)
     randn_source: str = _opt("GPU", choices=("GPU", "CPU", "NV"))
-    eta_noise_seed_delta: int = _opt(0)
+    eta_noise_seed_delta: int = _opt(0, lo=0, hi=2**32)  # added to seeds (< 2^32): stays a valid seed
     enable_batch_seeds: bool = _opt(True)
     no_dpmpp_sde_batch_determinism: bool = _opt(False)
     # samplers and schedules (spec §4)
@@ -126,7 +131,7 @@ class Options:
     grid_format: str = _opt("png", choices=("png", "jpg", "jpeg", "webp"))
     grid_only_if_multiple: bool = _opt(True)
     grid_prevent_empty_spots: bool = _opt(False)
-    grid_background_color: str = _opt("#ffffff")
+    grid_background_color: str = _opt("#ffffff", color=True)
     return_grid: bool = _opt(True)
     n_rows: int = _opt(-1, lo=-1)
     jpeg_quality: int = _opt(80, lo=1, hi=100)
@@ -164,10 +169,12 @@ class Options:
         changes: dict[str, Any] = {}
         inert = dict(self.inert)
         for name, value in overrides.items():
+            if not isinstance(name, str):
+                raise ValueError(f"override_settings: option names are strings, got {name!r}")
             if name in typed:
                 changes[name] = value
             elif name in inert_defaults():
-                inert[name] = value
+                inert[name] = _check_inert(name, value, inert_defaults()[name])
             else:
                 raise ValueError(f"override_settings: unknown option {name!r}; it is not an AUTOMATIC1111 "
                                  f"option name (see GET /sdapi/v1/options for the list)")
@@ -195,28 +202,23 @@ def inert_defaults() -> Mapping[str, Any]:
 
 
 def _coerce(f: dataclasses.Field, value: Any) -> Any:
-    name, kind = f.name, f.type
+    """A typed option's value, checked by type, range and choices (``ValueError`` naming the option)."""
+    name, kind = f.name, str(f.type)
     meta = f.metadata
     if value is None:
         if "None" in kind:
             return None
         raise ValueError(f"option {name} must not be null")
     if kind.startswith("bool"):
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, int) and value in (0, 1):
-            return bool(value)
-        raise ValueError(f"option {name} must be true or false, got {value!r}")
+        return _as_bool(name, value)
     if kind.startswith("int"):
-        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
-            raise ValueError(f"option {name} must be an integer, got {value!r}")
-        value = int(value)
+        value = _as_int(name, value)
     elif kind.startswith("float"):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise ValueError(f"option {name} must be a finite number, got {value!r}")
-        value = float(value)
-    elif kind.startswith("str") and not isinstance(value, str):
-        raise ValueError(f"option {name} must be a string, got {value!r}")
+        value = _as_float(name, value)
+    elif kind.startswith("str"):
+        value = _as_text(name, value)
+        if meta.get("color"):
+            _check_color(name, value)
     if meta.get("choices") and value not in meta["choices"]:
         raise ValueError(f"option {name} must be one of {list(meta['choices'])}, got {value!r}")
     if meta.get("lo") is not None and value < meta["lo"]:
@@ -224,3 +226,77 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
     if meta.get("hi") is not None and value > meta["hi"]:
         raise ValueError(f"option {name} must be <= {meta['hi']}, got {value!r}")
     return value
+
+
+def _as_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ValueError(f"option {name} must be true or false, got {value!r}")
+
+
+def _as_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+            or int(value) != value:
+        raise ValueError(f"option {name} must be an integer, got {value!r}")
+    if abs(value) > MAX_INT:
+        raise ValueError(f"option {name} must be between {-MAX_INT} and {MAX_INT}, got {value!r}")
+    return int(value)
+
+
+def _as_float(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"option {name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _as_text(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"option {name} must be a string, got {value!r}")
+    if len(value) > MAX_TEXT:
+        raise ValueError(f"option {name} must be at most {MAX_TEXT} characters, got {len(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"option {name} holds invalid Unicode (a lone surrogate)") from None
+    return value
+
+
+def _check_color(name: str, value: str) -> None:
+    from PIL import ImageColor
+
+    try:
+        ImageColor.getrgb(value)
+    except ValueError:
+        raise ValueError(f"option {name} must be a colour (e.g. #ffffff or white), got {value!r}") from None
+
+
+def _check_inert(name: str, value: Any, default: Any) -> Any:
+    """An option retouch does not act on still gets a value of its A1111 type, fit to send back as JSON."""
+    if default is None or value is None:
+        return _check_json(name, value)
+    if isinstance(default, bool):
+        return _as_bool(name, value)
+    if isinstance(default, int):
+        return _as_int(name, value)
+    if isinstance(default, float):
+        return _as_float(name, value)
+    if isinstance(default, str):
+        return _as_text(name, value)
+    if isinstance(default, list):
+        if not isinstance(value, list) or len(value) > MAX_ITEMS:
+            raise ValueError(f"option {name} must be a list of at most {MAX_ITEMS} items, got {value!r}"[:300])
+        return [_check_json(f"{name}[{i}]", item) for i, item in enumerate(value)]
+    return _check_json(name, value)
+
+
+def _check_json(name: str, value: Any) -> Any:
+    """Scalars only (null, bool, finite number, short valid string)."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return _as_float(name, value) if isinstance(value, float) else _as_int(name, value)
+    if isinstance(value, str):
+        return _as_text(name, value)
+    raise ValueError(f"option {name} must be a string, number, boolean or null, got {type(value).__name__}")

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from retouch.modes import InpaintFill, ResizeMode
+from retouch.prompt_parser import check_prompt_size
 
 if TYPE_CHECKING:
     from retouch.sampling.registry import SamplerSpec
@@ -28,6 +29,10 @@ __all__ = ["Img2ImgJob", "Img2ImgParams", "InpaintFill", "ResizeMode", "expand_s
 MAX_SIDE = 16384
 MAX_STEPS = 1000
 MAX_BATCH = 64
+MAX_ITERATIONS = 10000
+# Seeds are used as given, negatives included (torch maps them into uint64; spec §5.1). Within ±2^63 a seed
+# plus its batch offset and ENSD (< 2^33) stays a valid 64-bit generator seed.
+MIN_SEED, MAX_SEED = -(2**63), 2**63 - 1
 
 
 def _f(default: Any = None, help: str = "", cli: bool = True, factory: Any = None) -> Any:
@@ -94,11 +99,15 @@ class Img2ImgParams:
         for name in ("seed_resize_from_h", "seed_resize_from_w"):
             _check_int(name, getattr(self, name), lo=-1, hi=MAX_SIDE)
         _check_int("batch_size", self.batch_size, lo=1, hi=MAX_BATCH)
-        _check_int("n_iter", self.n_iter, lo=1, hi=10000)
+        _check_int("n_iter", self.n_iter, lo=1, hi=MAX_ITERATIONS)
         _check_int("steps", self.steps, lo=1, hi=MAX_STEPS)
         _check_number("cfg_scale", self.cfg_scale)
         _check_int("width", self.width, lo=8, hi=MAX_SIDE)
         _check_int("height", self.height, lo=8, hi=MAX_SIDE)
+        for name in ("restore_faces", "tiling"):
+            _check_bool(name, getattr(self, name), allow_none=True)
+        for name in ("mask_round", "inpaint_full_res", "disable_extra_networks"):
+            _check_bool(name, getattr(self, name))
         if self.restore_faces:
             raise ValueError("restore_faces: face restoration (CodeFormer/GFPGAN) is not supported by retouch; "
                              "set it to false")
@@ -114,7 +123,8 @@ class Img2ImgParams:
         for name in ("mask_blur_x", "mask_blur_y", "inpaint_full_res_padding"):
             _check_int(name, getattr(self, name), lo=0, hi=MAX_SIDE)
         _check_choice("inpainting_fill", self.inpainting_fill, InpaintFill)
-        _check_int("inpainting_mask_invert", int(self.inpainting_mask_invert), lo=0, hi=1)
+        invert = self.inpainting_mask_invert
+        _check_int("inpainting_mask_invert", int(invert) if isinstance(invert, bool) else invert, lo=0, hi=1)
         for name in ("image_mask", "latent_mask"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Image.Image):
@@ -199,21 +209,40 @@ def _check_text(name: str, value: Any, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
     if isinstance(value, str):
+        check_prompt_size(name, value)
         return
     if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
+        for i, text in enumerate(value):
+            check_prompt_size(f"{name}[{i}]", text)
         return
-    raise ValueError(f"{name} must be a string or a non-empty list of strings, got {value!r}")
+    raise ValueError(f"{name} must be a string or a non-empty list of strings, got {str(value)[:100]!r}")
 
 
 def _check_seed(name: str, value: Any) -> None:
-    if value is None or isinstance(value, str):
-        return  # A1111: unparsable strings and None mean "random"
+    if value is None:
+        return  # A1111: None means "random"
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            return  # A1111: an unparsable string means "random"
     if isinstance(value, list | tuple):
         if not value or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             raise ValueError(f"{name} must be an integer or a non-empty list of integers, got {value!r}")
+        for v in value:
+            _check_int(name, v, lo=MIN_SEED, hi=MAX_SEED)
         return
-    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+            or int(value) != value:
         raise ValueError(f"{name} must be an integer, got {value!r}")
+    _check_int(name, value, lo=MIN_SEED, hi=MAX_SEED)
+
+
+def _check_bool(name: str, value: Any, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int) -> None:

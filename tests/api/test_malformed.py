@@ -69,7 +69,8 @@ MALFORMED = [
     ("unknown always-on script", base(alwayson_scripts={"ControlNet": {"args": []}}), 422, "always on script"),
     ("unknown field", base(wibble=1), 422, "unknown fields: wibble"),
     ("unknown checkpoint", base(override_settings={"sd_model_checkpoint": "x"}), 422, "unknown checkpoint"),
-    ("bad infotext value", base(infotext="p\nSteps: lots"), 422, "infotext: bad value for 'Steps'"),
+    ("bad infotext value", base(infotext="p\nSteps: lots, Sampler: Euler, Seed: 1"), 422,
+     "infotext: bad value for 'Steps'"),
     ("tiling with TAESD", base(override_settings={"sd_vae_encode_method": "TAESD"}), 422, "not supported"),
     # images
     ("missing images", {"prompt": "x"}, 404, "Init image not found"),

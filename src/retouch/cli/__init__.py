@@ -58,6 +58,19 @@ def _serve_parser(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--allow-image-urls", action="store_true",
                        help="fetch http(s) image URLs in requests (never from local/private addresses)")
     serve.add_argument("--max-pixels", type=int, default=4096 * 4096, help="largest accepted image (pixels)")
+    limits = serve.add_argument_group("limits (what one request or connection may cost)")
+    limits.add_argument("--max-body-mb", type=float, default=64.0,
+                        help="largest request body; larger ones get 413 before they are read (default 64)")
+    limits.add_argument("--max-images", type=int, default=100,
+                        help="n_iter × batch_size one request may ask for (default 100)")
+    limits.add_argument("--max-job-steps", type=int, default=10_000,
+                        help="n_iter × batch_size × steps one request may ask for (default 10000)")
+    limits.add_argument("--body-timeout", type=float, default=60.0,
+                        help="seconds a client has to send a whole request body (default 60)")
+    limits.add_argument("--header-timeout", type=float, default=10.0,
+                        help="seconds a client has to send a request's headers (default 10)")
+    limits.add_argument("--max-connections", type=int, default=512,
+                        help="open connections; more are closed at once (default 512)")
 
 
 def main(argv: list[str] | None = None) -> int:

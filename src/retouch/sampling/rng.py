@@ -49,7 +49,7 @@ class PhiloxGenerator:
     """A seeded generator whose ``randn`` equals CUDA ``torch.randn`` (A1111's "NV" source)."""
 
     def __init__(self, seed: int):
-        self.seed = int(seed)
+        self.seed = int(seed) % 2**64  # negatives wrap into uint64, as numpy 1.x did for A1111
         self.offset = 0
 
     def randn(self, shape: Sequence[int]) -> np.ndarray:

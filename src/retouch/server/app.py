@@ -8,6 +8,8 @@ results and errors in A1111's shapes. Routes live in :mod:`retouch.server.routes
 from __future__ import annotations
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 
 from retouch import __version__
 from retouch.server.auth import basic_auth
@@ -15,7 +17,9 @@ from retouch.server.backend import Backend, LocalBackend
 from retouch.server.checkpoints import ModelManager
 from retouch.server.errors import ApiError, envelope
 from retouch.server.routes import catalog, img2img, info, progress
+from retouch.server.routing import BodyLimits
 from retouch.server.state import ServerConfig, ServerState
+from retouch.server.strict_json import json_safe
 
 __all__ = ["ServerConfig", "create_app", "local_backend"]
 
@@ -33,6 +37,7 @@ def create_app(backend: Backend | None = None, config: ServerConfig | None = Non
     backend = backend or local_backend(config)
     app = FastAPI(title="retouch", version=__version__, description="AUTOMATIC1111-compatible img2img / inpainting API")
     app.state.server = ServerState(config=config, backend=backend, options=config.options)
+    app.state.body_limits = BodyLimits(max_bytes=int(config.max_body_mb * 2**20), read_timeout=config.body_timeout)
     if config.api_auth:
         app.middleware("http")(basic_auth(config.api_auth))
     _add_error_handlers(app)
@@ -42,6 +47,12 @@ def create_app(backend: Backend | None = None, config: ServerConfig | None = Non
 
 
 def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, e: RequestValidationError):
+        # FastAPI's own shape ({"detail": [...]}, as A1111's API answers it), made JSON-safe
+        errors = [{k: _brief(v) if k == "input" else v for k, v in error.items() if k != "ctx"} for error in e.errors()]
+        return JSONResponse(status_code=422, content=json_safe({"detail": errors}))
+
     @app.exception_handler(ApiError)
     async def api_error(_: Request, e: ApiError):
         return envelope(e.status_code, e.error, e.detail, headers=e.headers or None)
@@ -53,3 +64,12 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(_: Request, e: Exception):
         return envelope(500, type(e).__name__, str(e))
+
+
+def _brief(value: object, limit: int = 200) -> object:
+    """An echoed input, cut short: a wrong value is named, not sent back whole."""
+    if isinstance(value, str) and len(value) > limit:
+        return value[:limit] + f"… ({len(value)} characters)"
+    if isinstance(value, list | dict) and len(repr(value)) > limit:
+        return f"<{type(value).__name__} of {len(value)} items>"
+    return value

@@ -77,6 +77,8 @@ class ModelManager:
 
     def find(self, name: str) -> Checkpoint:
         """A checkpoint by title, file name, stem or short hash (as A1111 matches them)."""
+        if not isinstance(name, str):
+            raise ValueError(f"sd_model_checkpoint must be a checkpoint name (a string), got {name!r}"[:200])
         for ckpt in self.checkpoints.values():
             if name in (ckpt.title, ckpt.name, ckpt.model_name) or (ckpt.short_hash and name == ckpt.short_hash):
                 return ckpt

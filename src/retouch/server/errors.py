@@ -1,10 +1,15 @@
-"""Errors in A1111's JSON envelope (``{"error", "detail", "body", "errors"}``)."""
+"""Errors in A1111's JSON envelope (``{"error", "detail", "body", "errors"}``), always serialisable."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi.responses import JSONResponse
+
+from retouch.server.strict_json import json_safe
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")  # "<_io.BytesIO object at 0x7f…>" says nothing useful, and leaks
 
 
 class ApiError(Exception):
@@ -19,7 +24,13 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+def scrub(text: str) -> str:
+    """An error message fit to send: no memory addresses."""
+    return _ADDRESS.sub("", text)
+
+
 def envelope(status: int, error: str, detail: Any, body: Any = "", errors: str = "",
              headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(status_code=status, headers=headers,
-                        content={"error": error, "detail": detail, "body": body, "errors": errors or str(detail)})
+    detail = scrub(detail) if isinstance(detail, str) else detail
+    content = {"error": error, "detail": detail, "body": body, "errors": scrub(errors or str(detail))}
+    return JSONResponse(status_code=status, headers=headers, content=json_safe(content))

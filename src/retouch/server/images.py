@@ -9,7 +9,6 @@ import ipaddress
 import socket
 import urllib.parse
 import urllib.request
-import warnings
 
 from PIL import Image, UnidentifiedImageError
 
@@ -19,42 +18,50 @@ from retouch.server.errors import ApiError
 MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
 
 
+ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")  # what A1111 users send; never EPS & co.
+
+
 def decode_image(value: object, field: str, *, max_pixels: int, allow_urls: bool) -> Image.Image:
     """A request image → PIL (EXIF-transposed, palette transparency → RGBA), or an :class:`ApiError`."""
+    image = open_image(image_bytes(value, field, allow_urls=allow_urls), field, max_pixels)
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ApiError(422, f"{field}: invalid encoded image ({e})", "ValueError") from None
+    return fix_image(image)
+
+
+def image_bytes(value: object, field: str, *, allow_urls: bool) -> bytes:
+    """The encoded image a request field carries: base64, a ``data:image/…;base64,`` URI, or a URL."""
     if not isinstance(value, str) or not value:
         raise ApiError(422, f"{field}: expected a base64-encoded image, got {type(value).__name__}", "ValueError")
     if value.startswith(("http://", "https://")):
-        data = _fetch(value, field, allow_urls)
-    else:
-        if value.startswith("data:image/"):
-            try:
-                value = value.split(";", 1)[1].split(",", 1)[1]
-            except IndexError:
-                raise ApiError(422, f"{field}: malformed data URI", "ValueError") from None
+        return _fetch(value, field, allow_urls)
+    if value.startswith("data:image/"):
         try:
-            data = base64.b64decode(value, validate=False)
-        except (binascii.Error, ValueError) as e:
-            raise ApiError(422, f"{field}: invalid base64 ({e})", "ValueError") from None
-    return _open(data, field, max_pixels)
-
-
-def _open(data: bytes, field: str, max_pixels: int) -> Image.Image:
+            value = value.split(";", 1)[1].split(",", 1)[1]
+        except IndexError:
+            raise ApiError(422, f"{field}: malformed data URI", "ValueError") from None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            if image.width * image.height > max_pixels:
-                raise ApiError(413, f"{field}: image of {image.width}x{image.height} pixels is larger than this "
-                                    f"server's limit of {max_pixels} pixels", "PayloadTooLarge")
-            image.load()
-    except ApiError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        return base64.b64decode(value, validate=False)
+    except (binascii.Error, ValueError) as e:
+        raise ApiError(422, f"{field}: invalid base64 ({e})", "ValueError") from None
+
+
+def open_image(data: bytes, field: str, max_pixels: int) -> Image.Image:
+    """The image's header only (nothing decoded yet); its size checked against ``max_pixels``."""
+    try:
+        image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+    except Image.DecompressionBombError as e:
         raise ApiError(413, f"{field}: image larger than this server's limit of {max_pixels} pixels ({e})",
                        "PayloadTooLarge") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ApiError(422, f"{field}: invalid encoded image ({e})", "ValueError") from None
-    return fix_image(image)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ApiError(422, f"{field}: invalid encoded image ({e}); send PNG, JPEG, WebP, BMP, TIFF or GIF",
+                       "ValueError") from None
+    if image.width * image.height > max_pixels:
+        raise ApiError(413, f"{field}: image of {image.width}x{image.height} pixels is larger than this "
+                            f"server's limit of {max_pixels} pixels", "PayloadTooLarge")
+    return image
 
 
 def _fetch(url: str, field: str, allow_urls: bool) -> bytes:

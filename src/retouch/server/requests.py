@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from retouch.options import Options
-from retouch.params import Img2ImgParams
+from retouch.params import MAX_BATCH, MAX_ITERATIONS, MAX_STEPS, Img2ImgParams
 from retouch.pipeline import check_supported
 from retouch.server.backend import JobRequest
 from retouch.server.errors import ApiError
@@ -17,7 +17,7 @@ from retouch.server.images import decode_image
 from retouch.server.infotext_fields import apply_infotext
 from retouch.server.jobs import new_task_id
 from retouch.server.schemas import IGNORED_FIELDS, Img2ImgRequest
-from retouch.server.state import ServerState
+from retouch.server.state import ServerConfig, ServerState
 
 _IMAGE_FIELDS = ("init_images", "image_mask", "latent_mask")
 
@@ -28,6 +28,7 @@ def job_request(req: Img2ImgRequest, state: ServerState) -> JobRequest:
     values = req.model_dump()
     apply_infotext(values, req.model_fields_set)
     _check_api_values(values)
+    _check_cost(values, state.config)
     overrides = dict(values.get("override_settings") or {})
     checkpoint = overrides.pop("sd_model_checkpoint", None)
     try:
@@ -70,6 +71,23 @@ def _check_api_values(values: dict[str, Any]) -> None:
     batch = values.get("batch_size")
     if isinstance(batch, int) and len(init) > max(batch, 1):
         raise ApiError(422, f"init_images: bad number of images passed: {len(init)}; expecting {batch} or less",
+                       "ValueError")
+
+
+def _check_cost(values: dict[str, Any], config: ServerConfig) -> None:
+    """What one request may ask of the worker (``--max-images``, ``--max-job-steps``)."""
+    n_iter, batch_size, steps = (values.get(name) for name in ("n_iter", "batch_size", "steps"))
+    bounds = ((n_iter, MAX_ITERATIONS), (batch_size, MAX_BATCH), (steps, MAX_STEPS))
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= hi for v, hi in bounds):
+        return  # a value out of its own range: the parameters' validation names the field
+    assert isinstance(n_iter, int) and isinstance(batch_size, int) and isinstance(steps, int)
+    if n_iter * batch_size > config.max_images:
+        raise ApiError(422, f"n_iter × batch_size: {n_iter} × {batch_size} = {n_iter * batch_size} images, more "
+                            f"than this server's limit of {config.max_images} per request (--max-images)",
+                       "ValueError")
+    if n_iter * batch_size * steps > config.max_job_steps:
+        raise ApiError(422, f"n_iter × batch_size × steps: {n_iter * batch_size * steps} sampling steps, more than "
+                            f"this server's limit of {config.max_job_steps} per request (--max-job-steps)",
                        "ValueError")
 
 

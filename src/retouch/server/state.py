@@ -25,6 +25,14 @@ class ServerConfig:
     options: Options = field(default_factory=Options)
     load_kwargs: dict = field(default_factory=dict)  # precision / channels_last for load_model
     vae_tiling: str = "auto"
+    # what one request may cost (answered 413/422 before anything is decoded or queued)
+    max_body_mb: float = 64.0
+    max_images: int = 100  # n_iter × batch_size
+    max_job_steps: int = 10_000  # n_iter × batch_size × steps
+    # what a connection may hold (uvicorn)
+    body_timeout: float = 60.0  # seconds to receive a whole request body
+    header_timeout: float = 10.0  # seconds to receive a request's headers
+    max_connections: int = 512
 
 
 @dataclass

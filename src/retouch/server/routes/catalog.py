@@ -10,8 +10,9 @@ from retouch.sampling import registry
 from retouch.sampling.schedules import SCHEDULERS
 from retouch.server.errors import ApiError
 from retouch.server.routes import State
+from retouch.server.routing import GuardedRoute
 
-router = APIRouter()
+router = APIRouter(route_class=GuardedRoute)
 
 _INNER_MODEL_SCHEDULERS = ("uniform", "sgm_uniform", "simple", "normal", "ddim", "beta")
 

@@ -6,21 +6,24 @@ import base64
 import time
 
 from fastapi import APIRouter, Response
+from starlette.concurrency import run_in_threadpool
 
 from retouch.outputs import encode_image, image_texts
 from retouch.server.backend import Cancelled, QueueFull
 from retouch.server.errors import ApiError
 from retouch.server.requests import job_request
 from retouch.server.routes import State
+from retouch.server.routing import GuardedRoute
 from retouch.server.schemas import ImageToImageResponse, Img2ImgRequest
 
-router = APIRouter()
+router = APIRouter(route_class=GuardedRoute)
 
 
 @router.post("/sdapi/v1/img2img", response_model=ImageToImageResponse)
 async def img2img(req: Img2ImgRequest, response: Response, state: State):
     received = time.perf_counter()
-    request = job_request(req, state)
+    # decoding and validating grow with the request: never on the event loop
+    request = await run_in_threadpool(job_request, req, state)
     timing = {"decode": time.perf_counter() - received}
     try:
         outcome = await state.backend.run(request)
@@ -34,7 +37,7 @@ async def img2img(req: Img2ImgRequest, response: Response, state: State):
     state.job_timestamp = outcome.job_timestamp
     options = state.options
     encoding = time.perf_counter()
-    images = [_b64(image, options.samples_format, options.jpeg_quality) for image in outcome.images] \
+    images = await run_in_threadpool(_encode_all, outcome.images, options.samples_format, options.jpeg_quality) \
         if req.send_images else []
     timing["encode"] = time.perf_counter() - encoding
     # Standard Server-Timing header (milliseconds): where the request's time went, for clients and benchmarks
@@ -44,6 +47,10 @@ async def img2img(req: Img2ImgRequest, response: Response, state: State):
         parameters["init_images"] = None
         parameters["mask"] = None
     return ImageToImageResponse(images=images, parameters=parameters, info=outcome.info)
+
+
+def _encode_all(images: list, fmt: str, quality: int) -> list[str]:
+    return [_b64(image, fmt, quality) for image in images]
 
 
 def _b64(image, fmt: str, quality: int) -> str:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
 
-from retouch.infotext import parse_infotext
+from retouch.infotext import generation_parameters
 from retouch.server.images import decode_image
 from retouch.server.routes import State
+from retouch.server.routing import GuardedRoute
 from retouch.server.schemas import PNGInfoRequest
+from retouch.server.strict_json import json_safe
 
-router = APIRouter()
+router = APIRouter(route_class=GuardedRoute)
 
 
 @router.get("/internal/ping")
@@ -19,15 +22,17 @@ async def ping():
 
 @router.post("/sdapi/v1/png-info")
 async def png_info(req: PNGInfoRequest, state: State):
-    if not req.image.strip():
+    return await run_in_threadpool(_png_info, req.image, state.config.max_pixels)
+
+
+def _png_info(encoded: str, max_pixels: int) -> dict:
+    if not encoded.strip():
         return {"info": "", "items": {}, "parameters": {}}
-    image = decode_image(req.image, "image", max_pixels=state.config.max_pixels, allow_urls=False)
+    image = decode_image(encoded, "image", max_pixels=max_pixels, allow_urls=False)
     items = {k: v for k, v in image.info.items() if isinstance(v, str | int | float)}
     text = items.pop("parameters", "")
     text = text if isinstance(text, str) else str(text)
-    prompt, negative, params = parse_infotext(text) if text else ("", "", {})
-    parameters = {"Prompt": prompt, "Negative prompt": negative, **params} if text else {}
-    return {"info": text, "items": items, "parameters": parameters}
+    return json_safe({"info": text, "items": items, "parameters": generation_parameters(text) if text else {}})
 
 
 @router.get("/sdapi/v1/memory")

@@ -10,9 +10,10 @@ from fastapi import APIRouter
 from retouch.server.backend import TaskStatus
 from retouch.server.errors import ApiError
 from retouch.server.routes import State
+from retouch.server.routing import GuardedRoute
 from retouch.server.schemas import InterruptRequest, ProgressRequest
 
-router = APIRouter()
+router = APIRouter(route_class=GuardedRoute)
 
 
 def _idle_state(state: State) -> dict:
