@@ -57,6 +57,7 @@ def render(r: dict) -> str:
                          f"{row['peak_rss_mb']:.0f} MB |")
         lines.append("")
     lines += _comparisons(r.get("comparisons"))
+    lines += _soak(r.get("soak"))
     lines += _diffusers(r.get("diffusers"), "StableDiffusionImg2ImgPipeline")
     lines += _diffusers(r.get("diffusers_inpaint"), "StableDiffusionInpaintPipeline")
     load = r.get("load")
@@ -267,3 +268,24 @@ def _comparisons(comparisons: dict | None) -> list[str]:
         lines.append(f"| {label} | `{c['before']}` → `{c['after']}` | {c['rounds'] * c['runs']} | "
                      f"{b['wall']:.3f} → {a['wall']:.3f} s ({a['wall'] / b['wall'] - 1:+.1%}) | {cpu} | {ratios} |")
     return [*lines, ""]
+
+
+def _soak(soak: dict | None) -> list[str]:
+    if not soak:
+        return []
+    rss = [mb for _, mb in soak["rss_mb"]]
+    statuses = "; ".join(f"{kind}: " + ", ".join(f"{n}× {code}" for code, n in sorted(codes.items()))
+                         for kind, codes in sorted(soak["statuses"].items()))
+    series = ", ".join(f"{mb:.0f}" for mb in rss)
+    return [
+        "## Soak: 1,000 mixed requests against one server (`bench/run.py --sections soak`)",
+        "",
+        f"{soak['requests']} requests in {soak['seconds']:.0f} s — valid jobs (tiny model, 64², 4 steps), NaN "
+        "bodies, undecodable images, over-limit jobs, option writes (good and poisoned), png-info, progress. "
+        f"Server RSS: first {rss[0]:.0f} MB, last {rss[-1]:.0f} MB, highest {max(rss):.0f} MB.",
+        "",
+        f"RSS every 50 requests (MB): {series}.",
+        "",
+        f"Answers: {statuses}.",
+        "",
+    ]

@@ -239,6 +239,71 @@ def tiny_section(results: dict) -> None:
     print("tiny:", results["tiny"], flush=True)
 
 
+def soak_section(results: dict, total: int = 1000) -> None:
+    """1,000 mixed requests against one server (valid jobs, malformed and hostile bodies, options, png-info,
+    progress); the server's RSS every 50 requests."""
+    import random
+
+    import requests
+
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    server = subprocess.Popen([sys.executable, "-m", "retouch", "serve", "--port", str(port), "--max-job-steps", "40"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for(url)
+        image = _png_b64(64)
+        valid = {"init_images": [image], "width": 64, "height": 64, "steps": 4, "prompt": "a cat"}
+        kinds = [
+            ("job", lambda: requests.post(url + "/sdapi/v1/img2img", json={**valid, "seed": random.randrange(99)})),
+            ("nan", lambda: requests.post(url + "/sdapi/v1/img2img", data='{"init_images": [], "cfg_scale": NaN}',
+                                          headers={"Content-Type": "application/json"})),
+            ("bad image", lambda: requests.post(url + "/sdapi/v1/img2img", json={**valid, "init_images": ["QUJD"]})),
+            ("too many steps", lambda: requests.post(url + "/sdapi/v1/img2img", json={**valid, "steps": 500})),
+            ("options", lambda: requests.post(url + "/sdapi/v1/options", json={"jpeg_quality": random.randint(1, 100)})),
+            ("poison", lambda: requests.post(url + "/sdapi/v1/options", data='{"eta_noise_seed_delta": Infinity}',
+                                             headers={"Content-Type": "application/json"})),
+            ("png-info", lambda: requests.post(url + "/sdapi/v1/png-info", json={"image": image})),
+            ("progress", lambda: requests.get(url + "/sdapi/v1/progress")),
+        ]
+        rss, statuses, started = [], {}, time.perf_counter()
+        for i in range(total):
+            name, send = random.Random(i).choice(kinds)
+            status = send().status_code
+            statuses.setdefault(name, {}).setdefault(str(status), 0)
+            statuses[name][str(status)] += 1
+            if i % 50 == 0 or i == total - 1:
+                rss.append([i, requests.get(url + "/sdapi/v1/memory").json()["ram"]["used"] / 2**20])
+    finally:
+        server.terminate()
+        server.wait(10)
+    results["soak"] = {"requests": total, "seconds": time.perf_counter() - started, "rss_mb": rss,
+                       "statuses": statuses}
+    print("soak:", {"rss first/last/max": (rss[0][1], rss[-1][1], max(r for _, r in rss))}, flush=True)
+
+
+def _wait_for(url: str) -> None:
+    import requests
+
+    for _ in range(600):
+        try:
+            requests.get(url + "/internal/ping", timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise RuntimeError("the server did not start")
+
+
+def _png_b64(size: int) -> str:
+    import numpy as np
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8)).save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
 def server_timing(response) -> dict[str, float]:
     """The ``Server-Timing`` header (``name;dur=ms, …``) in seconds."""
     out = {}
@@ -298,7 +363,7 @@ def main() -> int:
         out.write_text(render(results))
 
     ckpt = folder = None
-    if set(sections) - {"tiny"}:
+    if set(sections) - {"tiny", "soak"}:
         ckpt, folder = prepare_sd15(cache_dir() / "bench")
     keep: dict = {}  # worker results shared between sections of this run
     steps = {
@@ -310,6 +375,7 @@ def main() -> int:
         "precision": lambda: precision_section(ckpt, results, 256, keep),
         "tiled": lambda: tiled_section(ckpt, results, 1024),
         "large": lambda: large_section(ckpt, results, 2048),  # ~25 min: `make bench-extra`
+        "soak": lambda: soak_section(results),  # ~2 min: `make bench-extra`
     }
     for name in sections:
         started = time.time()
