@@ -35,9 +35,8 @@ def render(r: dict) -> str:
         if "http_overhead" in t:
             lines.append(f"| HTTP overhead (request − the job's own time, from the `Server-Timing` header) | "
                          f"{_s({k: v * 1000 if k != 'n' else v for k, v in t['http_overhead'].items()}, 'ms', 1)} |")
-        for batch, ips in t["throughput"].items():
-            lines.append(f"| throughput, batch {batch} | {ips:.1f} images/s |")
         lines.append("")
+        lines += _throughput("Tiny model: images/s by batch size (64², Euler, 20 steps × 0.75)", t["throughput"])
     if "overhead" in r:
         lines += [
             "## Overhead: `process_images` vs its own network calls (SD1.5-sized)",
@@ -56,6 +55,11 @@ def render(r: dict) -> str:
                          f"{_s(row['network'])} | {row['ratio']['median']:.4f} | {row['calls']['unet']} | "
                          f"{row['peak_rss_mb']:.0f} MB |")
         lines.append("")
+    if "batch" in r:
+        b = r["batch"]
+        lines += _throughput(f"SD1.5-sized: images/s by batch size ({b['size']}², {b['precision']}, channels-last UNet, "
+                             f"Euler, {b['steps']} steps × 0.75; peak RSS {b['peak_rss_mb']:.0f} MB)",
+                             b["images_per_s"])
     lines += _comparisons(r.get("comparisons"))
     lines += _soak(r.get("soak"))
     lines += _diffusers(r.get("diffusers"), "StableDiffusionImg2ImgPipeline")
@@ -186,6 +190,7 @@ def _goals(r: dict) -> list[str]:
     if g:
         rows.append(("2048² img2img completes in 24 GiB (`make bench-extra`)", f"{g['total'] / 60:.0f} min, peak {g['peak_rss_mb'] / 1024:.1f} GiB",
                      tuple(g["size"]) == (2048, 2048), "--sections large"))
+    rows += _batch_goals(r)
     tv = r.get("tiled")
     if tv:
         rows.append(("tiled vs untiled decode at 1024² invisible", f"mean {tv['mean_diff']:.2f}, max {tv['max_diff']:.0f} levels",
@@ -198,6 +203,22 @@ def _goals(r: dict) -> list[str]:
         verdict = {None: "judge below", "info": "–", True: "yes", False: "**no**"}[met]
         out.append(f"| {goal} | {value} | {verdict} | `{command}` |")
     return [*out, ""]
+
+
+def _batch_goals(r: dict) -> list[tuple]:
+    rows: list[tuple] = []
+    tiny = (r.get("tiny") or {}).get("throughput", {}).get("batched")
+    if tiny:
+        gain = tiny["4"] / tiny["1"]
+        rows.append(("tiny model: batch 4 ≥ 1.5× the images/s of batch 1", f"{gain:.2f}×", gain >= 1.5,
+                     "--sections tiny"))
+    for name, section, values in (("tiny", "tiny", tiny), ("SD1.5-sized", "batch",
+                                                           (r.get("batch") or {}).get("images_per_s", {}).get("batched"))):
+        if values:
+            worst = min(v / values["1"] for v in values.values())
+            rows.append((f"{name}: no batch slower per image than batch 1", f"worst {worst:.2f}× batch 1", worst >= 1,
+                         f"--sections {section}"))
+    return rows
 
 
 def _diffusers(d: dict | None, pipeline: str) -> list[str]:
@@ -289,3 +310,19 @@ def _soak(soak: dict | None) -> list[str]:
         f"Answers: {statuses}.",
         "",
     ]
+
+
+def _throughput(title: str, by_mode: dict) -> list[str]:
+    """Images/s per batch size, A1111's batched calls (the default) vs ``deterministic_batches``."""
+    if "batched" not in by_mode:  # results from before both modes were measured
+        by_mode = {"batched": by_mode}
+    batches = list(next(iter(by_mode.values())))
+    lines = [f"### {title}", "", "| mode | " + " | ".join(f"batch {b}" for b in batches) + " |",
+             "| --- |" + " --- |" * len(batches)]
+    for mode, values in by_mode.items():
+        first = values[batches[0]]
+        cells = [f"{values[b]:.3g} ({values[b] / first:.2f}×)" for b in batches]
+        label = "batched calls (default, as A1111)" if mode == "batched" else "deterministic batches (option)"
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return [*lines, "", "Images per second; in brackets, per-image throughput relative to batch 1 of the same mode.",
+            ""]

@@ -199,14 +199,17 @@ def tiny_section(results: dict) -> None:
         start = time.perf_counter()
         process_images(job(1))
         latency.append(time.perf_counter() - start)
-    throughput = {}
-    for batch in (1, 4, 8):
-        times = []
-        for _ in range(2):
-            start = time.perf_counter()
-            process_images(job(batch))
-            times.append(time.perf_counter() - start)
-        throughput[batch] = batch / statistics.median(times)
+    throughput: dict = {}
+    for mode in ("batched", "deterministic"):
+        for batch in (1, 2, 4, 8):
+            times = []
+            for _ in range(3):
+                p = job(batch)
+                p.override_settings = {"deterministic_batches": mode == "deterministic"}
+                start = time.perf_counter()
+                process_images(p)
+                times.append(time.perf_counter() - start)
+            throughput.setdefault(mode, {})[str(batch)] = batch / statistics.median(times)
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     server = subprocess.Popen([sys.executable, "-m", "retouch", "serve", "--port", str(port)], env=env,
@@ -237,6 +240,15 @@ def tiny_section(results: dict) -> None:
     results["tiny"] = {"latency": stats(latency), "http_latency": stats(http), "http_overhead": stats(overhead),
                        "throughput": throughput}
     print("tiny:", results["tiny"], flush=True)
+
+
+def batch_section(ckpt: Path, results: dict) -> None:
+    """Images/s for batch 1, 2, 4, 8 on the SD1.5-sized model at 256² (bf16, channels-last UNet, Euler,
+    8 steps × 0.75), A1111's batched calls vs deterministic batches."""
+    r = worker("batch_throughput", ckpt=str(ckpt), size=256, steps=8, batches=[1, 2, 4, 8], precision="bf16",
+               channels_last=True)
+    results["batch"] = {**r, "size": 256, "precision": "bf16", "steps": 8}
+    print("batch:", r["images_per_s"], flush=True)
 
 
 def soak_section(results: dict, total: int = 1000) -> None:
@@ -341,7 +353,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="tiny model only (seconds)")
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--out", default=str(REPO / "docs" / "benchmarks.md"))
-    parser.add_argument("--sections", default="tiny,diffusers,overhead,load,precision,tiled",  # + large,inpaint
+    parser.add_argument("--sections", default="tiny,diffusers,overhead,load,precision,tiled,batch",  # + large,inpaint,soak
                         help="comma-separated subset; results of other sections already in the JSON are kept")
     args = parser.parse_args()
     started_run = time.time()
@@ -374,6 +386,7 @@ def main() -> int:
         "load": lambda: load_section(ckpt, folder, results),
         "precision": lambda: precision_section(ckpt, results, 256, keep),
         "tiled": lambda: tiled_section(ckpt, results, 1024),
+        "batch": lambda: batch_section(ckpt, results),
         "large": lambda: large_section(ckpt, results, 2048),  # ~25 min: `make bench-extra`
         "soak": lambda: soak_section(results),  # ~2 min: `make bench-extra`
     }

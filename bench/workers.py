@@ -293,6 +293,33 @@ def large_img2img(args: dict) -> dict:
             "peak_rss_mb": peak_rss_mb(), "weights_mb": _weights_mb(model)}
 
 
+def batch_throughput(args: dict) -> dict:
+    """Images per second for batch sizes × the two batch modes (A1111's batched calls, deterministic batches)."""
+    from retouch import Img2ImgParams, Options, generate, load_model
+
+    torch.set_num_threads(args.get("threads", 2))
+    model = load_model(args["ckpt"], dtype=DTYPES[args.get("precision", "fp32")],
+                       channels_last=args.get("channels_last", False))
+    size = args["size"]
+
+    def run(batch: int, exact: bool) -> float:
+        params = Img2ImgParams(prompt="a watercolor painting of a forest", negative_prompt="blurry",
+                               init_images=[source(size)], width=size, height=size, steps=args["steps"],
+                               denoising_strength=0.75, sampler_name="Euler", seed=1, batch_size=batch)
+        start = time.perf_counter()
+        generate(params, model, options=Options(deterministic_batches=exact))
+        return time.perf_counter() - start
+
+    run(1, False)  # warm-up
+    out: dict = {}
+    for exact in (False, True):
+        mode = "deterministic" if exact else "batched"
+        for batch in args["batches"]:
+            times = [run(batch, exact) for _ in range(args.get("runs", 1))]
+            out.setdefault(mode, {})[str(batch)] = batch / statistics.median(times)
+    return {"images_per_s": out, "peak_rss_mb": peak_rss_mb()}
+
+
 def _weights_mb(model) -> float:
     nets = (model.unet, model.vae, model.text_encoder.transformer)
     return sum(p.numel() * p.element_size() for net in nets for p in net.parameters()) / 2**20

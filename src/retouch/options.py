@@ -100,6 +100,9 @@ class Options:
     pad_cond_uncond: bool = _opt(False)
     pad_cond_uncond_v0: bool = _opt(False)
     batch_cond_uncond: bool = _opt(True)
+    # retouch's own: each image of a batch gets exactly the pixels it gets alone (one network call per image
+    # per step instead of A1111's one per batch; costs batch speed)
+    deterministic_batches: bool = _opt(False)
     persistent_cond_cache: bool = _opt(True)
     textual_inversion_add_hashes_to_infotext: bool = _opt(True)
     textual_inversion_print_at_load: bool = _opt(False)

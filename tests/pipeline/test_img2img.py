@@ -114,12 +114,41 @@ def test_random_seeds(bundled_tiny, seed):  # 55
 
 
 @pytest.mark.parametrize("sampler", ["Euler a", "DPM++ SDE", "DPM++ 2M SDE", "DDIM"])
-def test_batch_equals_single_runs(bundled_tiny, sampler):
-    kwargs = dict(sampler_name=sampler, steps=8, override_settings={"eta_ddim": 0.5})
+def test_deterministic_batches_equal_single_runs_exactly(bundled_tiny, sampler):
+    kwargs = dict(sampler_name=sampler, steps=8, override_settings={"eta_ddim": 0.5, "deterministic_batches": True})
     batch = process_images(job(bundled_tiny, batch_size=3, seed=40, **kwargs))
     for i in range(3):
         single = process_images(job(bundled_tiny, seed=40 + i, **kwargs))
         assert np.array_equal(pixels(batch.images[i]), pixels(single.images[0]))
+
+
+@pytest.mark.parametrize("sampler", ["Euler a", "DPM++ SDE", "DPM++ 2M SDE", "DDIM"])
+def test_batched_calls_equal_single_runs_up_to_float_rounding(bundled_tiny, sampler):
+    """The default evaluates a batch in A1111's one call per step: the same maths, summed in another order."""
+    kwargs = dict(sampler_name=sampler, steps=8, override_settings={"eta_ddim": 0.5})
+    _, batch = process_images_with_result(job(bundled_tiny, batch_size=3, seed=40, **kwargs))
+    for i in range(3):
+        _, single = process_images_with_result(job(bundled_tiny, seed=40 + i, **kwargs))
+        assert torch.allclose(batch.latents[0][i], single.latents[0][0], rtol=1e-5, atol=5e-4)  # latents reach ±25
+        assert np.abs(pixels(batch.images[i]) - pixels(single.images[0])).max() <= 1
+
+
+@pytest.mark.parametrize(("prompt", "batch", "exact", "calls_per_step", "rows"), [
+    ("a cat", 4, False, 1, [8]),  # A1111: every cond and uncond row in one call
+    ("a cat AND a dog", 2, False, 1, [6]),  # AND parts are rows too
+    ("cat " * 80, 2, False, 2, [2, 2]),  # 154 vs 77 tokens: the positive rows, then the negative rows
+    ("a cat", 4, True, 4, [2, 2, 2, 2]),  # deterministic_batches: each image's rows on their own
+])
+def test_network_calls_per_step(bundled_tiny, calls, prompt, batch, exact, calls_per_step, rows):  # issue 16
+    process_images(job(bundled_tiny, prompt=prompt, batch_size=batch, steps=20,
+                       override_settings={"deterministic_batches": exact}))
+    assert len(calls) == 16 * calls_per_step
+    assert [len(c["x"]) for c in calls[:calls_per_step]] == rows
+
+
+def test_batch_cond_uncond_off_slices_by_batch(bundled_tiny, calls):  # prompt spec §9.5
+    process_images(job(bundled_tiny, batch_size=3, steps=20, override_settings={"batch_cond_uncond": False}))
+    assert [len(c["x"]) for c in calls[:2]] == [3, 3] and len(calls) == 32
 
 
 def test_same_inputs_same_pixels(bundled_tiny):

@@ -72,6 +72,9 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vae-tiling", choices=("auto", "always", "never"), default="auto",
                         help="tiled VAE: auto = when an untiled pass would not fit in free memory, or ran out of it")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    parser.add_argument("--deterministic-batches", action="store_true",
+                        help="every image of a batch gets exactly the pixels it gets alone (one network call per "
+                             "image and step instead of one per batch: slower batches)")
 
 
 def model_kwargs(args: argparse.Namespace) -> dict:

@@ -91,8 +91,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _options(args: argparse.Namespace) -> Options:
+    base = Options(deterministic_batches=True) if args.deterministic_batches else Options()
     try:
-        return Options().with_overrides(parse_settings(args.settings))
+        return base.with_overrides(parse_settings(args.settings))
     except ValueError as e:
         raise UsageError(f"--set: {e}") from None
 

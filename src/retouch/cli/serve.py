@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from retouch.cli.common import UsageError, model_kwargs
+from retouch.options import Options
 
 
 def serve_main(args: argparse.Namespace) -> int:
@@ -19,7 +20,8 @@ def serve_main(args: argparse.Namespace) -> int:
                           max_pixels=args.max_pixels, load_kwargs=model_kwargs(args), vae_tiling=args.vae_tiling,
                           max_body_mb=args.max_body_mb, max_images=args.max_images, max_job_steps=args.max_job_steps,
                           body_timeout=args.body_timeout, header_timeout=args.header_timeout,
-                          max_connections=args.max_connections)
+                          max_connections=args.max_connections,
+                          options=Options(deterministic_batches=args.deterministic_batches))
     app = create_app(config=config)
     protocol = guarded_protocol(header_timeout=args.header_timeout, max_connections=args.max_connections)
     print(f"retouch API on http://{args.host}:{args.port} (docs: /docs)", flush=True)

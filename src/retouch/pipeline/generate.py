@@ -30,7 +30,7 @@ from retouch.params import Img2ImgJob, Img2ImgParams
 from retouch.pipeline.finish import FinishedImage, finish_image, generation_info, make_grid
 from retouch.pipeline.latents import InitState, decode_latents, initialize
 from retouch.pipeline.prompts import Batch, batches, expand_prompts
-from retouch.pipeline.sample import encode_conditioning, plan_job_sampling, sample_batch
+from retouch.pipeline.sample import BatchConditioning, encode_conditioning, plan_job_sampling, sample_batch
 from retouch.prompt_parser import extra_network_comments, parse_extra_networks_batch
 from retouch.sampling.plan import SamplingPlan
 
@@ -92,6 +92,7 @@ class _Job:
     negatives: list[str]
     info: GenerationInfo | None = None
     batch_size: int = 1
+    conds: tuple[tuple, BatchConditioning] | None = None  # the last batch's, reused while its prompts repeat
     images: list[Image.Image] = field(default_factory=list)
     infotexts: list[str] = field(default_factory=list)
     latents: list[torch.Tensor] = field(default_factory=list)
@@ -185,7 +186,7 @@ def _run_batch(run: _Job, plan: SamplingPlan, init: InitState, batch: Batch) -> 
         for text in extra_network_comments(networks):
             run.log.comment(text)
     try:
-        conds = encode_conditioning(run.model, run.job, run.options, texts, batch.negative_prompts, run.check)
+        conds = _conditioning(run, texts, batch.negative_prompts)
     except Interrupted:
         return False
     sampled = sample_batch(run.model, run.job, run.options, plan, init, conds, batch, control)
@@ -201,6 +202,14 @@ def _run_batch(run: _Job, plan: SamplingPlan, init: InitState, batch: Batch) -> 
         return False
     control.job_no = batch.n + 1
     return not stopped
+
+
+def _conditioning(run: _Job, texts: list[str], negatives: list[str]) -> BatchConditioning:
+    """The batch's encoded prompts; the previous batch's when the prompts are the same (A1111's cond cache)."""
+    key = (tuple(texts), tuple(negatives))
+    if run.conds is None or run.conds[0] != key:
+        run.conds = (key, encode_conditioning(run.model, run.job, run.options, texts, negatives, run.check))
+    return run.conds[1]
 
 
 def _add_image(run: _Job, init: InitState, batch: Batch, i: int, decoded: Image.Image) -> None:

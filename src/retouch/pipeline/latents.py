@@ -49,7 +49,10 @@ def initialize(job: Img2ImgJob, model: Model, options: Options, hooks: JobHooks)
     extra = {"Denoising strength": params.denoising_strength, **prepared.extra_params}
     with torch.inference_mode():
         pixels, batch_size = batch_pixels(prepared.images, params.batch_size)
-        init_latent = encode_images(model, pixels, params.resize_mode, params.width, params.height, hooks)
+        # one init image repeated: encoded once (each image is encoded on its own anyway, so this is exact)
+        unique = pixels[:1] if len(prepared.images) == 1 else pixels
+        init_latent = _repeat(encode_images(model, unique, params.resize_mode, params.width, params.height, hooks),
+                              batch_size)
         blend = None
         if prepared.image_mask is not None and prepared.latent_mask is not None:
             keep, repaint = make_latent_masks(prepared.latent_mask, init_latent, params.mask_round)
@@ -58,8 +61,9 @@ def initialize(job: Img2ImgJob, model: Model, options: Options, hooks: JobHooks)
                                                            first_noise)
             extra.update(fill_extra)
             blend = InpaintBlend(init_latent, repaint, keep)
-        image_cond = model.image_conditioning(pixels * 2 - 1, init_latent, prepared.image_mask, params.mask_round,
-                                              options.inpainting_mask_weight, hooks)
+        image_cond = _repeat(model.image_conditioning(unique * 2 - 1, init_latent[:len(unique)], prepared.image_mask,
+                                                      params.mask_round, options.inpainting_mask_weight, hooks),
+                             batch_size)
     single = len(prepared.images) == 1
     overlays = prepared.overlay_images
     corrections = prepared.color_corrections
@@ -67,6 +71,11 @@ def initialize(job: Img2ImgJob, model: Model, options: Options, hooks: JobHooks)
         overlays = overlays * batch_size if overlays is not None else None
         corrections = corrections * batch_size if corrections is not None else None
     return InitState(prepared, pixels, init_latent, blend, image_cond, batch_size, overlays, corrections, extra)
+
+
+def _repeat(tensor: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """``(1, …)`` → ``(batch_size, …)`` (a copy: later stages write into rows); ``(B, …)`` unchanged."""
+    return tensor.repeat(batch_size, *([1] * (tensor.ndim - 1))) if tensor.shape[0] == 1 else tensor
 
 
 def make_rng(job: Img2ImgJob, model: Model, options: Options, seeds: Sequence[int],
@@ -88,8 +97,8 @@ def batch_pixels(images: list[Image.Image], batch_size: int) -> tuple[torch.Tens
     """Images → ``(B, 3, H, W)`` float in [0, 1]; one image is repeated ``batch_size`` times, several
     images shrink the batch to their count (spec §3.14)."""
     arrays = [np.moveaxis(np.array(img).astype(np.float32) / 255.0, 2, 0) for img in images]
-    if len(arrays) == 1:
-        return torch.from_numpy(np.expand_dims(arrays[0], 0).repeat(batch_size, axis=0)), batch_size
+    if len(arrays) == 1:  # a view: the batch's rows share the one image's memory
+        return torch.from_numpy(np.expand_dims(arrays[0], 0)).expand(batch_size, -1, -1, -1), batch_size
     if len(arrays) > batch_size:
         raise ValueError(f"init_images: bad number of images passed: {len(arrays)}; expecting {batch_size} or less")
     return torch.from_numpy(np.array(arrays)), len(arrays)

@@ -89,8 +89,12 @@ def encode_conditioning(model: Model, job: Img2ImgJob, options: Options, texts: 
     with torch.inference_mode():
         uncond = get_learned_conditioning(model, negatives, steps, negative, check=check)
         cond = get_multicond_learned_conditioning(model, texts, steps, positive, check=check)
-    if image_cfg_scale(job, model) not in (None, 1.0) and any(len(parts) > 1 for parts in cond.batch):
-        raise ValueError("prompt: AND is not supported for InstructPix2Pix models unless image_cfg_scale is 1.0")
+    if image_cfg_scale(job, model) not in (None, 1.0):
+        if any(len(parts) > 1 for parts in cond.batch):
+            raise ValueError("prompt: AND is not supported for InstructPix2Pix models unless image_cfg_scale is 1.0")
+        if options.skip_early_cond > 0:  # A1111 fails mid-sampling here (its rows no longer line up)
+            raise ValueError("skip_early_cond: not supported with InstructPix2Pix image guidance; set it to 0 or "
+                             "image_cfg_scale to 1.0")
     return BatchConditioning(cond, uncond)
 
 
@@ -116,7 +120,8 @@ def sample_batch(model: Model, job: Img2ImgJob, options: Options, plan: Sampling
         noise = noise * multiplier
     extra.update(plan.extra_params)
     cfg = CFGDenoiser(model_denoiser(plan, model.apply_model), _guidance(model, job, options, plan, init, conds),
-                      options, total_steps=job.sampler.total_steps(job.params.steps))
+                      options, total_steps=job.sampler.total_steps(job.params.steps),
+                      exact_batch=options.deterministic_batches)
     denoiser: Any = cfg if init.blend is None else Masked(cfg, init.blend, before=plan.spec.uses_timesteps)
     noise_sampler: Any = lambda sigma, sigma_next: rng.next()  # noqa: E731 - per-image seeded draws
     if plan.spec.brownian_noise and not options.no_dpmpp_sde_batch_determinism:
