@@ -9,8 +9,11 @@ save leaves no half-written file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
+import shutil
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +90,30 @@ def save_image(image: Image.Image, folder: str | os.PathLike, *, decoration: str
             break
     _write_atomically(path, data)
     return path
+
+
+MIN_FREE_BYTES = 32 * 2**20  # below this a folder counts as full before any work starts
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+def writable_problem(folder: str | os.PathLike) -> str | None:
+    """Why images cannot be saved in ``folder`` (None: they can): it cannot be made, a file cannot be
+    written in it, or it has less than :data:`MIN_FREE_BYTES` free."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".retouch-write-check-"):
+            pass
+        free = shutil.disk_usage(folder).free
+    except OSError as e:
+        return f"cannot write to {folder} ({e.strerror or e})"
+    if free < MIN_FREE_BYTES:
+        return f"{folder} has only {free // 2**20} MB free"
+    return None
+
+
+def is_disk_full(error: OSError) -> bool:
+    return error.errno in _DISK_FULL
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

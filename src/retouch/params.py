@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
+from retouch.imageops.resize import oriented_size
 from retouch.modes import InpaintFill, ResizeMode
 from retouch.prompt_parser import check_prompt_size
 
@@ -200,7 +201,8 @@ def _check_inpaint_sizes(params: Img2ImgParams) -> None:
     if params.width % 8 or params.height % 8:
         raise ValueError(f"width/height: images do not match — whole-picture inpainting needs a width and height "
                          f"that are multiples of 8, got {params.width}x{params.height}")
-    if params.resize_mode == 3 and any(img.size != (params.width, params.height) for img in params.init_images):
+    if params.resize_mode == 3 and any(oriented_size(img) != (params.width, params.height)
+                                       for img in params.init_images):
         raise ValueError("resize_mode: images do not match — latent upscale (3) cannot inpaint an image whose size "
                          "differs from width x height; use resize mode 0-2")
 
@@ -274,5 +276,6 @@ def _check_images(name: str, value: Any) -> None:
     for i, image in enumerate(value):
         if not isinstance(image, Image.Image):
             raise ValueError(f"{name}[{i}] must be a PIL image, got {type(image).__name__}")
-        if image.width < 1 or image.height < 1:
-            raise ValueError(f"{name}[{i}] is empty ({image.width}x{image.height})")
+        width, height = oriented_size(image)
+        if width < 1 or height < 1:
+            raise ValueError(f"{name}[{i}] is empty ({width}x{height})")

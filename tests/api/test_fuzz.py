@@ -38,12 +38,15 @@ scalars = st.one_of(
     st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=40),
     st.sampled_from(["\ud800", "Euler a", "Karras", "-1", "", "#zzz", "tiny", "(a:1.2)", "[a:b:0.5]", "NaN",
-                     "data:image/png", "http://127.0.0.1/x.png", "a\nSteps: x, Seed: \"", GOOD]))
+                     "data:image/png", "http://127.0.0.1/x.png", "a\nSteps: x, Seed: \"", GOOD, "dup",
+                     "[" * 600 + "a" + "]" * 600, "(a " * 2000, "BREAK" + " " * 5000, 8192, 10**40, 2**63]))
 values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8),
                                                                                             inner, max_size=4),
                       max_leaves=8)
+EPS = base64.b64encode(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n").decode()
 images = st.one_of(st.just(GOOD), st.builds(_png, st.integers(1, 80), st.integers(1, 80),
                                             st.sampled_from(["RGB", "RGBA", "L", "P", "I;16", "1"])),
+                   st.just(_png(4096, 4096, "L")), st.just(EPS),  # a small body that decodes huge; Ghostscript bait
                    st.binary(max_size=64).map(lambda b: base64.b64encode(b).decode()), values)
 
 
@@ -65,7 +68,8 @@ def encode(body) -> str:
 
 @pytest.fixture(scope="module")
 def fuzzed(tmp_path_factory):
-    server = start(tmp_path_factory, "--ckpt", "tiny", "--max-job-steps", "40", "--max-images", "4")
+    server = start(tmp_path_factory, "--ckpt", "tiny", "--max-job-steps", "40", "--max-images", "4",
+                   "--max-request-pixels", str(2**22))
     assert server.post("/sdapi/v1/img2img", json={"init_images": [GOOD], "width": 64, "height": 64,
                                                   "steps": 2}).status_code == 200
     server.baseline = server.get("/sdapi/v1/memory").json()["ram"]["used"]

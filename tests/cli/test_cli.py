@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import REPO
+from tests.conftest import MODELS, REPO, need_shared
 from tests.pipeline.helpers import source_image
 
 
@@ -99,3 +99,69 @@ def test_help_lists_generated_flags():
     result = run("img2img", "--help")
     for option in ("--denoising-strength", "--inpainting-fill", "--mask-blur-x", "--cfg-scale", "--s-churn"):
         assert option in result.stdout
+
+
+def _bomb(path):
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def _broken_checkpoint(path):
+    import json
+    import struct
+
+    header = json.dumps({"model.diffusion_model.input_blocks.0.0.weight": {
+        "dtype": "F32", "shape": [320, 4, 3, 3], "data_offsets": [0, 46080]}}).encode()
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 100)
+    return path
+
+
+def _huge_yaml(folder):
+    import shutil
+
+    need_shared()
+    shutil.copy(MODELS / "tiny-sd1.safetensors", folder / "huge.safetensors")
+    shutil.copytree(MODELS / "tiny-clip-vit-large-patch14", folder / "tiny-clip-vit-large-patch14")
+    text = (MODELS / "tiny-sd1.yaml").read_text().replace("model_channels: 32", "model_channels: 32000")
+    (folder / "huge.yaml").write_text(text)  # a 144 GB UNet, if it were built
+    return folder / "huge.safetensors"
+
+
+@pytest.mark.parametrize(("case", "message"), [
+    ("bomb", "INIT_IMAGE: "), ("folder", "is a folder, not an image"), ("unwritable", "-o/--outdir: cannot write"),
+    ("threads", "--threads: must be at least 1"), ("seed abc", "argument --seed: invalid int value: 'abc'"),
+    ("seed 1e400", "argument --seed: invalid int value: '1e400'"), ("seed huge", "--seed: seed must be between"),
+    ("broken checkpoint", "not a valid safetensors file"), ("huge yaml", "the config expects (128000, 32000)"),
+    ("eps", "cannot read"),
+])
+def test_every_bad_argument_is_exit_2_and_one_line(init_png, tmp_path, case, message):  # issue 17 #10
+    args = {
+        "bomb": lambda: [str(_bomb(tmp_path / "bomb.png"))],
+        "folder": lambda: [str(tmp_path)],
+        "unwritable": lambda: [str(init_png), "-o", str(init_png / "sub")],  # under a file: cannot be made
+        "threads": lambda: [str(init_png), "--threads", "-1"],
+        "seed abc": lambda: [str(init_png), "--seed", "abc"],
+        "seed 1e400": lambda: [str(init_png), "--seed", "1e400"],
+        "seed huge": lambda: [str(init_png), "--seed", str(10**30)],
+        "broken checkpoint": lambda: [str(init_png), "--ckpt", str(_broken_checkpoint(tmp_path / "b.safetensors"))],
+        "huge yaml": lambda: [str(init_png), "--ckpt", str(_huge_yaml(tmp_path))],
+        "eps": lambda: [str(_eps(tmp_path / "x.eps"))],
+    }[case]()
+    outdir = [] if case == "unwritable" else ["-o", str(tmp_path / "out")]
+    result = run("img2img", *args, "--steps", "2", "--width", "64", "--height", "64", *outdir)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr[-500:]
+    assert "Traceback" not in result.stderr
+
+
+def _eps(path):
+    path.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n")
+    return path

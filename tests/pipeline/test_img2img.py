@@ -330,3 +330,23 @@ def test_euler_with_a_do_nothing_model_keeps_the_noised_latent(bundled_tiny, mon
     assert torch.allclose(captured["s"][repaint.unsqueeze(0)], noised[repaint.unsqueeze(0)], atol=2e-3)
     keep = ~repaint
     assert torch.equal(captured["s"][keep.unsqueeze(0)], p.init_latent[keep.unsqueeze(0)])
+
+
+def test_a_failed_save_keeps_the_images_and_says_why(bundled_tiny, tmp_path, monkeypatch):  # issue 17 #7
+    import errno
+
+    from retouch import outputs
+
+    writes = []
+
+    def full_disk(path, data):
+        writes.append(path)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(outputs, "_write_atomically", full_disk)
+    p = job(bundled_tiny, batch_size=2, do_not_save_samples=False, do_not_save_grid=False,
+            outpath_samples=str(tmp_path), outpath_grids=str(tmp_path))
+    _, result = process_images_with_result(p)
+    assert len(result.images) == 3 and result.save_error is not None and outputs.is_disk_full(result.save_error)
+    assert len(writes) == 1 and result.files == []  # tried once, then nothing more
+    assert any(c.startswith("Could not save images: No space left on device") for c in result.comments)

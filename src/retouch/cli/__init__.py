@@ -17,11 +17,18 @@ from retouch.params import Img2ImgParams
 __all__ = ["build_parser", "main"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (exit 2), like every other usage error of retouch."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="retouch", description="Stable Diffusion img2img and inpainting, "
-                                                                 "identical to AUTOMATIC1111's webui.")
+    parser = _Parser(prog="retouch", description="Stable Diffusion img2img and inpainting, identical to "
+                                                 "AUTOMATIC1111's webui.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _img2img_parser(sub.add_parser("img2img", help="run img2img / inpainting on one or more images"))
     _serve_parser(sub.add_parser("serve", help="start the A1111-compatible HTTP API"))
     return parser
@@ -65,6 +72,9 @@ def _serve_parser(serve: argparse.ArgumentParser) -> None:
                         help="n_iter × batch_size one request may ask for (default 100)")
     limits.add_argument("--max-job-steps", type=int, default=10_000,
                         help="n_iter × batch_size × steps one request may ask for (default 10000)")
+    limits.add_argument("--max-request-pixels", type=int, default=64 * 2**20,
+                        help="pixels one request may hold: its images plus width × height × batch_size × n_iter "
+                             "(default 64 Mi)")
     limits.add_argument("--body-timeout", type=float, default=60.0,
                         help="seconds a client has to send a whole request body (default 60)")
     limits.add_argument("--header-timeout", type=float, default=10.0,

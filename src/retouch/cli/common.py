@@ -41,13 +41,16 @@ def _argument_kind(field_name: str) -> str:
     return "str"
 
 
+_INTEGER_FLAGS = ("seed", "subseed")  # the library also takes strings ("random" when unparsable); the CLI does not
+
+
 def add_param_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per CLI-facing field of :class:`Img2ImgParams`, defaults left to the params object."""
     group = parser.add_argument_group("generation parameters (A1111 names)")
     for f in fields(Img2ImgParams):
         if not f.metadata.get("cli", True):
             continue
-        kind = _argument_kind(f.name)
+        kind = "int" if f.name in _INTEGER_FLAGS else _argument_kind(f.name)
         help_text = f"{f.metadata.get('help', '')} (default: {f.default if f.default is not None else 'auto'})"
         if kind == "bool":
             group.add_argument(flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction, default=None,
@@ -82,7 +85,9 @@ def model_kwargs(args: argparse.Namespace) -> dict:
     import torch
 
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if args.threads:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads: must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     return {"dtype": dtypes[args.precision],
             "vae_dtype": dtypes[args.vae_precision] if args.vae_precision else None,

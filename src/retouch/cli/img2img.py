@@ -17,9 +17,9 @@ from PIL import Image, UnidentifiedImageError
 
 from retouch.cli.common import UsageError, flag, model_kwargs, parse_settings
 from retouch.control import JobControl
-from retouch.imageops.resize import fix_image
+from retouch.imageops.resize import ACCEPTED_FORMATS, fix_image
 from retouch.options import Options
-from retouch.outputs import Outputs
+from retouch.outputs import Outputs, writable_problem
 from retouch.params import Img2ImgJob, Img2ImgParams
 
 logger = logging.getLogger(__name__)
@@ -29,13 +29,18 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
 def read_image(path: str | Path, what: str) -> Image.Image:
     """Open an image as A1111 reads uploads: EXIF orientation applied, palette transparency → RGBA."""
     path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{what}: {path} is a folder, not an image (use --input-dir for a folder of images)")
     if not path.is_file():
         raise UsageError(f"{what}: no such file: {path}")
     try:
-        image = Image.open(path)
+        image = Image.open(path, formats=ACCEPTED_FORMATS)
         image.load()
-    except (UnidentifiedImageError, OSError) as e:
-        raise UsageError(f"{what}: cannot read {path} as an image ({e})") from None
+    except Image.DecompressionBombError as e:
+        raise UsageError(f"{what}: {path} is too large to decode safely ({e})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
+        raise UsageError(f"{what}: cannot read {path} as a PNG, JPEG, WebP, BMP, TIFF or GIF image "
+                         f"({str(e).split(' <')[0]})") from None
     return fix_image(image)
 
 
@@ -74,10 +79,14 @@ def run(args: argparse.Namespace) -> int:
     styles = load_styles(args.styles_file)
     jobs = _validated_jobs(args)  # fail fast, before the model is loaded
     check_supported(jobs[0][1], options)
-    model = load_model(args.ckpt, vae=args.vae, **model_kwargs(args))
+    outdir = None if args.no_save else (args.output_dir or args.outdir)
+    if outdir is not None and (problem := writable_problem(outdir)) is not None:
+        raise UsageError(f"{'--output-dir' if args.output_dir else '-o/--outdir'}: {problem}")
+    kwargs = model_kwargs(args)
+    model = load_model(args.ckpt, vae=args.vae, **kwargs)
     model.vae_tiling = args.vae_tiling
     torch.set_grad_enabled(False)
-    outdir = None if args.no_save else (args.output_dir or args.outdir)
+    failed = False
     for stem, job in jobs:
         outputs = Outputs(samples_dir=outdir, grids_dir=outdir, grid=not args.no_save,
                           filename_stem=stem if args.input_dir else None)
@@ -87,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
         print(result.infotexts[result.index_of_first_image])
         if result.comments:
             print("\n".join(result.comments), file=sys.stderr)
-    return 0
+        failed = failed or result.save_error is not None
+    return 1 if failed else 0
 
 
 def _options(args: argparse.Namespace) -> Options:

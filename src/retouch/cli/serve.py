@@ -1,37 +1,88 @@
-"""``retouch serve``: the AUTOMATIC1111-compatible HTTP API."""
+"""``retouch serve``: the AUTOMATIC1111-compatible HTTP API.
+
+Everything that can be checked before the first request is (limits, ``--api-auth``, a writable
+``--outdir`` and cache, the default checkpoint loads); SIGTERM/SIGINT stop accepting, cancel queued jobs
+and interrupt the running one, so the server exits within one network call plus
+``SHUTDOWN_SECONDS``.
+"""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+import uvicorn
 
 from retouch.cli.common import UsageError, model_kwargs
 from retouch.options import Options
+from retouch.outputs import writable_problem
+
+SHUTDOWN_SECONDS = 5  # uvicorn's graceful timeout: what an interrupted job has to answer its request
 
 
 def serve_main(args: argparse.Namespace) -> int:
-    import uvicorn
-
+    from retouch.models.paths import cache_dir
     from retouch.server.app import ServerConfig, create_app
     from retouch.server.protocol import guarded_protocol
 
     _check_limits(args)
+    _check_auth(args.api_auth)
+    check_writable(Path(args.outdir or "outputs/img2img-images"), "--outdir")
+    check_writable(cache_dir(), "the cache folder (set RETOUCH_CACHE_DIR to a writable folder)")
     config = ServerConfig(ckpt=args.ckpt, ckpt_dir=args.ckpt_dir, outdir=args.outdir, api_auth=args.api_auth,
                           max_queue=args.max_queue, allow_image_urls=args.allow_image_urls,
                           max_pixels=args.max_pixels, load_kwargs=model_kwargs(args), vae_tiling=args.vae_tiling,
                           max_body_mb=args.max_body_mb, max_images=args.max_images, max_job_steps=args.max_job_steps,
+                          max_request_pixels=args.max_request_pixels,
                           body_timeout=args.body_timeout, header_timeout=args.header_timeout,
                           max_connections=args.max_connections,
                           options=Options(deterministic_batches=args.deterministic_batches))
     app = create_app(config=config)
+    backend = app.state.server.backend
+    backend.warm_up()  # a checkpoint that does not load is a start-up error, not a 500 per request
     protocol = guarded_protocol(header_timeout=args.header_timeout, max_connections=args.max_connections)
+    server = GracefulServer(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", http=protocol,
+                                            timeout_keep_alive=5, timeout_graceful_shutdown=SHUTDOWN_SECONDS),
+                             backend.shutdown)
     print(f"retouch API on http://{args.host}:{args.port} (docs: /docs)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", http=protocol, timeout_keep_alive=5)
+    server.run()
     return 0
 
 
+class GracefulServer(uvicorn.Server):
+    """uvicorn's server, but a stop signal also cancels queued jobs and interrupts the running one."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]):
+        super().__init__(config)
+        self.on_exit = on_exit
+
+    def handle_exit(self, sig, frame) -> None:
+        self.on_exit()
+        super().handle_exit(sig, frame)
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """``UsageError`` unless ``folder`` exists (or can be made), takes a file and has room."""
+    problem = writable_problem(folder)
+    if problem is not None:
+        raise UsageError(f"{what}: {problem}")
+
+
+def _check_auth(api_auth: str | None) -> None:
+    if api_auth is None:
+        return
+    from retouch.server.auth import parse_api_auth
+
+    try:
+        parse_api_auth(api_auth)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
 def _check_limits(args: argparse.Namespace) -> None:
-    for name in ("max_body_mb", "max_images", "max_job_steps", "body_timeout", "header_timeout", "max_connections",
-                 "max_queue", "max_pixels"):
+    for name in ("max_body_mb", "max_images", "max_job_steps", "max_request_pixels", "body_timeout", "header_timeout",
+                 "max_connections", "max_queue", "max_pixels"):
         value = getattr(args, name)
         if not value > 0:
             raise UsageError(f"--{name.replace('_', '-')}: must be positive, got {value}")

@@ -24,6 +24,21 @@ def to_eight_bit(image: Image.Image) -> Image.Image:
     return image
 
 
+# What A1111 users send. Pillow reads more (EPS runs Ghostscript, for one): retouch opens only these.
+ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+_SWAPS_AXES = (5, 6, 7, 8)  # EXIF orientations that transpose the image
+
+
+def oriented_size(image: Image.Image) -> tuple[int, int]:
+    """``(width, height)`` the image has after :func:`fix_image` — read from its header, so that an image
+    opened but not decoded can be checked."""
+    try:
+        orientation = image.getexif().get(0x0112)
+    except Exception:  # noqa: BLE001 - a broken EXIF block: fix_image ignores it too
+        orientation = None
+    return (image.height, image.width) if orientation in _SWAPS_AXES else image.size
+
+
 def fix_image(image: Image.Image) -> Image.Image:
     """An uploaded image as A1111 reads it: EXIF orientation applied, palette transparency → RGBA."""
     with contextlib.suppress(Exception):  # A1111 swallows EXIF errors too (spec §3.1)

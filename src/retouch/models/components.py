@@ -1,7 +1,7 @@
 """Build the networks (diffusers UNet/VAE, transformers CLIP) from an LDM-layout state dict.
 
-Key renaming is diffusers' ``single_file_utils``; the networks are created without allocating
-random weights (``accelerate.init_empty_weights``) and take the file's tensors directly.
+Key renaming is diffusers' ``single_file_utils``; the networks are created on the meta device
+(no memory, no random weights) and take the file's tensors directly.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import logging
 from pathlib import Path
 
 import torch
-from accelerate import init_empty_weights
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.loaders.single_file_utils import (
     convert_ldm_unet_checkpoint,
@@ -60,10 +59,15 @@ def materialize(module: torch.nn.Module, weights: StateDict, dtype: torch.dtype,
     return module.eval().requires_grad_(False)
 
 
+# Networks are built on the meta device: nothing is allocated until the file's tensors are assigned, so a
+# config that describes a huge network (a yaml asking for 144 GB) fails on its shapes, not by exhausting memory.
+_META = torch.device("meta")
+
+
 def build_unet(config: LdmConfig, state: StateDict, dtype: torch.dtype, path: Path) -> UNet2DConditionModel:
     unet_config = config.unet_config(state)
     weights = convert_ldm_unet_checkpoint(state, unet_config)
-    with init_empty_weights():
+    with _META:
         unet = UNet2DConditionModel(**unet_config)
     return materialize(unet, weights, dtype, path, "UNet")
 
@@ -74,14 +78,14 @@ def build_vae(config: LdmConfig, state: StateDict, dtype: torch.dtype, path: Pat
 
 
 def build_vae_from_config(vae_config: dict, weights: StateDict, dtype: torch.dtype, path: Path) -> AutoencoderKL:
-    with init_empty_weights():
+    with _META:
         vae = AutoencoderKL(**vae_config)
     return materialize(vae, weights, dtype, path, "VAE")
 
 
 def build_text_encoder(config: LdmConfig, state: StateDict, dtype: torch.dtype, path: Path) -> TextEncoder:
     te_config = CLIPTextConfig.from_json_file(str(config.text_encoder_dir / "config.json"))
-    with init_empty_weights(), no_init_weights():  # the weights come from the file: skip random init
+    with _META, no_init_weights():  # the weights come from the file: skip random init
         transformer = CLIPTextModel(te_config)
     if config.text_encoder_kind == "open_clip":
         weights = convert_open_clip_checkpoint(transformer, state, prefix=OPEN_CLIP_PREFIX)
@@ -91,6 +95,9 @@ def build_text_encoder(config: LdmConfig, state: StateDict, dtype: torch.dtype, 
     if not weights:
         raise CheckpointError(path, f"no text encoder weights ({CLIP_PREFIX}* or {OPEN_CLIP_PREFIX}*) found")
     materialize(transformer, weights, dtype, path, "text encoder")
+    embeddings = transformer.embeddings  # its position ids are a non-persistent buffer: not in the file
+    embeddings.register_buffer("position_ids", torch.arange(te_config.max_position_embeddings)[None],
+                               persistent=False)
     return TextEncoder(transformer, load_tokenizer(config.text_encoder_dir), config.text_encoder_kind)
 
 

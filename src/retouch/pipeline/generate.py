@@ -11,9 +11,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,7 @@ class Img2ImgResult:
     index_of_first_image: int = 0
     job_timestamp: str = ""
     interrupted: bool = False
+    save_error: OSError | None = None  # the first failed save (later ones were not tried); images are kept
     files: list[Path] = field(default_factory=list)
     init: InitState | None = None
     latents: list[torch.Tensor] = field(default_factory=list)
@@ -93,6 +95,7 @@ class _Job:
     info: GenerationInfo | None = None
     batch_size: int = 1
     conds: tuple[tuple, BatchConditioning] | None = None  # the last batch's, reused while its prompts repeat
+    save_error: OSError | None = None
     images: list[Image.Image] = field(default_factory=list)
     infotexts: list[str] = field(default_factory=list)
     latents: list[torch.Tensor] = field(default_factory=list)
@@ -248,9 +251,23 @@ def _save_sample(run: _Job, finished: FinishedImage, text: str, batch: Batch, i:
     for image, suffix in variants:
         if image is not None:
             run.check()
-            outputs.files.append(save_image(
-                image, folder, decoration=decoration, infotext=stored, extension=options.samples_format,
+            _save(run, functools.partial(
+                save_image, image, folder, decoration=decoration, infotext=stored, extension=options.samples_format,
                 suffix=suffix, jpeg_quality=options.jpeg_quality, webp_lossless=options.webp_lossless))
+
+
+def _save(run: _Job, write: Callable[[], Path], first: bool = False) -> None:
+    """Write one file; after a failure, say so once and write nothing more (the images are still returned)."""
+    if run.save_error is not None:
+        return
+    try:
+        path = write()
+    except OSError as e:
+        run.save_error = e
+        run.log.comment(f"Could not save images: {e.strerror or e}; nothing more was saved.")
+        logger.error("could not save images: %s", e)
+        return
+    run.outputs.files.insert(0, path) if first else run.outputs.files.append(path)
 
 
 def _result(run: _Job, init: InitState | None, last: Batch, timestamp: str) -> Img2ImgResult:
@@ -268,16 +285,17 @@ def _result(run: _Job, init: InitState | None, last: Batch, timestamp: str) -> I
             run.images.insert(0, grid)
             first = 1
         if options.grid_save and outputs.grids_dir is not None:
-            outputs.files.insert(0, save_image(
-                grid, outputs.grids_dir, decoration="", infotext=text if options.enable_pnginfo else None,
-                basename="grid", extension=options.grid_format, jpeg_quality=options.jpeg_quality,
-                webp_lossless=options.webp_lossless))
+            folder = outputs.grids_dir
+            _save(run, lambda: save_image(
+                grid, folder, decoration="", infotext=text if options.enable_pnginfo else None, basename="grid",
+                extension=options.grid_format, jpeg_quality=options.jpeg_quality,
+                webp_lossless=options.webp_lossless), first=True)
     return Img2ImgResult(
         images=run.images, infotexts=run.infotexts, seeds=job.seeds, subseeds=job.subseeds, prompts=run.prompts,
         negative_prompts=run.negatives, extra_generation_params=run.log.extra, comments=list(run.log.comments),
         sampler_name=job.sampler.name, scheduler=job.scheduler.label, batch_size=run.batch_size,
         index_of_first_image=first, job_timestamp=timestamp, interrupted=run.control.interrupted,
-        files=outputs.files, init=init, latents=run.latents)
+        save_error=run.save_error, files=outputs.files, init=init, latents=run.latents)
 
 
 def check_supported(job: Img2ImgJob, options: Options) -> None:

@@ -8,6 +8,8 @@ strings), so a backend may run jobs in other processes or on other machines.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import io
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -18,16 +20,27 @@ from PIL import Image
 
 from retouch.control import JobControl
 from retouch.options import Options
-from retouch.outputs import Outputs
+from retouch.outputs import Outputs, is_disk_full
 from retouch.params import Img2ImgJob
 from retouch.pipeline import generate
 from retouch.processed import Processed
 from retouch.server.checkpoints import ModelManager
-from retouch.server.jobs import Cancelled, JobQueue, QueueFull, Task
+from retouch.server.images import ACCEPTED_FORMATS, decode_opened
+from retouch.server.jobs import Cancelled, DuplicateTask, JobQueue, QueueFull, Task
 from retouch.server.previews import preview_png_b64, wants_preview
 
-__all__ = ["Backend", "Cancelled", "CheckpointInfo", "JobOutcome", "JobRequest", "LocalBackend", "QueueFull",
-           "TaskLookup", "TaskStatus"]
+__all__ = ["Backend", "Cancelled", "CheckpointInfo", "DuplicateTask", "JobOutcome", "JobRequest", "LocalBackend", "QueueFull",
+           "RequestImages", "TaskLookup", "TaskStatus", "with_images"]
+
+
+@dataclass(frozen=True)
+class RequestImages:
+    """A request's images as the client sent them (encoded): they are decoded when the job starts, so a
+    waiting request holds bytes, not pixels, and the request pickles small."""
+
+    init_images: list[bytes]
+    mask: bytes | None = None
+    latent_mask: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -40,7 +53,8 @@ class JobRequest:
     """
 
     task_id: str
-    job: Img2ImgJob
+    job: Img2ImgJob  # validated; its image fields are empty until the worker decodes ``images``
+    images: RequestImages
     options: Options
     checkpoint: str | None = None
     keep_checkpoint: bool = False
@@ -55,6 +69,8 @@ class JobOutcome:
     job_timestamp: str
     queued_s: float = 0.0
     ran_s: float = 0.0
+    save_error: str | None = None  # why saving failed (the images are still here)
+    disk_full: bool = False
 
 
 @dataclass(frozen=True)
@@ -131,6 +147,14 @@ class Backend(Protocol):
 
     def memory(self) -> dict[str, Any]: ...
 
+    def warm_up(self) -> None:
+        """Load the default checkpoint now (a broken one fails at start-up, not on every request)."""
+        ...
+
+    def shutdown(self) -> None:
+        """Refuse new jobs, cancel queued ones, interrupt the running one."""
+        ...
+
 
 @dataclass
 class LocalBackend:
@@ -203,18 +227,43 @@ class LocalBackend:
     def memory(self) -> dict[str, Any]:
         return memory_report()
 
+    def warm_up(self) -> None:
+        self.models.get()
+
+    def shutdown(self) -> None:
+        self.queue.shutdown()
+
 
 def run_request(models: ModelManager, request: JobRequest, control: JobControl, queued_s: float = 0.0) -> JobOutcome:
     """The worker's part of a request: pick the model, run the job, build A1111's response values."""
     started = time.perf_counter()
+    job = with_images(request)
     model = models.get(request.checkpoint)
     if request.checkpoint and request.keep_checkpoint:
         models.default = models.find(request.checkpoint).name
     outputs = Outputs(samples_dir=request.outdir, grids_dir=request.outdir, grid=request.grid)
-    result = generate(request.job, model, options=request.options, control=control, outputs=outputs)
-    info = Processed.from_result(request.job.params, model, request.options, result).js()
+    result = generate(job, model, options=request.options, control=control, outputs=outputs)
+    info = Processed.from_result(job.params, model, request.options, result).js()
+    error = result.save_error
     return JobOutcome(result.images, info, result.job_timestamp, queued_s=queued_s,
-                      ran_s=time.perf_counter() - started)
+                      ran_s=time.perf_counter() - started,
+                      save_error=f"could not save images: {error.strerror or error}" if error else None,
+                      disk_full=bool(error and is_disk_full(error)))
+
+
+def with_images(request: JobRequest) -> Img2ImgJob:
+    """The request's job with its images decoded (``ValueError`` naming the field for broken data)."""
+    images = request.images
+
+    def decode(data: bytes, field: str) -> Image.Image:
+        return decode_opened(Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS), field)
+
+    params = dataclasses.replace(
+        request.job.params,
+        init_images=[decode(data, f"init_images[{i}]") for i, data in enumerate(images.init_images)],
+        image_mask=decode(images.mask, "mask") if images.mask is not None else None,
+        latent_mask=decode(images.latent_mask, "latent_mask") if images.latent_mask is not None else None)
+    return dataclasses.replace(request.job, params=params)
 
 
 def _status(task: Task) -> TaskStatus:

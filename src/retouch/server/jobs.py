@@ -32,6 +32,10 @@ class QueueFull(Exception):  # noqa: N818
     pass
 
 
+class DuplicateTask(Exception):  # noqa: N818
+    """A task with this id is already queued or running."""
+
+
 class Cancelled(Exception):  # noqa: N818
     """The task was interrupted while still waiting in the queue."""
 
@@ -61,6 +65,7 @@ class JobQueue:
         self.pending: OrderedDict[str, Task] = OrderedDict()
         self.current: Task | None = None
         self.finished: OrderedDict[str, float] = OrderedDict()
+        self.closed = False
         self._thread = threading.Thread(target=self._work, name="retouch-worker", daemon=True)
         self._thread.start()
 
@@ -71,6 +76,11 @@ class JobQueue:
         if on_step is not None:
             task.control.on_step = lambda control, info: on_step(task, info)
         with self._lock:
+            if self.closed:
+                raise QueueFull
+            if task_id in self.pending or (self.current is not None and self.current.id == task_id):
+                raise DuplicateTask(f"a task with id {task_id!r} is already queued or running; use another "
+                                    "force_task_id")
             if len(self.pending) >= self.max_queue:
                 raise QueueFull
             self.pending[task_id] = task
@@ -110,7 +120,8 @@ class JobQueue:
             with self._lock:
                 self.pending.pop(task.id, None)
                 if task.cancelled:
-                    task.future.set_exception(Cancelled(f"task {task.id} was interrupted before it started"))
+                    if not task.future.done():
+                        task.future.set_exception(Cancelled(f"task {task.id} was interrupted before it started"))
                     continue
                 self.current = task
             task.started_at = time.time()
@@ -126,6 +137,17 @@ class JobQueue:
                     self.finished[task.id] = time.time()
                     while len(self.finished) > FINISHED_KEPT:
                         self.finished.popitem(last=False)
+
+    def shutdown(self) -> None:
+        """Refuse new tasks, cancel the queued ones and interrupt the running one (a graceful exit)."""
+        with self._lock:
+            self.closed = True
+            for task in self.pending.values():
+                task.cancelled = True
+                if not task.future.done():
+                    task.future.set_exception(Cancelled("the server is shutting down"))
+            if self.current is not None:
+                self.current.control.interrupted = True
 
     def stop(self) -> None:
         self._queue.put(None)

@@ -6,14 +6,18 @@ spec §7.1), its ``infotext``, ``override_settings``, the checkpoint it names, i
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
+from PIL import Image
+
 from retouch.options import Options
+from retouch.outputs import writable_problem
 from retouch.params import MAX_BATCH, MAX_ITERATIONS, MAX_STEPS, Img2ImgParams
 from retouch.pipeline import check_supported
-from retouch.server.backend import JobRequest
+from retouch.server.backend import JobRequest, RequestImages
 from retouch.server.errors import ApiError
-from retouch.server.images import decode_image
+from retouch.server.images import image_bytes, open_image
 from retouch.server.infotext_fields import apply_infotext
 from retouch.server.jobs import new_task_id
 from retouch.server.schemas import IGNORED_FIELDS, Img2ImgRequest
@@ -23,7 +27,8 @@ _IMAGE_FIELDS = ("init_images", "image_mask", "latent_mask")
 
 
 def job_request(req: Img2ImgRequest, state: ServerState) -> JobRequest:
-    """Validate ``req`` completely and decode its images; raise :class:`ApiError` (4xx) on anything bad."""
+    """Validate ``req`` completely; raise :class:`ApiError` (4xx) on anything bad. Images are read only as
+    far as their headers (format, size): they are decoded when the job starts."""
     _check_request_shape(req)
     values = req.model_dump()
     apply_infotext(values, req.model_fields_set)
@@ -31,18 +36,24 @@ def job_request(req: Img2ImgRequest, state: ServerState) -> JobRequest:
     _check_cost(values, state.config)
     overrides = dict(values.get("override_settings") or {})
     checkpoint = overrides.pop("sd_model_checkpoint", None)
+    encoded, opened = _open_images(req, state.config)
+    _check_pixel_budget(values, opened, state.config)
     try:
         if checkpoint is not None:
             checkpoint = state.backend.find_checkpoint(checkpoint)
         options = state.options.with_overrides(overrides)
-        params = request_params(values, _decode_images(req, state), state.options)
-        job = params.validate()
+        job = request_params(values, opened, state.options).validate()
         check_supported(job, options)
     except ValueError as e:
         raise ApiError(422, str(e), "ValueError") from None
     save = bool(req.save_images)
     outdir = (state.config.outdir or "outputs/img2img-images") if save else None
-    return JobRequest(task_id=req.force_task_id or new_task_id(), job=job, options=options, checkpoint=checkpoint,
+    problem = writable_problem(outdir) if outdir is not None else None
+    if problem is not None:
+        raise ApiError(507, f"save_images: {problem}; nothing was done", "InsufficientStorage")
+    empty = dataclasses.replace(job.params, init_images=[], image_mask=None, latent_mask=None)
+    return JobRequest(task_id=req.force_task_id or new_task_id(), job=dataclasses.replace(job, params=empty),
+                      images=encoded, options=options, checkpoint=checkpoint,
                       keep_checkpoint=req.override_settings_restore_afterwards is False, outdir=outdir, grid=save)
 
 
@@ -91,17 +102,40 @@ def _check_cost(values: dict[str, Any], config: ServerConfig) -> None:
                        "ValueError")
 
 
-def _decode_images(req: Img2ImgRequest, state: ServerState) -> dict[str, Any]:
-    config = state.config
+def _open_images(req: Img2ImgRequest, config: ServerConfig) -> tuple[RequestImages, dict[str, Any]]:
+    """The request's images: encoded bytes (for the job) and header-only PIL images (for the checks)."""
+    def read(value: object, field: str) -> tuple[bytes, Image.Image]:
+        data = image_bytes(value, field, allow_urls=config.allow_image_urls)
+        return data, open_image(data, field, config.max_pixels)
 
-    def decode(value: object, name: str):
-        return decode_image(value, name, max_pixels=config.max_pixels, allow_urls=config.allow_image_urls)
-
-    images = [decode(v, f"init_images[{i}]") for i, v in enumerate(req.init_images or [])]
-    mask = decode(req.mask, "mask") if req.mask else None
+    inits = [read(v, f"init_images[{i}]") for i, v in enumerate(req.init_images or [])]
+    mask = read(req.mask, "mask") if req.mask else None
     # A1111's API accepts latent_mask but never decodes it (an error when used); here it works as in the library
-    latent_mask = decode(req.latent_mask, "latent_mask") if req.latent_mask else None
-    return {"init_images": images, "image_mask": mask, "latent_mask": latent_mask}
+    latent = read(req.latent_mask, "latent_mask") if req.latent_mask else None
+    encoded = RequestImages([data for data, _ in inits], mask[0] if mask else None, latent[0] if latent else None)
+    opened = {"init_images": [image for _, image in inits], "image_mask": mask[1] if mask else None,
+              "latent_mask": latent[1] if latent else None}
+    return encoded, opened
+
+
+def _check_pixel_budget(values: dict[str, Any], opened: dict[str, Any], config: ServerConfig) -> None:
+    """Every input pixel plus every output pixel one request may hold (``--max-request-pixels``), from
+    the image headers, before anything is decoded; and the output size against ``--max-pixels``."""
+    images = [*opened["init_images"], *(opened[k] for k in ("image_mask", "latent_mask") if opened[k] is not None)]
+    inputs = sum(image.width * image.height for image in images)
+    width, height, batch, n_iter = (values.get(k) for k in ("width", "height", "batch_size", "n_iter"))
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (width, height, batch, n_iter)):
+        return  # the parameters' own validation names the bad field
+    assert isinstance(width, int) and isinstance(height, int) and isinstance(batch, int) and isinstance(n_iter, int)
+    if width * height > config.max_pixels:
+        raise ApiError(413, f"width × height: {width}x{height} is more pixels than this server's limit of "
+                            f"{config.max_pixels} per image (--max-pixels)", "PayloadTooLarge")
+    outputs = width * height * batch * n_iter
+    if inputs + outputs > config.max_request_pixels:
+        raise ApiError(413, f"the request's images hold {inputs} pixels and it asks for {outputs} more "
+                            f"(width × height × batch_size × n_iter), over this server's limit of "
+                            f"{config.max_request_pixels} pixels per request (--max-request-pixels)",
+                       "PayloadTooLarge")
 
 
 def request_params(values: dict[str, Any], images: dict[str, Any], base_options: Options) -> Img2ImgParams:

@@ -29,6 +29,7 @@ class ServerConfig:
     max_body_mb: float = 64.0
     max_images: int = 100  # n_iter × batch_size
     max_job_steps: int = 10_000  # n_iter × batch_size × steps
+    max_request_pixels: int = 64 * 2**20  # every input pixel plus width × height × batch_size × n_iter
     # what a connection may hold (uvicorn)
     body_timeout: float = 60.0  # seconds to receive a whole request body
     header_timeout: float = 10.0  # seconds to receive a request's headers

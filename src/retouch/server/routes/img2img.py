@@ -6,15 +6,17 @@ import base64
 import time
 
 from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from retouch.outputs import encode_image, image_texts
-from retouch.server.backend import Cancelled, QueueFull
+from retouch.server.backend import Cancelled, DuplicateTask, QueueFull
 from retouch.server.errors import ApiError
 from retouch.server.requests import job_request
 from retouch.server.routes import State
 from retouch.server.routing import GuardedRoute
 from retouch.server.schemas import ImageToImageResponse, Img2ImgRequest
+from retouch.server.strict_json import json_safe
 
 router = APIRouter(route_class=GuardedRoute)
 
@@ -29,6 +31,8 @@ async def img2img(req: Img2ImgRequest, response: Response, state: State):
         outcome = await state.backend.run(request)
     except QueueFull:
         raise ApiError(503, "the queue is full; retry later", headers={"Retry-After": "5"}) from None
+    except DuplicateTask as e:
+        raise ApiError(409, str(e), "Conflict") from None
     except Cancelled as e:
         raise ApiError(409, str(e), "Interrupted") from None
     except ValueError as e:
@@ -46,6 +50,11 @@ async def img2img(req: Img2ImgRequest, response: Response, state: State):
     if not req.include_init_images:
         parameters["init_images"] = None
         parameters["mask"] = None
+    if outcome.save_error:  # the job ran: its images are in the answer, with why they are not on disk
+        status = 507 if outcome.disk_full else 500
+        return JSONResponse(status_code=status, headers=dict(response.headers), content=json_safe({
+            "images": images, "parameters": parameters, "info": outcome.info, "error": "SaveError",
+            "detail": outcome.save_error, "body": "", "errors": outcome.save_error}))
     return ImageToImageResponse(images=images, parameters=parameters, info=outcome.info)
 
 
