@@ -14,8 +14,8 @@ Nothing here knows a model family: tokenizing and encoding live behind :class:`P
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import torch
 
@@ -68,12 +68,15 @@ class Conditioning:
 @dataclass(frozen=True)
 class PromptContext:
     """What encoding a prompt may depend on besides its text (SDXL's size conditioning, A1111's
-    ``SdConditioning``)."""
+    ``SdConditioning``), and the job's textual-inversion embeddings: ``find_embedding(tokens, position)``
+    finds one by its name's tokens; ``used_embeddings(embeddings)`` hears which ones an encoding used."""
 
     options: Options
     width: int = 512
     height: int = 512
     is_negative: bool = False
+    find_embedding: Callable[[Sequence[int], int], tuple[Any, int] | None] | None = field(default=None, compare=False)
+    used_embeddings: Callable[[list[Any]], None] | None = field(default=None, compare=False)
 
 
 class PromptEncoder(Protocol):

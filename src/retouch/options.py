@@ -113,6 +113,8 @@ class Options:
     lora_not_found_warning_console: bool = _opt(False)
     lora_not_found_gradio_warning: bool = _opt(False)
     lora_add_hashes_to_infotext: bool = _opt(True)
+    lora_bundled_ti_to_infotext: bool = _opt(True)
+    lora_in_memory_limit: int = _opt(0, lo=0)
     sdxl_crop_top: int = _opt(0)
     sdxl_crop_left: int = _opt(0)
     include_styles_into_token_counters: bool = _opt(True)

@@ -20,6 +20,7 @@ from PIL import Image
 from retouch.imageops.resize import oriented_size
 from retouch.modes import InpaintFill, ResizeMode
 from retouch.prompt_parser import check_prompt_size
+from retouch.soft_inpainting import SoftInpainting
 
 if TYPE_CHECKING:
     from retouch.sampling.registry import SamplerSpec
@@ -84,6 +85,18 @@ class Img2ImgParams:
     initial_noise_multiplier: float | None = _f(None, "scale of the initial noise (default from options)")
     latent_mask: Image.Image | None = _f(None, "separate mask for the latent blend", cli=False)
     disable_extra_networks: bool = _f(False, "strip <lora:…> tags without applying them")
+    soft_inpainting: SoftInpainting | None = _f(None, "soft inpainting settings (A1111's built-in extension)",
+                                                cli=False)
+
+    @property
+    def uses_soft_inpainting(self) -> bool:
+        """Soft inpainting is on and there is a mask (without one the extension does nothing)."""
+        return self.soft_inpainting is not None and self.image_mask is not None
+
+    @property
+    def rounds_mask(self) -> bool:
+        """``mask_round`` as the job uses it: soft inpainting switches it off."""
+        return self.mask_round and not self.uses_soft_inpainting
 
     def validate(self) -> Img2ImgJob:
         """Check every field; raise ``ValueError("<field> …, got <value>")`` on the first bad one.
@@ -130,6 +143,11 @@ class Img2ImgParams:
             value = getattr(self, name)
             if value is not None and not isinstance(value, Image.Image):
                 raise ValueError(f"{name} must be a PIL image or None, got {type(value).__name__}")
+        if self.soft_inpainting is not None:
+            if not isinstance(self.soft_inpainting, SoftInpainting):
+                raise ValueError(f"soft_inpainting must be a SoftInpainting or None, got "
+                                 f"{type(self.soft_inpainting).__name__}")
+            self.soft_inpainting.validate()
         _check_inpaint_sizes(self)
         from retouch.sampling.registry import resolve_sampler_and_scheduler
 

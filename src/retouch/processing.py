@@ -36,6 +36,7 @@ from retouch.pipeline import (
 from retouch.pipeline.inputs import EMPTY_MASK_COMMENT
 from retouch.pipeline.latents import LATENT_FACTOR
 from retouch.processed import Processed
+from retouch.soft_inpainting import parse_alwayson_scripts
 
 __all__ = ["JobControl", "Processed", "StableDiffusionProcessingImg2Img", "process_images", "process_images_with_result"]
 logger = logging.getLogger(__name__)
@@ -63,6 +64,8 @@ class StableDiffusionProcessingImg2Img(Img2ImgParams):
     styles_database: dict[str, tuple[str, str]] | None = None
     control: JobControl = field(default_factory=JobControl)
     filename_stem: str | None = None  # batch-from-folder naming
+    alwayson_scripts: dict[str, Any] | None = None  # A1111's API form of built-in scripts: "soft inpainting" only
+    script_args: list[Any] | None = None
 
     def __post_init__(self) -> None:
         if self.mask is not None:
@@ -118,6 +121,14 @@ class StableDiffusionProcessingImg2Img(Img2ImgParams):
                            wanted, model.title, model.title)
         if self.sampler_name is None and self.sampler_index is not None:
             self.sampler_name = self.sampler_index
+        soft = parse_alwayson_scripts(self.alwayson_scripts)
+        if soft is not None:
+            if self.soft_inpainting not in (None, soft):
+                raise ValueError("soft_inpainting: given both as a field and in alwayson_scripts; use one")
+            self.soft_inpainting = soft
+        if self.script_args:
+            raise ValueError("script_args: scripts are not supported by retouch (soft inpainting is set through "
+                             "alwayson_scripts or soft_inpainting)")
         job = Img2ImgParams(**{name: getattr(self, name) for name in Img2ImgParams.field_names()}).validate()
         self.sampler_name, self.scheduler = job.sampler.name, job.scheduler.label
         self._job = job

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import NoReturn
 
 from retouch.cli.common import EXIT_USAGE, UsageError, add_model_flags, add_param_flags, flag
 from retouch.params import Img2ImgParams
@@ -20,7 +21,7 @@ __all__ = ["build_parser", "main"]
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (exit 2), like every other usage error of retouch."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 

@@ -7,14 +7,17 @@ plain containers is refused before any of it runs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import pickle
+import threading
 import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -115,6 +118,13 @@ class SafetensorsFile(Mapping[str, torch.Tensor]):
 
 
 def _read_pickle(path: Path) -> StateDict:
+    return _unwrap(path, read_pickle(path))
+
+
+def read_pickle(path: str | os.PathLike) -> object:
+    """The object in a ``.ckpt``/``.pt``/``.bin`` file (tensors, numbers, strings and containers only):
+    refused, before any of it runs, when the pickle would import or call anything else."""
+    path = Path(path)
     if not zipfile.is_zipfile(path):
         # Old-style (pre torch 1.6) pickles are refused too: weights_only handles both, but we want
         # a clear message for random bytes.
@@ -123,7 +133,7 @@ def _read_pickle(path: Path) -> StateDict:
         if not head.startswith(b"\x80"):
             raise CheckpointError(path, "not a PyTorch checkpoint (neither a zip archive nor a pickle)")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             path,
@@ -132,7 +142,6 @@ def _read_pickle(path: Path) -> StateDict:
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
         raise CheckpointError(path, f"could not read the checkpoint (truncated or corrupt?): {_first_line(e)}") from None
-    return _unwrap(path, obj)
 
 
 def _unwrap(path: Path, obj: object) -> StateDict:
@@ -149,11 +158,15 @@ def _first_line(e: BaseException) -> str:
     return text[0] if text else type(e).__name__
 
 
-def file_sha256(path: Path, cache_dir: Path) -> str:
-    """sha256 of a file, cached by absolute path, size and mtime (a 4 GB file is hashed once)."""
+def file_sha256(path: Path, cache_dir: Path, *, after_header: bool = False) -> str:
+    """sha256 of a file, cached by absolute path, size and mtime (a 4 GB file is hashed once).
+
+    ``after_header``: hash only what follows a safetensors file's header (kohya's "addnet" hash, which
+    A1111 writes for LoRA files: it does not change when only the metadata does).
+    """
     stat = path.stat()
     cache_file = cache_dir / "hashes.json"
-    key = str(path.resolve())
+    key = str(path.resolve()) + ("#addnet" if after_header else "")
     stamp = [stat.st_size, stat.st_mtime_ns]
     cache = _read_json(cache_file)
     entry = cache.get(key)
@@ -161,6 +174,8 @@ def file_sha256(path: Path, cache_dir: Path) -> str:
         return entry["sha256"]
     digest = hashlib.sha256()
     with open(path, "rb") as f:
+        if after_header:
+            f.seek(8 + int.from_bytes(f.read(8), "little"))
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     sha = digest.hexdigest()
@@ -168,7 +183,7 @@ def file_sha256(path: Path, cache_dir: Path) -> str:
     cache[key] = {"stamp": stamp, "sha256": sha}
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp = cache_file.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_text(json.dumps(cache, indent=1))
         tmp.replace(cache_file)
     except OSError as e:
@@ -176,7 +191,33 @@ def file_sha256(path: Path, cache_dir: Path) -> str:
     return sha
 
 
-def cached_sha256(path: Path, cache_dir: Path | None = None) -> str | None:
+MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit
+
+
+def read_safetensors_metadata(path: Path) -> dict[str, Any]:
+    """The ``__metadata__`` of a safetensors file, as A1111 reads it: string values that hold a JSON object
+    are decoded. Raises :class:`CheckpointError` for a file that is not safetensors."""
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            if not 2 < size <= MAX_HEADER_BYTES:
+                raise CheckpointError(path, "not a safetensors file (bad header length)")
+            header = json.loads(f.read(size))
+    except (OSError, ValueError) as e:
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(path, f"could not read the safetensors header: {e}") from None
+    raw = header.get("__metadata__") if isinstance(header, dict) else None
+    metadata: dict[str, Any] = {}
+    for key, value in (raw or {}).items():
+        metadata[key] = value
+        if isinstance(value, str) and value.startswith("{"):
+            with contextlib.suppress(ValueError):
+                metadata[key] = json.loads(value)
+    return metadata
+
+
+def cached_sha256(path: Path, cache_dir: Path | None = None, *, after_header: bool = False) -> str | None:
     """The cached sha256 of ``path`` if it is known and still valid (nothing is hashed here)."""
     if cache_dir is None:
         from retouch.models.paths import cache_dir as default_cache_dir
@@ -186,7 +227,7 @@ def cached_sha256(path: Path, cache_dir: Path | None = None) -> str | None:
         stat = path.stat()
     except OSError:
         return None
-    entry = _read_json(cache_dir / "hashes.json").get(str(path.resolve()))
+    entry = _read_json(cache_dir / "hashes.json").get(str(path.resolve()) + ("#addnet" if after_header else ""))
     if isinstance(entry, dict) and entry.get("stamp") == [stat.st_size, stat.st_mtime_ns]:
         return entry.get("sha256")
     return None

@@ -29,6 +29,8 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     vae_dtype: torch.dtype | None = None,
     channels_last: bool = False,
+    lora_dir: str | os.PathLike | None = None,
+    embeddings_dir: str | os.PathLike | None = None,
 ) -> Model:
     """Load a Stable Diffusion model.
 
@@ -43,6 +45,8 @@ def load_model(
         vae_dtype: the VAE's precision (default: float32 on CPU, ``dtype`` elsewhere); a decode that
             produces NaN/inf in a lower precision is redone in float32 (A1111's auto-revert).
         channels_last: UNet in channels-last memory format (faster for bf16 on CPU; measure).
+        lora_dir: a folder of LoRA-family networks for ``<lora:name:weight>`` tags (A1111 ``--lora-dir``).
+        embeddings_dir: a folder of textual-inversion embeddings (A1111 ``--embeddings-dir``).
 
     Raises:
         ValueError (:class:`CheckpointError`): a missing, corrupt, unsafe or unsupported file; the
@@ -67,7 +71,9 @@ def load_model(
         _replace_vae(model, Path(vae), vae_dtype)
     if channels_last:
         model.unet.to(memory_format=torch.channels_last)
-    return _to_device(model, device)
+    model = _to_device(model, device)
+    model.set_network_folders(lora_dir, embeddings_dir)
+    return model
 
 
 def _load_single_file(path: Path, dtype: torch.dtype, vae_dtype: torch.dtype) -> Model:

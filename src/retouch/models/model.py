@@ -12,6 +12,7 @@ seamless tiling is switched per job and thread (:mod:`retouch.models.padding`).
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from retouch.control import JobHooks
 from retouch.models.padding import circular_padding, make_padding_switchable
 from retouch.models.text_encoder import SDTextConditioner, TextEncoder
 from retouch.models.tiling import OVERLAP, TILE_SIZES, tiled_pass
+from retouch.networks import EmbeddingDatabase, ExtraNetworks, LoraFolder
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,8 @@ class Model:
         is_inpainting / is_pix2pix: 9-channel inpainting UNet / 8-channel instruct-pix2pix UNet.
         conditioner: turns prompt texts into :class:`~retouch.conditioning.Conditioning` (default: one
             CLIP/OpenCLIP encoder, cross-attention only).
+        extra_networks: its LoRA folder, embeddings and applied networks (:attr:`loras`,
+            :attr:`embeddings`); see :meth:`set_network_folders`.
     """
 
     name: str
@@ -85,12 +89,34 @@ class Model:
     vae_tile_size: int | None = None  # image pixels per tile side; None: the largest that fits the budget
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     conditioner: PromptEncoder | None = None
+    extra_networks: ExtraNetworks = field(init=False, repr=False)
     _vae_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         if self.conditioner is None:
             self.conditioner = SDTextConditioner(self.text_encoder)
         make_padding_switchable(self.unet, self.vae)
+        self.extra_networks = ExtraNetworks(self)
+
+    def set_network_folders(self, lora_dir: str | os.PathLike | None, embeddings_dir: str | os.PathLike | None) -> None:
+        """Where this model finds LoRA-family networks and textual-inversion embeddings (A1111's
+        ``--lora-dir`` and ``--embeddings-dir``); both are scanned now."""
+        self.extra_networks = ExtraNetworks(self, lora_dir, embeddings_dir)
+
+    @property
+    def loras(self) -> LoraFolder:
+        """The networks found in the LoRA folder: ``.names``, ``.aliases``, ``.files`` (with hashes)."""
+        return self.extra_networks.loras
+
+    @property
+    def embeddings(self) -> EmbeddingDatabase:
+        """The embeddings found: ``.loaded``, ``.skipped`` (width does not fit), ``.problems`` (unreadable)."""
+        return self.extra_networks.embeddings
+
+    @property
+    def text_encoders(self) -> list[tuple[str, TextEncoder]]:
+        """The text encoders, each with the prefix A1111 puts before its layer names ("" for one encoder)."""
+        return [("", self.text_encoder)]
 
     @property
     def title(self) -> str:

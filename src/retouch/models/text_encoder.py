@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import ftfy
 import torch
@@ -40,18 +42,40 @@ def load_tokenizer(folder: Path) -> CLIPTokenizer:
     return CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
 
 
+# Where a chunk row's embedding vectors go: (offset of the first vector after BOS, vectors (n, width)).
+Fix = tuple[int, torch.Tensor]
+
+
 @dataclass
 class TextEncoder:
-    """``kind`` is ``"clip"`` (SD1: pad with EOS, honours Clip skip) or ``"open_clip"`` (SD2)."""
+    """``kind`` is ``"clip"`` (SD1: pad with EOS, honours Clip skip) or ``"open_clip"`` (SD2).
+
+    ``embedding_key`` names this encoder's vectors in a multi-encoder embedding (SDXL: ``clip_l``/``clip_g``).
+    """
 
     transformer: CLIPTextModel
     tokenizer: CLIPTokenizer
     kind: str
+    embedding_key: str | None = None
 
     def __post_init__(self) -> None:
         # The plain (eager) attention is what A1111 runs; with it the conditioning is bit-identical,
         # which matters because "Original" emphasis divides two nearly-zero means.
         self.transformer.set_attn_implementation("eager")
+        self._fixes = threading.local()
+        self.transformer.embeddings.token_embedding.register_forward_hook(self._apply_fixes)
+
+    def _apply_fixes(self, module: torch.nn.Module, args: Any, out: torch.Tensor) -> torch.Tensor:
+        """Put textual-inversion vectors in place of their placeholder tokens (A1111 ``EmbeddingsWithFixes``)."""
+        fixes: list[list[Fix]] | None = getattr(self._fixes, "rows", None)
+        if not fixes or not any(fixes):
+            return out
+        out = out.clone()
+        for row, row_fixes in enumerate(fixes):
+            for offset, vectors in row_fixes:
+                n = min(out.shape[1] - offset - 1, vectors.shape[0])
+                out[row, offset + 1:offset + 1 + n] = vectors[:n].to(out)
+        return out
 
     @property
     def width(self) -> int:
@@ -75,12 +99,20 @@ class TextEncoder:
         cleaned = [self.clean(t) for t in texts]
         return self.tokenizer(cleaned, add_special_tokens=False, truncation=False)["input_ids"]
 
-    def encode(self, tokens: torch.Tensor, clip_skip: int = 1) -> torch.Tensor:
-        """Hidden states ``(B, 77, C)`` for ``tokens`` ``(B, 77)`` of BOS + 75 + EOS ids.
+    def encode(self, tokens: torch.Tensor, clip_skip: int = 1, fixes: list[list[Fix]] | None = None) -> torch.Tensor:
+        """Hidden states ``(B, 77, C)`` for ``tokens`` ``(B, 77)`` of BOS + 75 + EOS ids; ``fixes`` per row put
+        embedding vectors in place of token embeddings.
 
         SD1: ``clip_skip`` n > 1 takes ``final_layer_norm(hidden_states[-n])``. SD2 pads with 0 after
         the first EOS and ignores ``clip_skip`` (as A1111 v1.10.1).
         """
+        self._fixes.rows = fixes
+        try:
+            return self._encode(tokens, clip_skip)
+        finally:
+            self._fixes.rows = None
+
+    def _encode(self, tokens: torch.Tensor, clip_skip: int) -> torch.Tensor:
         device = self.transformer.device
         tokens = tokens.to(device)
         if self.kind == "open_clip":
@@ -107,10 +139,16 @@ def _pad_after_first_eos(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
 # Prompt text → chunks → hidden states (prompt spec §6–§8)
 @dataclass
 class PromptChunk:
-    """77 token ids (BOS + 75 + EOS) and their emphasis multipliers."""
+    """77 token ids (BOS + 75 + EOS), their emphasis multipliers, and the embeddings placed in it
+    (``(offset, embedding)``; offset counted without BOS, the embedding's vectors replace its tokens)."""
 
     tokens: list[int] = field(default_factory=list)
     multipliers: list[float] = field(default_factory=list)
+    fixes: list[tuple[int, Any]] = field(default_factory=list)
+
+
+# (tokens, position) → (embedding, number of tokens its name takes) or None
+FindEmbedding = Callable[[Sequence[int], int], "tuple[Any, int] | None"]
 
 
 def empty_chunk() -> PromptChunk:
@@ -138,6 +176,25 @@ class _Chunker:
         self.last_comma = -1
 
     def add(self, token: int, weight: float) -> None:
+        self._before(token)
+        self.chunk.tokens.append(token)
+        self.chunk.multipliers.append(weight)
+
+    def add_embedding(self, token: int, embedding: Any, weight: float) -> None:
+        """An embedding found at ``token``: its vectors take ``embedding.count`` places, all in one chunk."""
+        self._before(token)
+        count = int(embedding.count)
+        if count > CHUNK_LENGTH:
+            raise ValueError(f"prompt: embedding {embedding.name!r} has {count} vectors; at most {CHUNK_LENGTH} fit "
+                             "in a prompt chunk")
+        if len(self.chunk.tokens) + count > CHUNK_LENGTH:
+            self.next_chunk()
+        self.chunk.fixes.append((len(self.chunk.tokens), embedding))
+        self.chunk.tokens += [0] * count
+        self.chunk.multipliers += [weight] * count
+
+    def _before(self, token: int) -> None:
+        """Comma back-tracking and starting a new chunk, before a token (or embedding) is added."""
         chunk = self.chunk
         if token == COMMA_ID:
             self.last_comma = len(chunk.tokens)
@@ -150,15 +207,15 @@ class _Chunker:
             self.chunk.tokens, self.chunk.multipliers = moved_tokens, moved_multipliers
         if len(self.chunk.tokens) == CHUNK_LENGTH:
             self.next_chunk()
-        self.chunk.tokens.append(token)
-        self.chunk.multipliers.append(weight)
 
 
-def tokenize_line(encoder: TextEncoder, line: str, options: Options) -> tuple[list[PromptChunk], int]:
+def tokenize_line(encoder: TextEncoder, line: str, options: Options,
+                  find_embedding: FindEmbedding | None = None) -> tuple[list[PromptChunk], int]:
     """Split one text into chunks of 75 tokens; also return A1111's token count (§7).
 
     The token count counts 75 for every chunk but the last, so BREAK and comma back-tracking
-    make it exceed the number of real tokens.
+    make it exceed the number of real tokens. ``find_embedding`` finds textual-inversion embeddings
+    by their names' tokens (A1111 checks at every token, inside each emphasis fragment).
     """
     parsed = prompt_parser.parse_prompt_attention(line) if options.emphasis != "None" else [[line, 1.0]]
     tokenized = encoder.tokenize([str(text) for text, _ in parsed])
@@ -167,23 +224,32 @@ def tokenize_line(encoder: TextEncoder, line: str, options: Options) -> tuple[li
         if text == "BREAK" and weight == -1:
             chunker.next_chunk()
             continue
-        for token in tokens:
-            chunker.add(token, weight)
+        position = 0
+        while position < len(tokens):
+            found = find_embedding(tokens, position) if find_embedding is not None else None
+            if found is None:
+                chunker.add(tokens[position], weight)
+                position += 1
+            else:
+                chunker.add_embedding(tokens[position], found[0], weight)
+                position += found[1]
     if chunker.chunk.tokens or not chunker.chunks:
         chunker.next_chunk(is_last=True)
     return chunker.chunks, chunker.token_count
 
 
-def encode_texts(encoder: TextEncoder, texts: Sequence[str], options: Options) -> torch.Tensor:
+def encode_texts(encoder: TextEncoder, texts: Sequence[str], options: Options,
+                 find_embedding: FindEmbedding | None = None, used: dict[str, Any] | None = None) -> torch.Tensor:
     """Encode a batch of texts → ``(B, 77·K, C)``, K = the most chunks any text needs (§8.1).
 
     Texts with fewer chunks are completed with empty chunks; chunk k of every text is encoded in
-    one transformer call and emphasis is normalised over that whole call.
+    one transformer call and emphasis is normalised over that whole call. Embeddings the texts use are
+    added to ``used`` (name → embedding).
     """
     by_text: dict[str, list[PromptChunk]] = {}
     for text in texts:
         if text not in by_text:
-            by_text[text] = tokenize_line(encoder, text, options)[0]
+            by_text[text] = tokenize_line(encoder, text, options, find_embedding)[0]
     batch = [by_text[text] for text in texts]
     chunk_count = max(len(chunks) for chunks in batch)
     zs = []
@@ -191,7 +257,10 @@ def encode_texts(encoder: TextEncoder, texts: Sequence[str], options: Options) -
         column = [chunks[i] if i < len(chunks) else empty_chunk() for chunks in batch]
         tokens = torch.tensor([c.tokens for c in column], dtype=torch.long)
         multipliers = torch.tensor([c.multipliers for c in column], dtype=torch.float32)
-        z = encoder.encode(tokens, options.CLIP_stop_at_last_layers)
+        fixes = [[(offset, emb.for_encoder(encoder.embedding_key)) for offset, emb in c.fixes] for c in column]
+        if used is not None:
+            used.update((emb.name, emb) for c in column for _, emb in c.fixes)
+        z = encoder.encode(tokens, options.CLIP_stop_at_last_layers, fixes)
         zs.append(apply_emphasis(z, multipliers.to(z.device, z.dtype), options.emphasis))
     return torch.hstack(zs)
 
@@ -216,5 +285,9 @@ class SDTextConditioner:
     encoder: TextEncoder
 
     def encode_prompts(self, texts: Sequence[str], context: PromptContext) -> Conditioning:
+        used: dict[str, Any] = {}
         with torch.inference_mode():
-            return Conditioning(encode_texts(self.encoder, texts, context.options))
+            cond = Conditioning(encode_texts(self.encoder, texts, context.options, context.find_embedding, used))
+        if used and context.used_embeddings is not None:
+            context.used_embeddings(list(used.values()))
+        return cond

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from PIL import Image
 
 from retouch.imageops.color import apply_color_correction
 from retouch.imageops.grid import image_grid
-from retouch.imageops.masking import apply_overlay
-from retouch.imageops.resize import resize_image
+from retouch.imageops.masking import apply_overlay, overlay_image
+from retouch.imageops.resize import flatten, resize_image
+from retouch.imageops.soft_mask import adaptive_overlay_mask
 from retouch.infotext import GenerationInfo
 from retouch.models.model import Model
+from retouch.modes import ResizeMode
 from retouch.options import Options
 from retouch.params import Img2ImgJob
 from retouch.pipeline.latents import InitState
@@ -28,21 +31,64 @@ class FinishedImage:
     mask_composite: Image.Image | None  # the result through the mask (return/save_mask_composite)
 
 
+@dataclass(frozen=True)
+class Overlays:
+    """A batch's own overlays and overlay masks (soft inpainting makes them from the sampled latents)."""
+
+    images: list[Image.Image]
+    masks: list[Image.Image]
+
+
 def finish_image(decoded: Image.Image, index: int, init: InitState, options: Options, *,
-                 keep_before_color_correction: bool = False) -> FinishedImage:
+                 keep_before_color_correction: bool = False, overlays: Overlays | None = None) -> FinishedImage:
     """Image ``index`` of a batch after decoding → what the job returns and saves (spec §3.7)."""
     prepared = init.prepared
     overlay = None
+    mask_for_overlay = prepared.mask_for_overlay
     if options.overlay_inpaint and init.overlay_images is not None and index < len(init.overlay_images):
         overlay = init.overlay_images[index]
+    if overlays is not None:  # soft inpainting replaces both, whatever overlay_inpaint says (as A1111)
+        overlay, mask_for_overlay = overlays.images[index], overlays.masks[index]
     before = None
     if init.color_corrections is not None and index < len(init.color_corrections):
         if keep_before_color_correction:
             before = apply_overlay(decoded, prepared.paste_to, overlay)[0]
         decoded = apply_color_correction(init.color_corrections[index], decoded)
     image, original_denoised = apply_overlay(decoded, prepared.paste_to, overlay)
-    mask_image, composite = _mask_outputs(prepared.mask_for_overlay, image, original_denoised, options)
+    mask_image, composite = _mask_outputs(mask_for_overlay, image, original_denoised, options)
     return FinishedImage(image, before, mask_image, composite)
+
+
+def soft_overlays(job: Img2ImgJob, init: InitState, samples: torch.Tensor, options: Options) -> Overlays | None:
+    """Soft inpainting's overlays for a batch (A1111 ``post_sample``): the original images, flattened and resized
+    as for the normal overlay, shown through masks made from how far each sampled latent moved from the
+    original (:func:`~retouch.imageops.soft_mask.adaptive_overlay_mask`)."""
+    params, settings, blend = job.params, job.params.soft_inpainting, init.blend
+    if settings is None or blend is None or not params.uses_soft_inpainting:
+        return None
+    paste_to = init.prepared.paste_to
+    sources = []
+    for img in params.init_images:
+        image = flatten(img, options.img2img_background_color)
+        if paste_to is None and params.resize_mode != ResizeMode.LATENT_UPSCALE:
+            image = resize_image(params.resize_mode, image, params.width, params.height)
+        sources.append(image)
+    if len(sources) == 1:
+        sources = sources * init.batch_size
+    repaint = blend.repaint[0].float()  # (C, h, w): one mask for the whole batch
+    influence = settings.mask_influence
+    scaled = 1 - torch.clamp(repaint, min=0, max=1) ** (settings.preservation_strength / 2)
+    scaled = 0.5 * (1 - influence) + scaled * influence
+    scalar = (scaled / (1.00001 - scaled)).cpu().numpy()
+    distances = torch.norm(samples - blend.original, p=2, dim=1)
+    images, masks = [], []
+    for distance, source in zip(distances, sources, strict=False):
+        mask = adaptive_overlay_mask(distance.float().cpu().numpy(), settings.difference_threshold * scalar,
+                                     settings.difference_contrast, params.width, params.height, paste_to,
+                                     (source.width, source.height))
+        masks.append(mask)
+        images.append(overlay_image(source, mask))
+    return Overlays(images, masks)
 
 
 def _mask_outputs(mask_for_overlay: Image.Image | None, image: Image.Image, original_denoised: Image.Image,

@@ -25,14 +25,28 @@ from PIL import Image
 from retouch.control import Interrupted, JobControl, JobHooks
 from retouch.infotext import GenerationInfo, format_infotext, generation_params
 from retouch.models.model import Model
+from retouch.networks.activation import Activation
 from retouch.options import Options
 from retouch.outputs import Outputs, save_image
 from retouch.params import Img2ImgJob, Img2ImgParams
-from retouch.pipeline.finish import FinishedImage, finish_image, generation_info, make_grid
+from retouch.pipeline.finish import (
+    FinishedImage,
+    Overlays,
+    finish_image,
+    generation_info,
+    make_grid,
+    soft_overlays,
+)
 from retouch.pipeline.latents import InitState, decode_latents, initialize
+from retouch.pipeline.networks import JobNetworks, default_network_prompts
 from retouch.pipeline.prompts import Batch, batches, expand_prompts
-from retouch.pipeline.sample import BatchConditioning, encode_conditioning, plan_job_sampling, sample_batch
-from retouch.prompt_parser import extra_network_comments, parse_extra_networks_batch
+from retouch.pipeline.sample import (
+    BatchConditioning,
+    EmbeddingUse,
+    encode_conditioning,
+    plan_job_sampling,
+    sample_batch,
+)
 from retouch.sampling.plan import SamplingPlan
 
 logger = logging.getLogger(__name__)
@@ -92,6 +106,7 @@ class _Job:
     log: JobLog
     prompts: list[str]
     negatives: list[str]
+    networks: JobNetworks
     info: GenerationInfo | None = None
     batch_size: int = 1
     conds: tuple[tuple, BatchConditioning] | None = None  # the last batch's, reused while its prompts repeat
@@ -142,12 +157,19 @@ def generate(params: Img2ImgParams | Img2ImgJob, model: Model, *, options: Optio
     prompts, negatives = expand_prompts(job, styles, comments)
     for text in comments:
         log.comment(text)
-    run = _Job(job, model, options, control, outputs or Outputs(), log, prompts, negatives)
+    networks = JobNetworks(model.extra_networks, options, job.params.disable_extra_networks)
+    batch_size = len(job.params.init_images) if len(job.params.init_images or ()) > 1 else job.params.batch_size
+    prompts = default_network_prompts(prompts, model.extra_networks, options, prompts[:batch_size], networks.disabled)
+    networks.prepare(prompts[::batch_size][:job.params.n_iter])
+    run = _Job(job, model, options, control, outputs or Outputs(), log, prompts, negatives, networks)
     plan = plan_job_sampling(job, model, options)
     tiling = bool(job.params.tiling if job.params.tiling is not None else options.tiling)
     if control.job_count == -1:
         control.job_count = job.params.n_iter
     last = Batch(0, prompts[:1], negatives[:1], job.seeds[:1], job.subseeds[:1])
+    if job.params.uses_soft_inpainting:
+        assert job.params.soft_inpainting is not None
+        log.extra.update(job.params.soft_inpainting.infotext_params())  # a script's process(): before init()
     with model.tiling(tiling):
         init = _initialize(run)
         run.info = generation_info(job, model, options, init, tiling)
@@ -184,42 +206,52 @@ def _run_batch(run: _Job, plan: SamplingPlan, init: InitState, batch: Batch) -> 
     control.job_no, control.skipped = batch.n, False
     if control.interrupted:
         return False
-    texts, networks = parse_extra_networks_batch(batch.prompts)
-    if not run.job.params.disable_extra_networks:
-        for text in extra_network_comments(networks):
-            run.log.comment(text)
-    try:
-        conds = _conditioning(run, texts, batch.negative_prompts)
-    except Interrupted:
-        return False
-    sampled = sample_batch(run.model, run.job, run.options, plan, init, conds, batch, control)
+    texts, activation = run.networks.batch(batch.prompts)
+    for text in activation.comments():
+        run.log.comment(text)
+    if activation.hashes and run.options.lora_add_hashes_to_infotext:
+        run.log.extra["Lora hashes"] = ", ".join(f"{k}: {v}" for k, v in activation.hashes.items())
+    with run.model.extra_networks.patcher.applied(activation.networks):
+        try:
+            conds = _conditioning(run, texts, batch.negative_prompts, activation)
+        except Interrupted:
+            return False
+        sampled = sample_batch(run.model, run.job, run.options, plan, init, conds, batch, control)
     run.log.extra.update(sampled.extra_params)
     run.latents.append(sampled.latents)
     stopped = sampled.interrupted and control.interrupted
+    overlays = soft_overlays(run.job, init, sampled.latents, run.options)
     try:
         for i in range(1 if stopped else len(sampled.latents)):
             hooks = JobHooks(note=run.log.comment) if stopped else run.hooks  # the one partial decode
             image = decode_latents(run.model, sampled.latents[i:i + 1], hooks)[0]
-            _add_image(run, init, batch, i, image)
+            _add_image(run, init, batch, i, image, overlays)
     except Interrupted:
         return False
     control.job_no = batch.n + 1
     return not stopped
 
 
-def _conditioning(run: _Job, texts: list[str], negatives: list[str]) -> BatchConditioning:
-    """The batch's encoded prompts; the previous batch's when the prompts are the same (A1111's cond cache)."""
-    key = (tuple(texts), tuple(negatives))
+def _conditioning(run: _Job, texts: list[str], negatives: list[str], activation: Activation) -> BatchConditioning:
+    """The batch's encoded prompts; the previous batch's when the prompts and networks are the same (A1111's
+    cond cache). ``TI hashes`` lists the embeddings each encoding used (kept when the cache is used: A1111
+    drops them then, a bug not copied)."""
+    key = (tuple(texts), tuple(negatives), activation.key)
     if run.conds is None or run.conds[0] != key:
-        run.conds = (key, encode_conditioning(run.model, run.job, run.options, texts, negatives, run.check))
+        embeddings = EmbeddingUse(run.networks.find_embedding(activation), run.networks.note_embeddings)
+        run.conds = (key, encode_conditioning(run.model, run.job, run.options, texts, negatives, run.check,
+                                              embeddings))
+        if run.networks.ti_hashes and run.options.textual_inversion_add_hashes_to_infotext:
+            run.log.extra["TI hashes"] = run.networks.ti_hashes
     return run.conds[1]
 
 
-def _add_image(run: _Job, init: InitState, batch: Batch, i: int, decoded: Image.Image) -> None:
+def _add_image(run: _Job, init: InitState, batch: Batch, i: int, decoded: Image.Image,
+               overlays: Overlays | None) -> None:
     """Finish image ``i`` of a batch; save it (and its variants) when asked; add it to the results."""
     options, outputs = run.options, run.outputs
     save = outputs.samples_dir is not None and options.samples_save
-    finished = finish_image(decoded, i, init, options,
+    finished = finish_image(decoded, i, init, options, overlays=overlays,
                             keep_before_color_correction=save and options.save_images_before_color_correction)
     text = run.infotext(batch.prompts[i], batch.negative_prompts[i], batch.seeds[i], batch.subseeds[i])
     if save:

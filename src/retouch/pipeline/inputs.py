@@ -88,7 +88,7 @@ def _same_size(mask: Image.Image, image: Image.Image, resize_mode: int) -> Image
 
 def _prepare_mask(params: Img2ImgParams, image_mask: Image.Image,
                   out: PreparedInputs) -> tuple[Image.Image | None, tuple[int, int, int, int] | None]:
-    mask = masking.create_binary_mask(image_mask, round=params.mask_round)
+    mask = masking.create_binary_mask(image_mask, round=params.rounds_mask)
     if params.inpainting_mask_invert:
         mask = ImageOps.invert(mask)
         out.extra_params["Mask mode"] = "Inpaint not masked"

@@ -21,7 +21,7 @@ from retouch.modes import InpaintFill, ResizeMode
 from retouch.options import Options
 from retouch.params import Img2ImgJob
 from retouch.pipeline.inputs import PreparedInputs, prepare_inputs
-from retouch.sampling.inpaint import InpaintBlend
+from retouch.sampling.inpaint import InpaintBlend, SoftBlend
 from retouch.sampling.rng import ImageRNG
 
 LATENT_FACTOR = 8
@@ -55,14 +55,14 @@ def initialize(job: Img2ImgJob, model: Model, options: Options, hooks: JobHooks)
                               batch_size)
         blend = None
         if prepared.image_mask is not None and prepared.latent_mask is not None:
-            keep, repaint = make_latent_masks(prepared.latent_mask, init_latent, params.mask_round)
+            keep, repaint = make_latent_masks(prepared.latent_mask, init_latent, params.rounds_mask)
             first_noise = lambda: make_rng(job, model, options, job.seeds[: init_latent.shape[0]], None).next()  # noqa: E731
             init_latent, fill_extra = apply_masked_content(init_latent, keep, repaint, params.inpainting_fill,
                                                            first_noise)
             extra.update(fill_extra)
-            blend = InpaintBlend(init_latent, repaint, keep)
+            blend = _blend(job, init_latent, repaint, keep)
         image_cond = _repeat(model.image_conditioning(unique * 2 - 1, init_latent[:len(unique)], prepared.image_mask,
-                                                      params.mask_round, options.inpainting_mask_weight, hooks),
+                                                      params.rounds_mask, options.inpainting_mask_weight, hooks),
                              batch_size)
     single = len(prepared.images) == 1
     overlays = prepared.overlay_images
@@ -71,6 +71,14 @@ def initialize(job: Img2ImgJob, model: Model, options: Options, hooks: JobHooks)
         overlays = overlays * batch_size if overlays is not None else None
         corrections = corrections * batch_size if corrections is not None else None
     return InitState(prepared, pixels, init_latent, blend, image_cond, batch_size, overlays, corrections, extra)
+
+
+def _blend(job: Img2ImgJob, original: torch.Tensor, repaint: torch.Tensor, keep: torch.Tensor) -> InpaintBlend:
+    soft = job.params.soft_inpainting
+    if soft is None:
+        return InpaintBlend(original, repaint, keep)
+    return SoftBlend(original, repaint, keep, soft.schedule_bias, soft.preservation_strength,
+                     soft.transition_contrast_boost)
 
 
 def _repeat(tensor: torch.Tensor, batch_size: int) -> torch.Tensor:

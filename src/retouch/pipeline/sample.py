@@ -10,7 +10,7 @@ latents is :meth:`InpaintBlend.apply`, the same object the stack blends with.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,13 +78,25 @@ def plan_job_sampling(job: Img2ImgJob, model: Model, options: Options) -> Sampli
     return dataclasses.replace(plan, extra_params={**extra, **plan.extra_params})
 
 
+@dataclass(frozen=True)
+class EmbeddingUse:
+    """Textual-inversion embeddings for a batch's prompts: how to find one by its name's tokens, and who hears
+    which ones an encoding used (for ``TI hashes``)."""
+
+    find: Callable[[Sequence[int], int], tuple[Any, int] | None] | None = None
+    used: Callable[[list[Any]], None] | None = None
+
+
 def encode_conditioning(model: Model, job: Img2ImgJob, options: Options, texts: list[str],
-                        negatives: list[str], check: Callable[[], None] | None = None) -> BatchConditioning:
-    """Prompt schedules of a batch, encoded (A1111 ``setup_conds``). ``texts`` are the prompts with
-    extra-network tags removed; ``check()`` runs before each prompt's encoding."""
+                        negatives: list[str], check: Callable[[], None] | None = None,
+                        embeddings: EmbeddingUse | None = None) -> BatchConditioning:
+    """Prompt schedules of a batch, encoded (A1111 ``setup_conds``: negative prompts first). ``texts`` are the
+    prompts with extra-network tags removed; ``check()`` runs before each prompt's encoding."""
     params = job.params
     steps = job.sampler.total_steps(params.steps)
-    positive = PromptContext(options, params.width, params.height)
+    embeddings = embeddings or EmbeddingUse()
+    positive = PromptContext(options, params.width, params.height, find_embedding=embeddings.find,
+                             used_embeddings=embeddings.used)
     negative = dataclasses.replace(positive, is_negative=True)
     with torch.inference_mode():
         uncond = get_learned_conditioning(model, negatives, steps, negative, check=check)
@@ -139,7 +151,7 @@ def sample_batch(model: Model, job: Img2ImgJob, options: Options, plan: Sampling
         interrupted = True
     extra.update(cfg.extra_params)
     if init.blend is not None:
-        samples = init.blend.apply(samples)
+        samples = init.blend.final(samples)
     return SampledBatch(samples, interrupted, extra)
 
 

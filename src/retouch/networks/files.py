@@ -1,0 +1,179 @@
+"""The LoRA folder: which network files there are, their names, aliases, metadata and hashes.
+
+As A1111's Lora extension (``networks.list_available_networks``): every ``.safetensors``, ``.pt`` and
+``.ckpt`` below the folder (walked in natural order) is a network named by its
+file stem; a later file with the same stem replaces an earlier one. A safetensors file's metadata
+``ss_output_name`` is its alias, also accepted in ``<lora:alias:…>``; an alias two files share is
+"forbidden": such a name then only finds the file of that name. The hash A1111 writes in
+``Lora hashes`` is the first 12 hex digits of the sha256 of the file after its safetensors header
+(kohya's "addnet" hash; of the whole file for ``.pt``/``.ckpt``), or of ``sshs_model_hash`` when the
+metadata carries one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from retouch.models.checkpoint import CheckpointError, file_sha256, read_safetensors_metadata
+from retouch.models.paths import cache_dir
+
+logger = logging.getLogger(__name__)
+
+NETWORK_SUFFIXES = (".safetensors", ".pt", ".ckpt")
+# A1111 sorts these metadata keys first, the rest after in file order (network.metadata_tags_order).
+_METADATA_ORDER = {"ss_sd_model_name": 1, "ss_resolution": 2, "ss_clip_skip": 3, "ss_num_train_images": 10,
+                   "ss_tag_frequency": 20}
+_ALWAYS_FORBIDDEN = ("none", "Addams")  # A1111's forbidden_network_aliases seed
+
+
+@dataclass
+class NetworkFile:
+    """One network file on disk (A1111 ``NetworkOnDisk``)."""
+
+    name: str
+    path: Path
+    metadata: dict[str, Any] = field(default_factory=dict)
+    _hash: str | None = field(default=None, repr=False)
+
+    @property
+    def alias(self) -> str:
+        return str(self.metadata.get("ss_output_name", self.name))
+
+    @property
+    def is_safetensors(self) -> bool:
+        return self.path.suffix.lower() == ".safetensors"
+
+    @property
+    def sd_version(self) -> str:
+        """``"SDXL"``, ``"SD2"``, ``"SD1"`` or ``"Unknown"``, from the training metadata (as A1111)."""
+        if str(self.metadata.get("ss_base_model_version", "")).startswith("sdxl_"):
+            return "SDXL"
+        if str(self.metadata.get("ss_v2", "")) == "True":
+            return "SD2"
+        return "SD1" if self.metadata else "Unknown"
+
+    @property
+    def sha256(self) -> str:
+        """The full hash A1111 uses for this file (computed once, then cached on disk)."""
+        if self._hash is None:
+            self._hash = str(self.metadata.get("sshs_model_hash") or "") or file_sha256(
+                self.path, cache_dir(), after_header=self.is_safetensors)
+        return self._hash
+
+    @property
+    def short_hash(self) -> str:
+        return self.sha256[:12]
+
+    def stamp(self) -> tuple[int, int]:
+        """Size and modification time: a changed file is read again."""
+        stat = self.path.stat()
+        return stat.st_size, stat.st_mtime_ns
+
+    def as_api(self) -> dict[str, Any]:
+        """The entry of ``GET /sdapi/v1/loras``."""
+        return {"name": self.name, "alias": self.alias, "path": str(self.path), "metadata": self.metadata}
+
+
+def read_network_file(name: str, path: Path) -> NetworkFile:
+    metadata: dict[str, Any] = {}
+    if path.suffix.lower() == ".safetensors":
+        try:
+            metadata = read_safetensors_metadata(path)
+        except CheckpointError as e:
+            logger.warning("%s", e)
+    ordered = dict(sorted(metadata.items(), key=lambda item: _METADATA_ORDER.get(item[0], 999)))
+    return NetworkFile(name, path, ordered)
+
+
+def _natural_key(text: str) -> list:
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
+
+
+def walk_files(folder: Path, suffixes: tuple[str, ...]) -> Iterator[Path]:
+    """Files below ``folder`` with one of ``suffixes``, in A1111's order (``shared.walk_files``): folders in
+    natural order, files in natural order within each (hidden folders too: A1111's ``list_hidden_files``
+    is on by default)."""
+    if not folder.is_dir():
+        return
+    walked = sorted(os.walk(folder, followlinks=True), key=lambda item: _natural_key(item[0]))
+    for root, _, files in walked:
+        for name in sorted(files, key=_natural_key):
+            if os.path.splitext(name)[1].lower() in suffixes:
+                yield Path(root) / name
+
+
+@dataclass
+class _Listing:
+    by_name: dict[str, NetworkFile] = field(default_factory=dict)
+    by_alias: dict[str, NetworkFile] = field(default_factory=dict)
+    forbidden: set[str] = field(default_factory=lambda: set(_ALWAYS_FORBIDDEN))
+
+
+class LoraFolder:
+    """The networks of one folder (``--lora-dir``), rescanned on :meth:`refresh`.
+
+    Thread-safe: a rescan builds a new listing and swaps it in.
+    """
+
+    def __init__(self, folder: str | os.PathLike | None):
+        self.folder = Path(folder) if folder is not None else None
+        self._lock = threading.Lock()
+        self._listing = _Listing()
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Rescan the folder (``POST /sdapi/v1/refresh-loras``)."""
+        listing = _Listing()
+        if self.folder is not None:
+            for path in walk_files(self.folder, NETWORK_SUFFIXES):
+                entry = read_network_file(path.stem, path)
+                listing.by_name[entry.name] = entry
+                if entry.alias in listing.by_alias:
+                    listing.forbidden.add(entry.alias.lower())
+                listing.by_alias[entry.name] = entry
+                listing.by_alias[entry.alias] = entry
+        with self._lock:
+            self._listing = listing
+
+    @property
+    def files(self) -> list[NetworkFile]:
+        """Every network, in scan order."""
+        return list(self._listing.by_name.values())
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._listing.by_name)
+
+    @property
+    def aliases(self) -> dict[str, str]:
+        """Alias → file name, for the files whose alias differs from their name."""
+        return {f.alias: f.name for f in self.files if f.alias != f.name}
+
+    def lookup(self, name: str) -> NetworkFile | None:
+        """The file a prompt's ``<lora:name:…>`` means, without rescanning."""
+        listing = self._listing
+        if name.lower() in listing.forbidden:
+            return listing.by_name.get(name)
+        return listing.by_alias.get(name)
+
+    def find(self, name: str) -> NetworkFile | None:
+        """:meth:`lookup`; when nothing is found, rescan once (a file added since) and look again."""
+        found = self.lookup(name)
+        if found is None and self.folder is not None:
+            self.refresh()
+            found = self.lookup(name)
+        return found
+
+    def by_short_hash(self, short_hash: str) -> NetworkFile | None:
+        """The network whose hash starts with ``short_hash`` (reading an infotext's ``Lora hashes``)."""
+        for entry in self.files:
+            if entry.short_hash == short_hash[:12]:
+                return entry
+        return None
