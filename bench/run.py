@@ -251,6 +251,17 @@ def batch_section(ckpt: Path, results: dict) -> None:
     print("batch:", r["images_per_s"], flush=True)
 
 
+def lora_section(ckpt: Path, results: dict, cache: Path) -> None:
+    """Issue 11: a rank-32 LoRA on every attention and conv layer of the SD1.5-sized model, 512² bf16."""
+    r = worker("lora", ckpt=str(ckpt), lora_dir=str(cache / "lora"), size=512, precision="bf16")
+    r["overhead_ratio"] = r["per_job_s"] / r["plain_job_s"]
+    r["extra_rss_mb"] = r["rss_lora_mb"] - r["rss_plain_mb"]
+    results["lora"] = r
+    print(f"lora: read {r['read_s']:.2f} s, patch {r['patch_s']:.2f} s, per job {r['per_job_s'] * 1000:.2f} ms "
+          f"({r['overhead_ratio']:.2e} of a job), +{r['extra_rss_mb']:.0f} MB (patched layers {r['patched_mb']:.0f} MB)",
+          flush=True)
+
+
 def soak_section(results: dict, total: int = 1000) -> None:
     """1,000 mixed requests against one server (valid jobs, malformed and hostile bodies, options, png-info,
     progress); the server's RSS every 50 requests."""
@@ -353,7 +364,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="tiny model only (seconds)")
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--out", default=str(REPO / "docs" / "benchmarks.md"))
-    parser.add_argument("--sections", default="tiny,diffusers,overhead,load,precision,tiled,batch",  # + large,inpaint,soak
+    parser.add_argument("--sections", default="tiny,diffusers,overhead,load,precision,tiled,batch,lora",  # + large,inpaint,soak
                         help="comma-separated subset; results of other sections already in the JSON are kept")
     args = parser.parse_args()
     started_run = time.time()
@@ -387,6 +398,7 @@ def main() -> int:
         "precision": lambda: precision_section(ckpt, results, 256, keep),
         "tiled": lambda: tiled_section(ckpt, results, 1024),
         "batch": lambda: batch_section(ckpt, results),
+        "lora": lambda: lora_section(ckpt, results, cache_dir() / "bench"),
         "large": lambda: large_section(ckpt, results, 2048),  # ~25 min: `make bench-extra`
         "soak": lambda: soak_section(results),  # ~2 min: `make bench-extra`
     }

@@ -320,6 +320,54 @@ def batch_throughput(args: dict) -> dict:
     return {"images_per_s": out, "peak_rss_mb": peak_rss_mb()}
 
 
+def lora(args: dict) -> dict:
+    """A rank-32 LoRA over every attention and conv layer of the SD1.5-sized model: what applying it costs the
+    first time, what it costs a job once its patched weights are kept, and the memory they hold."""
+    from retouch import Img2ImgParams, Options, generate, load_model
+    from retouch.networks.synthetic import write_random_network
+    from retouch.pipeline.networks import JobNetworks
+
+    torch.set_num_threads(args.get("threads", 2))
+    folder = Path(args["lora_dir"])
+    folder.mkdir(parents=True, exist_ok=True)
+    model = load_model(args["ckpt"], dtype=DTYPES[args["precision"]], channels_last=True, lora_dir=folder)
+    path = folder / "rank32.safetensors"
+    if not path.is_file():
+        write_random_network(path, model.extra_networks.layers, rank=32, scale=0.01)
+        model.loras.refresh()
+    size = args["size"]
+
+    def run(prompt: str) -> float:
+        params = Img2ImgParams(**{**job(size, "Euler"), "prompt": prompt})
+        start = time.perf_counter()
+        generate(params, model, options=Options())
+        return time.perf_counter() - start
+
+    plain = run("a watercolor painting of a forest")
+    rss_plain = current_rss_mb()
+    prompt = "a watercolor painting of a forest <lora:rank32:0.8>"
+    start = time.perf_counter()
+    network = model.extra_networks.load(model.loras.find("rank32"))
+    read_s = time.perf_counter() - start
+    first = run(prompt)
+    stats = model.extra_networks.patcher.stats
+    rss_lora = current_rss_mb()
+    per_job = []
+    for _ in range(args.get("repeats", 20)):  # what a job with the same LoRA adds once its weights are kept
+        start = time.perf_counter()
+        networks = JobNetworks(model.extra_networks, Options())
+        networks.prepare([prompt])
+        _, activation = networks.batch([prompt])
+        with model.extra_networks.patcher.applied(activation.networks):
+            pass
+        per_job.append(time.perf_counter() - start)
+    factors = sum(t.numel() * t.element_size() for m in network.modules.values() for t in m.w.values())
+    return {"size": size, "precision": args["precision"], "layers": stats.layers, "file_mb": path.stat().st_size / 2**20,
+            "plain_job_s": plain, "first_lora_job_s": first, "read_s": read_s, "patch_s": stats.seconds,
+            "per_job_s": statistics.median(per_job), "patched_mb": stats.bytes / 2**20, "factors_mb": factors / 2**20,
+            "rss_plain_mb": rss_plain, "rss_lora_mb": rss_lora, "peak_rss_mb": peak_rss_mb()}
+
+
 def _weights_mb(model) -> float:
     nets = (model.unet, model.vae, model.text_encoder.transformer)
     return sum(p.numel() * p.element_size() for net in nets for p in net.parameters()) / 2**20

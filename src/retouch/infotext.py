@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -196,11 +196,16 @@ _PASTE_DEFAULTS: tuple[tuple[str, Any], ...] = (
 )
 
 
-def generation_parameters(text: str) -> dict[str, Any]:
+def generation_parameters(text: str, restore_lora_names: Callable[[str, str | None], str] | None = None
+                          ) -> dict[str, Any]:
     """A1111's ``parse_generation_parameters`` result (what ``/sdapi/v1/png-info`` returns as
     ``parameters``): ``Prompt``, ``Negative prompt``, every pair (``WxH`` values split into ``Key-1`` /
-    ``Key-2``), then the defaults A1111 fills in for keys the text does not have."""
+    ``Key-2``), then the defaults A1111 fills in for keys the text does not have.
+    ``restore_lora_names(prompt, lora_hashes)`` renames ``<lora:…>`` tags by their hashes (the Lora extension's
+    paste hook)."""
     prompt, negative, params = parse_infotext(text)
+    if restore_lora_names is not None:
+        prompt = restore_lora_names(prompt, params.get("Lora hashes"))
     out: dict[str, Any] = {"Prompt": prompt, "Negative prompt": negative}
     for key, value in params.items():
         width, x, height = value.partition("x")

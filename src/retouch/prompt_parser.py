@@ -12,15 +12,12 @@ Pure string functions, no model:
 
 from __future__ import annotations
 
-import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 
 import lark
-
-logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------
 # §5 prompt editing and alternation.
@@ -329,19 +326,3 @@ def apply_styles(prompt: str, style_texts: Iterable[str]) -> str:
     for style_text in style_texts:
         prompt = merge_prompts(style_text, prompt)
     return prompt
-
-
-def extra_network_comments(networks: Mapping[str, list[ExtraNetworkParams]]) -> list[str]:
-    """Job comments (and warnings) for extra-network tags that retouch could not apply."""
-    comments = []
-    for kind, calls in networks.items():
-        names = [call.positional[0] if call.positional else "" for call in calls]
-        if kind in ("lora", "lyco"):
-            comments.append("Lora not found: " + ", ".join(names))
-        elif kind == "hypernet":
-            comments.append("Hypernetwork not found: " + ", ".join(names))
-        else:
-            comments.append(f"Skipping unknown extra network: {kind}")
-    for comment in comments:
-        logger.warning("%s", comment)
-    return comments

@@ -78,6 +78,7 @@ def oracle_server(tmp_path_factory):
     """A server on the reference checkpoints of ../shared (for parity with A1111's outputs)."""
     need_shared()
     s = start(tmp_path_factory, "--ckpt", str(MODELS / "tiny-sd1.safetensors"), "--ckpt-dir", str(MODELS),
+              "--lora-dir", str(MODELS / "lora"), "--embeddings-dir", str(MODELS / "embeddings"),
               "--outdir", str(tmp_path_factory.mktemp("server-out")))
     yield s
     s.stop()

@@ -136,7 +136,7 @@ def test_listing_endpoints(server):
     titles = [m["title"] for m in server.get("/sdapi/v1/sd-models").json()]
     assert titles == ["tiny", "tiny-inpainting", "tiny-pix2pix"]
     assert server.post("/sdapi/v1/refresh-checkpoints").status_code == 200
-    assert server.get("/sdapi/v1/scripts").json() == {"txt2img": [], "img2img": []}
+    assert server.get("/sdapi/v1/scripts").json() == {"txt2img": [], "img2img": ["soft inpainting"]}
     assert server.get("/sdapi/v1/memory").json()["ram"]["total"] > 0
     assert "ckpt_dir" in server.get("/sdapi/v1/cmd-flags").json()
     assert server.get("/internal/pending-tasks").json() == {"size": 0, "tasks": []}
@@ -175,7 +175,7 @@ def test_progress_during_and_after_a_job(server):
         if p["state"]["job_count"]:
             seen.append(p)
             task = server.post("/internal/progress", json={"id_task": "t1"}).json()
-            assert task["active"] is True
+            assert task["active"] is True or task["completed"] is True  # it may finish between the two calls
         time.sleep(0.2)
     thread.join()
     assert result["r"].status_code == 200

@@ -165,3 +165,34 @@ def test_every_bad_argument_is_exit_2_and_one_line(init_png, tmp_path, case, mes
 def _eps(path):
     path.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n")
     return path
+
+
+def test_lora_embeddings_and_soft_inpainting_flags(init_png, tmp_path, bundled_tiny):
+    import torch
+
+    from retouch.networks.synthetic import write_random_network
+
+    loras, embeddings = tmp_path / "loras", tmp_path / "embeddings"
+    loras.mkdir()
+    embeddings.mkdir()
+    write_random_network(loras / "style.safetensors", bundled_tiny.extra_networks.layers, scale=0.3)
+    torch.save({"string_to_param": {"*": torch.randn(1, 32)}}, embeddings / "myemb.pt")
+    mask = tmp_path / "mask.png"
+    square = Image.new("L", (64, 64), 0)
+    square.paste(255, (16, 16, 48, 48))
+    square.save(mask)
+    common = [str(init_png), "--ckpt", "tiny", "--width", "64", "--height", "64", "--steps", "3", "--no-save",
+              "--lora-dir", str(loras), "--embeddings-dir", str(embeddings)]
+    result = run("img2img", *common, "--prompt", "a myemb cat <lora:style:0.7>", "--mask", str(mask),
+                 "--soft-inpainting", "--soft-inpainting-settings", "1.5,1")
+    assert result.returncode == 0, result.stderr
+    assert 'Lora hashes: "style: ' in result.stdout and 'TI hashes: "myemb: ' in result.stdout
+    assert "Soft inpainting schedule bias: 1.5, Soft inpainting preservation strength: 1, " in result.stdout
+    missing = run("img2img", *common, "--prompt", "<lora:nope:1>")
+    assert missing.returncode == 0 and "Lora not found: nope" in missing.stderr
+    for args, message in ((["--lora-dir", str(tmp_path / "none")], "--lora-dir: not a folder"),
+                          (["--soft-inpainting-settings", "1"], "give --soft-inpainting too"),
+                          (["--soft-inpainting", "--soft-inpainting-settings", "1,99"],
+                           "preservation_strength must be in [0, 8], got 99")):
+        bad = run("img2img", *common, *args)
+        assert bad.returncode == 2 and message in bad.stderr

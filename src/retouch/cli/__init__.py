@@ -51,6 +51,11 @@ def _img2img_parser(img: argparse.ArgumentParser) -> None:
     img.add_argument("--mask-dir", default=None, help="batch: masks (one for all, or matched by file stem)")
     img.add_argument("--output-dir", default=None, help="batch: write results here (named after the inputs)")
     img.add_argument("--no-save", action="store_true", help="do not write images (print infotexts only)")
+    img.add_argument("--soft-inpainting", action="store_true", help="A1111's soft inpainting (with --mask)")
+    img.add_argument("--soft-inpainting-settings", default=None, metavar="BIAS,STRENGTH,BOOST,INFLUENCE,THRESHOLD,CONTRAST",
+                     help="soft inpainting's schedule bias, preservation strength, transition contrast boost, mask "
+                          "influence, difference threshold and difference contrast (leading ones suffice; "
+                          "default 1,0.5,4,0,0.5,2)")
     add_param_flags(img)
 
 

@@ -7,6 +7,7 @@ import json
 import types
 import typing
 from dataclasses import fields
+from pathlib import Path
 
 from retouch.params import Img2ImgParams
 
@@ -75,6 +76,10 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vae-tiling", choices=("auto", "always", "never"), default="auto",
                         help="tiled VAE: auto = when an untiled pass would not fit in free memory, or ran out of it")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    parser.add_argument("--lora-dir", default=None, metavar="DIR",
+                        help="folder of LoRA/LoCon/LoHa/LoKr networks for <lora:name:weight> tags")
+    parser.add_argument("--embeddings-dir", default=None, metavar="DIR",
+                        help="folder of textual-inversion embeddings (used by name in prompts)")
     parser.add_argument("--deterministic-batches", action="store_true",
                         help="every image of a batch gets exactly the pixels it gets alone (one network call per "
                              "image and step instead of one per batch: slower batches)")
@@ -92,6 +97,17 @@ def model_kwargs(args: argparse.Namespace) -> dict:
     return {"dtype": dtypes[args.precision],
             "vae_dtype": dtypes[args.vae_precision] if args.vae_precision else None,
             "channels_last": args.channels_last}
+
+
+def network_folders(args: argparse.Namespace) -> dict:
+    """``lora_dir`` / ``embeddings_dir`` for load_model, each checked to be a folder."""
+    out = {}
+    for name in ("lora_dir", "embeddings_dir"):
+        value = getattr(args, name, None)
+        if value is not None and not Path(value).is_dir():
+            raise UsageError(f"{flag(name)}: not a folder: {value}")
+        out[name] = value
+    return out
 
 
 def parse_settings(items: list[str]) -> dict:

@@ -15,12 +15,13 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from retouch.cli.common import UsageError, flag, model_kwargs, parse_settings
+from retouch.cli.common import UsageError, flag, model_kwargs, network_folders, parse_settings
 from retouch.control import JobControl
 from retouch.imageops.resize import ACCEPTED_FORMATS, fix_image
 from retouch.options import Options
 from retouch.outputs import Outputs, writable_problem
 from retouch.params import Img2ImgJob, Img2ImgParams
+from retouch.soft_inpainting import SoftInpainting
 
 logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     if outdir is not None and (problem := writable_problem(outdir)) is not None:
         raise UsageError(f"{'--output-dir' if args.output_dir else '-o/--outdir'}: {problem}")
     kwargs = model_kwargs(args)
-    model = load_model(args.ckpt, vae=args.vae, **kwargs)
+    model = load_model(args.ckpt, vae=args.vae, **kwargs, **network_folders(args))
     model.vae_tiling = args.vae_tiling
     torch.set_grad_enabled(False)
     failed = False
@@ -113,8 +114,23 @@ def _validated_jobs(args: argparse.Namespace) -> list[tuple[str | None, Img2ImgJ
     if values.get("initial_noise_multiplier") is None:  # A1111: from the options before overrides apply
         values["initial_noise_multiplier"] = Options().initial_noise_multiplier
     latent_mask = read_image(args.latent_mask_path, "--latent-mask") if args.latent_mask_path else None
+    values["soft_inpainting"] = _soft_inpainting(args)
     return [(stem, Img2ImgParams(**values, init_images=images, image_mask=mask, latent_mask=latent_mask).validate())
             for stem, images, mask in _jobs(args)]
+
+
+def _soft_inpainting(args: argparse.Namespace) -> SoftInpainting | None:
+    """``--soft-inpainting`` [``--soft-inpainting-settings BIAS,STRENGTH,…``] → settings (A1111's order)."""
+    if not args.soft_inpainting:
+        if args.soft_inpainting_settings:
+            raise UsageError("--soft-inpainting-settings: give --soft-inpainting too")
+        return None
+    raw = [v.strip() for v in (args.soft_inpainting_settings or "").split(",") if v.strip()]
+    try:
+        values = [int(v) if v.lstrip("-").isdigit() else float(v) for v in raw]
+        return SoftInpainting.from_script_args([True, *values])
+    except ValueError as e:
+        raise UsageError(f"--soft-inpainting-settings: {e}") from None
 
 
 def _jobs(args: argparse.Namespace):

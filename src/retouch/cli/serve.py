@@ -14,7 +14,7 @@ from pathlib import Path
 
 import uvicorn
 
-from retouch.cli.common import UsageError, model_kwargs
+from retouch.cli.common import UsageError, model_kwargs, network_folders
 from retouch.options import Options
 from retouch.outputs import writable_problem
 
@@ -30,7 +30,8 @@ def serve_main(args: argparse.Namespace) -> int:
     _check_auth(args.api_auth)
     check_writable(Path(args.outdir or "outputs/img2img-images"), "--outdir")
     check_writable(cache_dir(), "the cache folder (set RETOUCH_CACHE_DIR to a writable folder)")
-    config = ServerConfig(ckpt=args.ckpt, ckpt_dir=args.ckpt_dir, outdir=args.outdir, api_auth=args.api_auth,
+    config = ServerConfig(ckpt=args.ckpt, ckpt_dir=args.ckpt_dir, **network_folders(args), outdir=args.outdir,
+                          api_auth=args.api_auth,
                           max_queue=args.max_queue, allow_image_urls=args.allow_image_urls,
                           max_pixels=args.max_pixels, load_kwargs=model_kwargs(args), vae_tiling=args.vae_tiling,
                           max_body_mb=args.max_body_mb, max_images=args.max_images, max_job_steps=args.max_job_steps,

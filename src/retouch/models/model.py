@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import psutil
@@ -30,7 +31,9 @@ from retouch.control import JobHooks
 from retouch.models.padding import circular_padding, make_padding_switchable
 from retouch.models.text_encoder import SDTextConditioner, TextEncoder
 from retouch.models.tiling import OVERLAP, TILE_SIZES, tiled_pass
-from retouch.networks import EmbeddingDatabase, ExtraNetworks, LoraFolder
+
+if TYPE_CHECKING:  # retouch.networks reads files through retouch.models: imported when a model is made
+    from retouch.networks import EmbeddingDatabase, ExtraNetworks, LoraFolder
 
 
 @dataclass(frozen=True)
@@ -96,11 +99,13 @@ class Model:
         if self.conditioner is None:
             self.conditioner = SDTextConditioner(self.text_encoder)
         make_padding_switchable(self.unet, self.vae)
-        self.extra_networks = ExtraNetworks(self)
+        self.set_network_folders(None, None)
 
     def set_network_folders(self, lora_dir: str | os.PathLike | None, embeddings_dir: str | os.PathLike | None) -> None:
         """Where this model finds LoRA-family networks and textual-inversion embeddings (A1111's
         ``--lora-dir`` and ``--embeddings-dir``); both are scanned now."""
+        from retouch.networks import ExtraNetworks
+
         self.extra_networks = ExtraNetworks(self, lora_dir, embeddings_dir)
 
     @property

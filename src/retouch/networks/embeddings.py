@@ -152,6 +152,12 @@ class EmbeddingDatabase:
         return self._contents.skipped
 
     @property
+    def why_skipped(self) -> dict[str, str]:
+        """Each skipped embedding → why."""
+        return {name: f"its vectors are {e.width} wide; this model's text encoder takes {self.width}"
+                for name, e in self.skipped.items()}
+
+    @property
     def problems(self) -> dict[str, str]:
         """Files that could not be read → why."""
         return self._contents.problems

@@ -31,6 +31,7 @@ NETWORK_SUFFIXES = (".safetensors", ".pt", ".ckpt")
 _METADATA_ORDER = {"ss_sd_model_name": 1, "ss_resolution": 2, "ss_clip_skip": 3, "ss_num_train_images": 10,
                    "ss_tag_frequency": 20}
 _ALWAYS_FORBIDDEN = ("none", "Addams")  # A1111's forbidden_network_aliases seed
+_RE_LORA_NAME = re.compile("<lora:([^:]+):")
 
 
 @dataclass
@@ -170,6 +171,28 @@ class LoraFolder:
             self.refresh()
             found = self.lookup(name)
         return found
+
+    def preferred_name(self, entry: NetworkFile) -> str:
+        """The name A1111 writes for a network: its alias, unless that alias is ambiguous."""
+        return entry.name if entry.alias.lower() in self._listing.forbidden else entry.alias
+
+    def restore_names(self, prompt: str, lora_hashes: str | None) -> str:
+        """A pasted infotext's prompt with each ``<lora:name:`` whose hash ``Lora hashes`` gives renamed to the
+        network that has that hash here (A1111's ``infotext_pasted`` for Lora: a renamed file still matches)."""
+        if not lora_hashes or self.folder is None:
+            return prompt
+        hashes = {}
+        for entry in lora_hashes.split(","):
+            name, colon, short_hash = entry.partition(":")
+            if colon:
+                hashes[name.strip().replace(",", "")] = short_hash.strip()
+
+        def rename(m: re.Match) -> str:
+            short_hash = hashes.get(m.group(1))
+            found = self.by_short_hash(short_hash) if short_hash else None
+            return f"<lora:{self.preferred_name(found)}:" if found is not None else m.group(0)
+
+        return _RE_LORA_NAME.sub(rename, prompt)
 
     def by_short_hash(self, short_hash: str) -> NetworkFile | None:
         """The network whose hash starts with ``short_hash`` (reading an infotext's ``Lora hashes``)."""

@@ -340,9 +340,10 @@ def check_supported(job: Img2ImgJob, options: Options) -> None:
         "token_merging_ratio": options.token_merging_ratio > 0 or options.token_merging_ratio_img2img > 0,
         "use_old_emphasis_implementation": options.use_old_emphasis_implementation,
         "face_restoration": bool(o.restore_faces) or (o.restore_faces is None and options.face_restoration),
+        "sd_hypernetwork": options.sd_hypernetwork not in ("", "None"),
     }
     for name, used in unsupported.items():
         if used:
             raise ValueError(f"{name}: not supported by retouch (TAESD, upscaler models, token merging, face "
-                             "restoration, refiner switching and the pre-1.0 emphasis are out of scope); "
-                             "leave it at its default")
+                             "restoration, refiner switching, hypernetworks and the pre-1.0 emphasis are out of "
+                             "scope); leave it at its default")

@@ -16,7 +16,7 @@ from retouch.server.auth import basic_auth
 from retouch.server.backend import Backend, LocalBackend
 from retouch.server.checkpoints import ModelManager
 from retouch.server.errors import ApiError, envelope
-from retouch.server.routes import catalog, img2img, info, progress
+from retouch.server.routes import catalog, img2img, info, networks, progress
 from retouch.server.routing import BodyLimits
 from retouch.server.state import ServerConfig, ServerState
 from retouch.server.strict_json import json_safe
@@ -26,7 +26,8 @@ __all__ = ["ServerConfig", "create_app", "local_backend"]
 
 def local_backend(config: ServerConfig) -> LocalBackend:
     """The single-process backend for ``config``: its checkpoints and one worker thread."""
-    models = ModelManager(ckpt=config.ckpt, ckpt_dir=config.ckpt_dir, load_kwargs=config.load_kwargs,
+    load_kwargs = {**config.load_kwargs, "lora_dir": config.lora_dir, "embeddings_dir": config.embeddings_dir}
+    models = ModelManager(ckpt=config.ckpt, ckpt_dir=config.ckpt_dir, load_kwargs=load_kwargs,
                           vae_tiling=config.vae_tiling)
     return LocalBackend(models, config.max_queue)
 
@@ -41,7 +42,7 @@ def create_app(backend: Backend | None = None, config: ServerConfig | None = Non
     if config.api_auth:
         app.middleware("http")(basic_auth(config.api_auth))
     _add_error_handlers(app)
-    for module in (img2img, progress, catalog, info):
+    for module in (img2img, progress, catalog, info, networks):
         app.include_router(module.router)
     return app
 

@@ -147,6 +147,16 @@ class Backend(Protocol):
 
     def memory(self) -> dict[str, Any]: ...
 
+    def embeddings(self) -> dict[str, Any]:
+        """``GET /sdapi/v1/embeddings`` for the current model."""
+        ...
+
+    def refresh_embeddings(self) -> None: ...
+
+    def refresh_loras(self) -> None:
+        """Rescan the LoRA folder where jobs run."""
+        ...
+
     def warm_up(self) -> None:
         """Load the default checkpoint now (a broken one fails at start-up, not on every request)."""
         ...
@@ -226,6 +236,20 @@ class LocalBackend:
 
     def memory(self) -> dict[str, Any]:
         return memory_report()
+
+    def embeddings(self) -> dict[str, Any]:
+        database = self.models.get().embeddings
+        database.check_for_changes()
+        return {"loaded": {name: e.as_api() for name, e in database.loaded.items()},
+                "skipped": {name: e.as_api() for name, e in database.skipped.items()}}
+
+    def refresh_embeddings(self) -> None:
+        self.models.get().embeddings.refresh()
+
+    def refresh_loras(self) -> None:
+        model = self.models.loaded
+        if model is not None:
+            model.loras.refresh()
 
     def warm_up(self) -> None:
         self.models.get()

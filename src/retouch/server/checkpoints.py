@@ -100,5 +100,11 @@ class ModelManager:
             return self._loaded[1]
 
     @property
+    def loaded(self) -> Model | None:
+        """The model in memory, if any (without loading one)."""
+        loaded = self._loaded
+        return loaded[1] if loaded is not None else None
+
+    @property
     def loaded_title(self) -> str:
         return self._loaded[1].title if self._loaded else self.find(self.default).title

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from retouch.infotext import parse_infotext
 from retouch.server.errors import ApiError
+from retouch.soft_inpainting import SCRIPT_NAME, SoftInpainting
 
 # Infotext keys → request fields (for the ``infotext`` request field, spec §7.1 step 4)
 _INFOTEXT_FIELDS = {
@@ -19,13 +21,18 @@ _INFOTEXT_OPTIONS = {"Clip skip": ("CLIP_stop_at_last_layers", int), "ENSD": ("e
                      "RNG": ("randn_source", str), "Model": ("sd_model_checkpoint", str)}
 
 
-def apply_infotext(values: dict[str, Any], explicitly_set: set[str]) -> None:
-    """Fill the fields the request left unset from its ``infotext`` (A1111 behaviour)."""
+def apply_infotext(values: dict[str, Any], explicitly_set: set[str],
+                   restore_lora_names: Callable[[str, str | None], str] | None = None) -> None:
+    """Fill the fields the request left unset from its ``infotext`` (A1111 behaviour): prompts (``<lora:…>``
+    names restored from ``Lora hashes``), parameters, options, and soft inpainting's settings."""
     text = values.get("infotext")
     if not text:
         return
     prompt, negative, params = parse_infotext(text)
+    if restore_lora_names is not None:
+        prompt = restore_lora_names(prompt, params.get("Lora hashes"))
     filled: dict[str, Any] = {"prompt": prompt, "negative_prompt": negative}
+    _soft_inpainting(values, params)
     for key, (name, kind) in _INFOTEXT_FIELDS.items():
         if key in params:
             filled[name] = _coerce(params[key], kind, key)
@@ -51,6 +58,19 @@ def apply_infotext(values: dict[str, Any], explicitly_set: set[str]) -> None:
             overrides[name] = _coerce(params[key], kind, key)
     if overrides:
         values["override_settings"] = overrides
+
+
+def _soft_inpainting(values: dict[str, Any], params: dict[str, str]) -> None:
+    """Soft inpainting's settings from the infotext, unless the request sends the script itself."""
+    try:
+        settings = SoftInpainting.from_infotext(params)
+    except ValueError as e:
+        raise ApiError(422, f"infotext: {e}", "ValueError") from None
+    scripts = dict(values.get("alwayson_scripts") or {})
+    if settings is None or any(str(name).lower() == SCRIPT_NAME for name in scripts):
+        return
+    scripts[SCRIPT_NAME] = {"args": list(settings.infotext_params().values())}  # enabled first, then the settings
+    values["alwayson_scripts"] = scripts
 
 
 def _coerce(text: str, kind, key: str):

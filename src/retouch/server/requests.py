@@ -22,6 +22,7 @@ from retouch.server.infotext_fields import apply_infotext
 from retouch.server.jobs import new_task_id
 from retouch.server.schemas import IGNORED_FIELDS, Img2ImgRequest
 from retouch.server.state import ServerConfig, ServerState
+from retouch.soft_inpainting import SCRIPT_NAME, parse_alwayson_scripts
 
 _IMAGE_FIELDS = ("init_images", "image_mask", "latent_mask")
 
@@ -31,7 +32,7 @@ def job_request(req: Img2ImgRequest, state: ServerState) -> JobRequest:
     far as their headers (format, size): they are decoded when the job starts."""
     _check_request_shape(req)
     values = req.model_dump()
-    apply_infotext(values, req.model_fields_set)
+    apply_infotext(values, req.model_fields_set, state.loras.restore_names)
     _check_api_values(values)
     _check_cost(values, state.config)
     overrides = dict(values.get("override_settings") or {})
@@ -66,7 +67,8 @@ def _check_request_shape(req: Img2ImgRequest) -> None:
     if req.script_name:
         raise ApiError(422, f"Script '{req.script_name}' not found")
     for name in req.alwayson_scripts or {}:
-        raise ApiError(422, f"always on script {name} not found")
+        if str(name).lower() != SCRIPT_NAME:
+            raise ApiError(422, f"always on script {name} not found")
     if req.refiner_checkpoint not in (None, "", "None", "none"):
         raise ApiError(422, "refiner_checkpoint: not supported by retouch (refiner switching is out of scope); "
                             "leave it at its default", "ValueError")
@@ -151,4 +153,5 @@ def request_params(values: dict[str, Any], images: dict[str, Any], base_options:
     if kwargs.get("initial_noise_multiplier") is None:
         # A1111 reads it from the options when the request object is built, before override_settings apply
         kwargs["initial_noise_multiplier"] = base_options.initial_noise_multiplier
+    kwargs["soft_inpainting"] = parse_alwayson_scripts(values.get("alwayson_scripts"))
     return Img2ImgParams(**kwargs, **images)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from retouch.networks.files import LoraFolder
 from retouch.options import Options
 
 if TYPE_CHECKING:
@@ -17,6 +18,8 @@ class ServerConfig:
 
     ckpt: str | None = None
     ckpt_dir: str | None = None
+    lora_dir: str | None = None
+    embeddings_dir: str | None = None
     outdir: str | None = None
     api_auth: str | None = None
     max_queue: int = 16
@@ -45,3 +48,8 @@ class ServerState:
     backend: Backend
     options: Options
     job_timestamp: str = "0"
+    loras: LoraFolder = field(default_factory=lambda: LoraFolder(None))  # for ``/loras`` and pasted infotexts
+
+    def __post_init__(self) -> None:
+        if self.config.lora_dir is not None and self.loras.folder is None:
+            self.loras = LoraFolder(self.config.lora_dir)

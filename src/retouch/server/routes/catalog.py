@@ -11,6 +11,7 @@ from retouch.sampling.schedules import SCHEDULERS
 from retouch.server.errors import ApiError
 from retouch.server.routes import State
 from retouch.server.routing import GuardedRoute
+from retouch.soft_inpainting import SCRIPT_NAME
 
 router = APIRouter(route_class=GuardedRoute)
 
@@ -77,4 +78,5 @@ async def cmd_flags(state: State):
 
 @router.get("/sdapi/v1/scripts")
 async def scripts():
-    return {"txt2img": [], "img2img": []}
+    """The scripts a request may use: soft inpainting (A1111's built-in extension) in ``alwayson_scripts``."""
+    return {"txt2img": [], "img2img": [SCRIPT_NAME]}
