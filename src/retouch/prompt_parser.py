@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 
 import lark
 
@@ -80,18 +80,22 @@ def get_learned_conditioning_prompt_schedules(
     else:
         steps, int_offset, flt_offset = hires_steps, base_steps, 1.0
 
-    def schedule_of(prompt: str) -> list[list]:
-        if "[" not in prompt:  # no editing or alternation can parse: the text is the schedule (and no Earley cost)
-            return [[steps, prompt]]
-        try:
-            tree = _schedule_parser().parse(prompt)
-        except lark.exceptions.LarkError:
-            return [[steps, prompt]]
-        ends = _resolve_steps(tree, steps, int_offset, flt_offset, use_old_scheduling)
-        return [[end, "".join(_render(tree, end))] for end in ends]
+    by_text = {p: _schedule_of(p, steps, int_offset, flt_offset, use_old_scheduling) for p in set(prompts)}
+    return [[[end, text] for end, text in by_text[p]] for p in prompts]
 
-    by_text = {p: schedule_of(p) for p in set(prompts)}
-    return [by_text[p] for p in prompts]
+
+@lru_cache(maxsize=256)
+def _schedule_of(prompt: str, steps: int, int_offset: int, flt_offset: float, old: bool) -> tuple[tuple[int, str], ...]:
+    """One prompt's schedule. Cached: Earley parsing costs seconds for long prompts with editing syntax (and
+    allocates enough to trigger full garbage collections), and clients send the same prompt job after job."""
+    if "[" not in prompt:  # no editing or alternation can parse: the text is the schedule (and no Earley cost)
+        return ((steps, prompt),)
+    try:
+        tree = _schedule_parser().parse(prompt)
+    except lark.exceptions.LarkError:
+        return ((steps, prompt),)
+    ends = _resolve_steps(tree, steps, int_offset, flt_offset, old)
+    return tuple((end, "".join(_render(tree, end))) for end in ends)
 
 
 def _resolve_steps(tree: lark.Tree, steps: int, int_offset: int, flt_offset: float, old: bool) -> list[int]:

@@ -177,7 +177,11 @@ def test_the_event_loop_keeps_answering_while_a_request_is_parsed(server, what):
         pinger.join()
     times.sort()
     assert len(times) >= 10 and times[len(times) // 2] < 0.1, times[-5:]  # median ping under 100 ms
-    assert times[-1] < 1.0, times[-5:]
+    # Parsing on the event loop would stall a ping on every post. A full garbage collection (Earley parsing of
+    # the bracket prompt allocates millions of objects, once: schedules are cached) or a loaded machine can
+    # pause every thread once.
+    stalled = [t for t in times if t > 0.5]
+    assert len(stalled) <= 3 and times[-1] < 3.0, (len(times), times[-5:])
 
 
 def test_slow_and_idle_connections_are_dropped(tmp_path_factory):
