@@ -37,10 +37,10 @@ clean:
 bench: $(STAMP)
 	$(PY) bench/run.py
 
-# the 2048² img2img on the SD1.5-sized model, the inpainting comparison with diffusers and a 1,000-request
-# soak (~32 min here); their tables join docs/benchmarks.md
+# the 2048² img2img on the SD1.5-sized model, the inpainting comparison with diffusers, a 1,000-request
+# soak and the SDXL-sized comparison with diffusers (~75 min here); their tables join docs/benchmarks.md
 bench-extra: $(STAMP)
-	$(PY) bench/run.py --sections large,inpaint,soak
+	$(PY) bench/run.py --sections large,inpaint,soak,sdxl
 
 # did a change make anything slower? BEFORE/AFTER are git revisions, e.g. make compare BEFORE=HEAD~3 AFTER=HEAD
 compare: $(STAMP)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 
 def _s(x: dict, unit: str = "s", digits: int = 2) -> str:
     return f"{x['median']:.{digits}f} {unit} ({x['min']:.{digits}f}–{x['max']:.{digits}f}, n={x['n']})"
@@ -13,7 +15,7 @@ def render(r: dict) -> str:
         "# Benchmarks",
         "",
         f"Reproduce with `make bench` (the recorded run took {r.get('make_bench_wall_s', 0) / 60:.1f} minutes here), "
-        "`make bench-extra` (the 2048² run and the inpainting comparison, about 30 minutes) or "
+        "`make bench-extra` (the 2048² run, the inpainting comparison, the soak and the SDXL-sized comparison) or "
         "`.venv/bin/python bench/run.py --quick` (tiny model only). Raw numbers: `docs/benchmarks.json`.",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, no GPU; Python {m['python']}, "
@@ -61,6 +63,7 @@ def render(r: dict) -> str:
                              f"Euler, {b['steps']} steps × 0.75; peak RSS {b['peak_rss_mb']:.0f} MB)",
                              b["images_per_s"])
     lines += _lora(r.get("lora"))
+    lines += _sdxl(r.get("sdxl"))
     lines += _comparisons(r.get("comparisons"))
     lines += _soak(r.get("soak"))
     lines += _diffusers(r.get("diffusers"), "StableDiffusionImg2ImgPipeline")
@@ -201,6 +204,8 @@ def _goals(r: dict) -> list[str]:
                      f"+{lo['extra_rss_mb']:.0f} MB RSS; patched layers {lo['patched_mb']:.0f} MB, factors "
                      f"{lo['factors_mb']:.0f} MB", lo["extra_rss_mb"] <= 1.1 * (lo["patched_mb"] + lo["factors_mb"]),
                      "--sections lora"))
+    rows += _sdxl_goals(r.get("sdxl"))
+    rows += _sdxl_goals(r.get("sdxl"))
     tv = r.get("tiled")
     if tv:
         rows.append(("tiled vs untiled decode at 1024² invisible", f"mean {tv['mean_diff']:.2f}, max {tv['max_diff']:.0f} levels",
@@ -238,6 +243,61 @@ def _lora(lo: dict | None) -> list[str]:
         f"| peak RSS | {lo['peak_rss_mb']:.0f} MB |",
         "",
     ]
+
+
+def _sdxl_goals(x: dict | None) -> list[tuple]:
+    if not x:
+        return []
+    rows: list[tuple] = []
+    median = statistics.median
+    for precision, runs in x["precisions"].items():
+        ours, theirs = runs["ours"], runs["diffusers"]
+        ratio = max(r["total"] / r["network"] for r in ours)
+        wall = median(r["total"] for r in ours) / median(r["total"] for r in theirs)
+        rss = median(r["peak_rss_mb"] for r in ours) / median(r["peak_rss_mb"] for r in theirs)
+        same = {r["unet_calls"] for r in ours} == {r["unet_calls"] for r in theirs}
+        rows += [(f"SDXL {precision}: end to end / network calls ≤ 1.03", f"≤ {ratio:.4f}", ratio <= 1.03,
+                  "--sections sdxl"),
+                 (f"SDXL {precision}: wall time ≤ diffusers' SDXL img2img" + ("" if same else " (UNet calls differ!)"),
+                  f"{wall:.3f}×", wall <= 1 and same, "--sections sdxl"),
+                 (f"SDXL {precision}: peak RSS ≤ diffusers'", f"{rss:.3f}×", rss <= 1, "--sections sdxl")]
+    ours_load, theirs_load = x["load"]["ours"], x["load"]["diffusers"]
+    faster = all(a["load"] < b["load"] for a, b in zip(ours_load, theirs_load, strict=True))
+    rows.append(("SDXL load faster than diffusers' `from_single_file`",
+                 f"{median(r['load'] for r in ours_load):.1f} s vs {median(r['load'] for r in theirs_load):.1f} s",
+                 faster, "--sections sdxl"))
+    peak = max(r["peak_rss_mb"] / (r["baseline_rss_mb"] + r["weights_mb"]) for r in ours_load)
+    rows.append(("SDXL load peak ≤ 1.1× the resident model", f"{peak:.2f}×", peak <= 1.1, "--sections sdxl"))
+    return rows
+
+
+def _sdxl(x: dict | None) -> list[str]:
+    if not x:
+        return []
+    job = x["job"]
+    lines = [f"## SDXL-sized model ({job['size']}², Euler, denoising {job['strength']}, CFG 7, 2 threads)", "",
+             "Random weights in SDXL base's exact shapes (2.6 B UNet parameters, CLIP-L + OpenCLIP bigG), written "
+             "in the original single-file layout without a yaml (so the family is detected from the tensors); the "
+             "same weights saved as a diffusers folder for `StableDiffusionXLImg2ImgPipeline`. retouch runs "
+             f"{job['steps']['ours']} steps, diffusers {job['steps']['diffusers']}: both make the same UNet calls. "
+             "Runs alternate the engines, each in a fresh process; the VAE is fp32 in both.", "",
+             "| precision | engine | wall time | in networks | end to end / networks | UNet calls | peak RSS |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for precision, runs in x["precisions"].items():
+        for engine in ("ours", "diffusers"):
+            rs = runs[engine]
+            total = statistics.median(r["total"] for r in rs)
+            network = statistics.median(r["network"] for r in rs)
+            lines.append(f"| {precision} | {'retouch' if engine == 'ours' else 'diffusers'} | {total:.1f} s | "
+                         f"{network:.1f} s | {statistics.median(r['total'] / r['network'] for r in rs):.4f} | "
+                         f"{rs[0]['unet_calls']} | {statistics.median(r['peak_rss_mb'] for r in rs) / 1024:.1f} GiB |")
+    ours, theirs = x["load"]["ours"], x["load"]["diffusers"]
+    lines += ["", "| load (fp32) | time | peak RSS | resident model |", "| --- | --- | --- | --- |",
+              *(f"| retouch `load_model` | {r['load']:.1f} s | {r['peak_rss_mb'] / 1024:.1f} GiB | "
+                f"{(r['baseline_rss_mb'] + r['weights_mb']) / 1024:.1f} GiB |" for r in ours),
+              *(f"| diffusers `from_single_file` | {r['load']:.1f} s | {r['peak_rss_mb'] / 1024:.1f} GiB | – |"
+                for r in theirs), ""]
+    return lines
 
 
 def _batch_goals(r: dict) -> list[tuple]:

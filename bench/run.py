@@ -262,6 +262,45 @@ def lora_section(ckpt: Path, results: dict, cache: Path) -> None:
           flush=True)
 
 
+def prepare_sdxl(cache: Path) -> tuple[Path, Path]:
+    """The SDXL-sized random checkpoint (original single-file layout, no yaml) and its diffusers folder."""
+    ckpt, folder = cache / "sdxl-random.safetensors", cache / "sdxl-random-diffusers"
+    if not ckpt.is_file() or not (folder / "model_index.json").is_file():
+        print("writing the SDXL-sized random checkpoint and its diffusers folder …", flush=True)
+        worker("prepare_sdxl", ckpt=str(ckpt), folder=str(folder))
+    return ckpt, folder
+
+
+# SDXL at 512²: ours 4 steps × 0.75 and diffusers 6 steps × 0.75 both make 4 UNet calls (cond and uncond batched).
+SDXL_JOB = {"size": 512, "strength": 0.75}
+SDXL_STEPS = {"ours": 4, "diffusers": 6}
+
+
+def sdxl_section(cache: Path, results: dict, runs: int) -> None:
+    """Issue 12: SDXL-sized weights, 512², fp32 and bf16, 2 threads: ours vs diffusers' SDXL img2img pipeline
+    alternated in fresh processes; load time and peak against ``from_single_file``."""
+    ckpt, folder = prepare_sdxl(cache)
+    out: dict = {"job": {**SDXL_JOB, "steps": SDXL_STEPS}, "precisions": {}}
+    for precision in ("bf16", "fp32"):
+        rows: dict[str, list] = {"ours": [], "diffusers": []}
+        for _ in range(runs):  # alternated: this VM drifts between rounds
+            rows["ours"].append(worker("sdxl_ours", ckpt=str(ckpt), precision=precision, steps=SDXL_STEPS["ours"],
+                                       **SDXL_JOB))
+            rows["diffusers"].append(worker("sdxl_diffusers", folder=str(folder), precision=precision,
+                                            steps=SDXL_STEPS["diffusers"], **SDXL_JOB))
+        out["precisions"][precision] = rows
+        ours, theirs = (statistics.median(r["total"] for r in rows[k]) for k in ("ours", "diffusers"))
+        ratio = statistics.median(r["total"] / r["network"] for r in rows["ours"])
+        print(f"sdxl {precision}: ours {ours:.1f} s vs diffusers {theirs:.1f} s; end to end / networks {ratio:.4f}",
+              flush=True)
+    load: dict[str, list] = {"ours": [], "diffusers": []}
+    for _ in range(runs):
+        load["ours"].append(worker("load_ours", ckpt=str(ckpt)))
+        load["diffusers"].append(worker("load_diffusers_sdxl", ckpt=str(ckpt), config=str(folder)))
+    out["load"] = load
+    results["sdxl"] = out
+
+
 def soak_section(results: dict, total: int = 1000) -> None:
     """1,000 mixed requests against one server (valid jobs, malformed and hostile bodies, options, png-info,
     progress); the server's RSS every 50 requests."""
@@ -386,7 +425,7 @@ def main() -> int:
         out.write_text(render(results))
 
     ckpt = folder = None
-    if set(sections) - {"tiny", "soak"}:
+    if set(sections) - {"tiny", "soak", "sdxl"}:
         ckpt, folder = prepare_sd15(cache_dir() / "bench")
     keep: dict = {}  # worker results shared between sections of this run
     steps = {
@@ -399,6 +438,7 @@ def main() -> int:
         "tiled": lambda: tiled_section(ckpt, results, 1024),
         "batch": lambda: batch_section(ckpt, results),
         "lora": lambda: lora_section(ckpt, results, cache_dir() / "bench"),
+        "sdxl": lambda: sdxl_section(cache_dir() / "bench", results, args.runs),  # ~40 min: `make bench-extra`
         "large": lambda: large_section(ckpt, results, 2048),  # ~25 min: `make bench-extra`
         "soak": lambda: soak_section(results),  # ~2 min: `make bench-extra`
     }

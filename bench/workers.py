@@ -61,8 +61,9 @@ class NetworkTimer:
     def __init__(self, model=None, entry_points=None):
         """``entry_points``: ``(name, owner, attribute)`` triples; default: retouch's ``Model``."""
         if entry_points is None:
-            entry_points = (("unet", model, "apply_model"), ("text", model.text_encoder, "encode"),
-                            ("vae_encode", model.vae, "encode"), ("vae_decode", model.vae, "decode"))
+            entry_points = (("unet", model, "apply_model"), ("vae_encode", model.vae, "encode"),
+                            ("vae_decode", model.vae, "decode"),
+                            *((f"text{prefix}", encoder, "encode_pooled") for prefix, encoder in model.text_encoders))
         self.calls = {name: 0 for name, _, _ in entry_points}
         self.reset()
         for name, owner, attr in entry_points:
@@ -138,8 +139,8 @@ def overhead(args: dict) -> dict:
 
 
 def _unwrapped(model):
-    for owner, attr in ((model, "apply_model"), (model.text_encoder, "encode"), (model.vae, "encode"),
-                        (model.vae, "decode")):
+    for owner, attr in ((model, "apply_model"), (model.vae, "encode"), (model.vae, "decode"),
+                        *((encoder, "encode_pooled") for _, encoder in model.text_encoders)):
         if attr in vars(owner):
             delattr(owner, attr)
     return model
@@ -368,8 +369,74 @@ def lora(args: dict) -> dict:
             "rss_plain_mb": rss_plain, "rss_lora_mb": rss_lora, "peak_rss_mb": peak_rss_mb()}
 
 
+def prepare_sdxl(args: dict) -> dict:
+    """Write the SDXL-sized random checkpoint (original layout, no yaml) and the same weights as a diffusers folder."""
+    from retouch import load_model
+    from retouch.models import diffusers_folder
+    from retouch.models.tiny import write_sdxl_sized_checkpoint
+
+    ckpt, folder = Path(args["ckpt"]), Path(args["folder"])
+    if not ckpt.is_file():
+        write_sdxl_sized_checkpoint(ckpt)
+    diffusers_folder.save(load_model(ckpt, dtype=torch.float16, vae_dtype=torch.float16), folder)
+    return {"ckpt": str(ckpt), "folder": str(folder), "peak_rss_mb": peak_rss_mb()}
+
+
+def sdxl_ours(args: dict) -> dict:
+    """One SDXL img2img job through process_images: wall time, time inside the networks, UNet calls, peak RSS."""
+    from retouch import load_model
+    from retouch.processing import StableDiffusionProcessingImg2Img, process_images
+
+    torch.set_num_threads(args.get("threads", 2))
+    start = time.perf_counter()
+    model = load_model(args["ckpt"], dtype=DTYPES[args["precision"]], channels_last=args["precision"] == "bf16")
+    load = time.perf_counter() - start
+    timer = NetworkTimer(model)
+    params = {**job(args["size"], "Euler"), "steps": args["steps"], "denoising_strength": args["strength"]}
+    start = time.perf_counter()
+    process_images(StableDiffusionProcessingImg2Img(sd_model=model, **params))
+    return {"total": time.perf_counter() - start, "network": timer.total, "unet_calls": timer.calls["unet"],
+            "load": load, "peak_rss_mb": peak_rss_mb(), "weights_mb": _weights_mb(model)}
+
+
+def sdxl_diffusers(args: dict) -> dict:
+    """diffusers' StableDiffusionXLImg2ImgPipeline on the same weights (diffusers folder), the same job."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLImg2ImgPipeline
+
+    torch.set_num_threads(args.get("threads", 2))
+    dtype = DTYPES[args["precision"]]
+    start = time.perf_counter()
+    pipe = StableDiffusionXLImg2ImgPipeline.from_pretrained(args["folder"], torch_dtype=dtype, local_files_only=True)
+    pipe.vae.to(torch.float32)  # as ours on CPU: the VAE in fp32
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    if args["precision"] == "bf16":
+        pipe.unet.to(memory_format=torch.channels_last)
+    pipe.set_progress_bar_config(disable=True)
+    load = time.perf_counter() - start
+    timer = NetworkTimer(entry_points=(("unet", pipe.unet, "forward"), ("vae_encode", pipe.vae, "encode"),
+                                       ("vae_decode", pipe.vae, "decode"), ("text", pipe.text_encoder, "forward"),
+                                       ("text_2", pipe.text_encoder_2, "forward")))
+    size = args["size"]
+    start = time.perf_counter()
+    with torch.inference_mode():
+        pipe(prompt="a watercolor painting of a forest", negative_prompt="blurry", image=source(size),
+             strength=args["strength"], num_inference_steps=args["steps"], guidance_scale=7.0,
+             generator=torch.Generator().manual_seed(1), height=size, width=size)
+    return {"total": time.perf_counter() - start, "network": timer.total, "unet_calls": timer.calls["unet"],
+            "load": load, "peak_rss_mb": peak_rss_mb()}
+
+
+def load_diffusers_sdxl(args: dict) -> dict:
+    from diffusers import StableDiffusionXLImg2ImgPipeline
+
+    baseline = current_rss_mb()
+    start = time.perf_counter()
+    StableDiffusionXLImg2ImgPipeline.from_single_file(args["ckpt"], config=args["config"], local_files_only=True)
+    return {"load": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb(), "baseline_rss_mb": baseline}
+
+
 def _weights_mb(model) -> float:
-    nets = (model.unet, model.vae, model.text_encoder.transformer)
+    nets = (model.unet, model.vae, *(encoder.transformer for _, encoder in model.text_encoders))
     return sum(p.numel() * p.element_size() for net in nets for p in net.parameters()) / 2**20
 
 

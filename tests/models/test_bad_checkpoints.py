@@ -52,7 +52,7 @@ def test_diffusers_layout_single_file_is_explained(tmp_path):
 
 
 @pytest.mark.parametrize(("key", "what"), [
-    ("conditioner.embedders.0.transformer.text_model.embeddings.position_embedding.weight", "SDXL"),
+    ("conditioner.embedders.0.model.ln_final.weight", "an SDXL refiner"),
     ("model.diffusion_model.joint_blocks.0.context_block.adaLN_modulation.1.bias", "SD3"),
     ("model.diffusion_model.double_blocks.0.img_attn.norm.key_norm.scale", "Flux"),
 ])

@@ -1,6 +1,8 @@
 """Loading real checkpoints from disk: LDM single files, yaml handling, diffusers folders, VAEs."""
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -155,3 +157,62 @@ def test_hash_is_cached_by_size_and_mtime(tmp_path, monkeypatch):
     f.write_bytes(b"abcd")
     os.utime(f, ns=(1, 1))
     assert file_sha256(f, tmp_path) == real(b"abcd").hexdigest() and calls == [1]
+
+
+@pytest.mark.parametrize(("channels", "config"), [(4, "sd_xl_base.yaml"), (9, "sd_xl_inpaint.yaml")])
+def test_sdxl_without_a_yaml_is_recognised_and_described_at_full_size(channels, config):
+    """As A1111: OpenCLIP as the second embedder means SDXL; the UNet's input channels pick base or inpainting."""
+    from retouch.models.detect import detect_ldm_config
+    from retouch.models.ldm_config import LdmConfig
+
+    with torch.device("meta"):
+        state = {"conditioner.embedders.1.model.ln_final.weight": torch.empty(1280),
+                 "model.diffusion_model.input_blocks.0.0.weight": torch.empty(320, channels, 3, 3)}
+    assert detect_ldm_config(Path("x.safetensors"), state, lambda _: False) == config
+    described = LdmConfig.bundled(config)
+    unet = described.unet_config({})
+    assert list(unet["block_out_channels"]) == [320, 640, 1280] and unet["in_channels"] == channels
+    assert list(unet["transformer_layers_per_block"]) == [1, 2, 10] and unet["cross_attention_dim"] == 2048
+    assert unet["class_embed_type"] == "projection" and unet["projection_class_embeddings_input_dim"] == 2816
+    clip_l, clip_g = described.text_encoders
+    assert (clip_l.kind, clip_l.output, clip_l.layer_idx, clip_l.config["hidden_size"]) == ("clip", "hidden", 11, 768)
+    assert (clip_g.kind, clip_g.pooled, clip_g.config["hidden_size"], clip_g.config["num_hidden_layers"]) == \
+        ("open_clip", True, 1280, 32)
+    assert described.family == "SDXL" and described.scale_factor == 0.13025 and described.parameterization == "eps"
+
+
+def test_sd2_bundled_open_clip_leaves_the_last_block_out():
+    from retouch.models.ldm_config import LdmConfig
+
+    (encoder,) = LdmConfig.bundled("v2-inference-v.yaml").text_encoders
+    assert encoder.kind == "open_clip" and encoder.config["num_hidden_layers"] == 23
+    assert encoder.config["hidden_size"] == 1024 and encoder.output == "final"
+
+
+def test_an_unknown_open_clip_architecture_is_refused_by_name(tmp_path):
+    from retouch.models.checkpoint import CheckpointError
+
+    yaml_text = (MODELS / "tiny-sd2-v.yaml").read_text().replace("arch: tiny-open-clip", "arch: ViT-Z-99")
+    (tmp_path / "m.yaml").write_text(yaml_text)
+    shutil.copy(MODELS / "tiny-sd2-v.safetensors", tmp_path / "m.safetensors")
+    with pytest.raises(CheckpointError, match="OpenCLIP architecture 'ViT-Z-99'"):
+        load_model(tmp_path / "m.safetensors")
+
+
+def test_sdxl_networks_written_back_give_the_file_bit_for_bit():
+    """The inverse writers (used for the SDXL-sized benchmark checkpoint) round-trip the reference file."""
+    from retouch.models.ldm_layout import open_clip_to_ldm
+
+    model = load_model(MODELS / "tiny-sdxl.safetensors")
+    original = load_file(MODELS / "tiny-sdxl.safetensors")
+    written = {**unet_to_ldm(model.unet), **vae_to_ldm(model.vae),
+               **{k.replace("cond_stage_model.", "conditioner.embedders.0."): v
+                  for k, v in clip_to_ldm(model.text_encoder.transformer).items()},
+               **open_clip_to_ldm(model.text_encoder_2.transformer, model.text_encoder_2.projection,
+                                  "conditioner.embedders.1.model.")}
+    for key, tensor in written.items():
+        assert key in original, key
+        assert torch.equal(tensor.to(original[key].dtype), original[key]), key
+    missing = {k for k in set(original) - set(written)
+               if not k.endswith(("position_ids", "logit_scale", "attn_mask")) and not k.startswith("denoiser.")}
+    assert not {k for k in missing if "visual" not in k}, sorted(missing)[:5]

@@ -20,7 +20,7 @@ from transformers import CLIPTextConfig, CLIPTextModel
 from transformers.initialization import no_init_weights
 
 from retouch.models.checkpoint import CheckpointError, StateDict
-from retouch.models.ldm_config import LdmConfig
+from retouch.models.ldm_config import LdmConfig, TextEncoderSpec
 from retouch.models.text_encoder import TextEncoder, load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -83,22 +83,44 @@ def build_vae_from_config(vae_config: dict, weights: StateDict, dtype: torch.dty
     return materialize(vae, weights, dtype, path, "VAE")
 
 
-def build_text_encoder(config: LdmConfig, state: StateDict, dtype: torch.dtype, path: Path) -> TextEncoder:
-    te_config = CLIPTextConfig.from_json_file(str(config.text_encoder_dir / "config.json"))
+def build_text_encoders(config: LdmConfig, state: StateDict, dtype: torch.dtype, path: Path) -> list[TextEncoder]:
+    """The text encoders the config describes (SD1/SD2: one; SDXL: CLIP-L and OpenCLIP), in its order."""
+    return [build_text_encoder(spec, state, dtype, path) for spec in config.text_encoders]
+
+
+def build_text_encoder(spec: TextEncoderSpec, state: StateDict, dtype: torch.dtype, path: Path) -> TextEncoder:
+    te_config = CLIPTextConfig(**spec.config)
     with _META, no_init_weights():  # the weights come from the file: skip random init
         transformer = CLIPTextModel(te_config)
-    if config.text_encoder_kind == "open_clip":
-        weights = convert_open_clip_checkpoint(transformer, state, prefix=OPEN_CLIP_PREFIX)
+    projection = None
+    if spec.kind == "open_clip":
+        weights = convert_open_clip_checkpoint(transformer, state, prefix=spec.prefix)
+        projection = weights.pop("text_projection.weight", None)
+        layers = te_config.num_hidden_layers  # SD2 leaves the last block out: its weights are not used
+        weights = {k: v for k, v in weights.items() if not _layer_at_or_after(k, layers)}
     else:
-        weights = {k[len(CLIP_PREFIX):]: state[k] for k in state if k.startswith(CLIP_PREFIX)}
+        weights = {k[len(spec.prefix):]: state[k] for k in state if k.startswith(spec.prefix)}
     weights = _clip_keys_for_transformers(weights)
     if not weights:
-        raise CheckpointError(path, f"no text encoder weights ({CLIP_PREFIX}* or {OPEN_CLIP_PREFIX}*) found")
+        raise CheckpointError(path, f"no text encoder weights ({spec.prefix}*) found")
     materialize(transformer, weights, dtype, path, "text encoder")
     embeddings = transformer.embeddings  # its position ids are a non-persistent buffer: not in the file
     embeddings.register_buffer("position_ids", torch.arange(te_config.max_position_embeddings)[None],
                                persistent=False)
-    return TextEncoder(transformer, load_tokenizer(config.text_encoder_dir), config.text_encoder_kind)
+    if spec.pooled:
+        if projection is None:
+            raise CheckpointError(path, f"missing tensor {spec.prefix}text_projection")
+        projection = projection.to(dtype, copy=True)  # stored transposed by the converter: (out, width)
+    return TextEncoder(transformer, load_tokenizer(spec.tokenizer_dir), spec.kind, spec.embedding_key,
+                       output=spec.output, layer_idx=spec.layer_idx, projection=projection if spec.pooled else None)
+
+
+def _layer_at_or_after(key: str, layers: int) -> bool:
+    parts = key.split(".")
+    if "layers" in parts:
+        i = parts.index("layers")
+        return i + 1 < len(parts) and parts[i + 1].isdigit() and int(parts[i + 1]) >= layers
+    return False
 
 
 def _clip_keys_for_transformers(weights: StateDict) -> StateDict:

@@ -1,4 +1,4 @@
-"""Which Stable Diffusion family a single-file checkpoint holds, from its tensor names and shapes.
+"""Which Stable Diffusion family a single-file checkpoint holds (SD1, SD2, SDXL), from its tensor names and shapes.
 
 Used when no ``.yaml`` sits beside the checkpoint, as A1111's ``guess_model_config_from_state_dict``:
 it picks one of the LDM model descriptions bundled in ``retouch/configs/ldm``.
@@ -18,10 +18,12 @@ UNET_INPUT = "model.diffusion_model.input_blocks.0.0.weight"
 UNET_CONTEXT = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"
 CLIP_L_KEY = "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"
 OPEN_CLIP_KEY = "cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight"
+SDXL_KEY = "conditioner.embedders.1.model.ln_final.weight"
 
 # (test, what to call it): families that are recognised and refused.
 _UNSUPPORTED: list[tuple[Callable[[StateDict], bool], str]] = [
-    (lambda sd: any(k.startswith("conditioner.embedders.") for k in sd), "SDXL (conditioner.embedders.*)"),
+    (lambda sd: "conditioner.embedders.0.model.ln_final.weight" in sd,
+     "an SDXL refiner (OpenCLIP as its only text encoder); retouch runs SDXL base and inpainting models"),
     (lambda sd: any(".joint_blocks." in k for k in sd), "SD3 (MMDiT joint_blocks)"),
     (lambda sd: any("double_blocks." in k for k in sd), "Flux (double_blocks)"),
     (lambda sd: any(k.startswith("model.diffusion_model.x_embedder") for k in sd), "a DiT/transformer model"),
@@ -50,11 +52,16 @@ def detect_ldm_config(path: Path, state: StateDict, is_v_prediction: Callable[[S
     """
     for test, what in _UNSUPPORTED:
         if test(state):
-            raise CheckpointError(path, f"not supported: {what}. retouch runs SD1.x and SD2.x models.")
+            raise CheckpointError(path, f"not supported: {what}. retouch runs SD1.x, SD2.x and SDXL models.")
     if UNET_INPUT not in state:
         raise CheckpointError(path, f"not a Stable Diffusion checkpoint in the original LDM layout: "
                                     f"{describe_layout(state)}")
     in_channels = state[UNET_INPUT].shape[1]
+    if SDXL_KEY in state:
+        if in_channels not in (4, 9):
+            raise CheckpointError(path, f"not supported: an SDXL UNet with {in_channels} input channels "
+                                        "(4 = base, 9 = inpainting)")
+        return "sd_xl_inpaint.yaml" if in_channels == 9 else "sd_xl_base.yaml"
     context = state[UNET_CONTEXT].shape[1] if UNET_CONTEXT in state else None
     if OPEN_CLIP_KEY in state or context == 1024:
         if in_channels == 9:

@@ -21,7 +21,7 @@ _VAE_ATTENTION = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "
 
 
 def unet_to_ldm(unet: UNet2DConditionModel) -> StateDict:
-    """UNet weights keyed as ``model.diffusion_model.*`` of an SD1/SD2 checkpoint."""
+    """UNet weights keyed as ``model.diffusion_model.*`` of an SD1/SD2/SDXL checkpoint."""
     layers = unet.config.layers_per_block
     n_levels = len(unet.config.block_out_channels)
     out: StateDict = {}
@@ -32,6 +32,7 @@ def unet_to_ldm(unet: UNet2DConditionModel) -> StateDict:
 
 def _unet_key(key: str, layers: int, n_levels: int, unet: UNet2DConditionModel) -> str:
     fixed = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
+             "class_embedding.linear_1": "label_emb.0.0", "class_embedding.linear_2": "label_emb.0.2",
              "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2"}
     for old, new in fixed.items():
         if key.startswith(old + "."):
@@ -120,3 +121,30 @@ def schedule_buffers(alphas_cumprod: torch.Tensor) -> StateDict:
         "sqrt_alphas_cumprod": ac.sqrt().float(),
         "sqrt_one_minus_alphas_cumprod": (1 - ac).sqrt().float(),
     }
+
+
+_OPEN_CLIP_BLOCK = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj",
+                    "self_attn.out_proj": "attn.out_proj"}
+
+
+def open_clip_to_ldm(transformer: CLIPTextModel, projection: torch.Tensor, prefix: str) -> StateDict:
+    """An OpenCLIP text tower in open_clip's own layout (fused ``attn.in_proj_*``), keyed under ``prefix``
+    (SDXL: ``conditioner.embedders.1.model.``); ``projection`` is the ``(out, width)`` text projection."""
+    weights = {k.removeprefix("text_model."): v for k, v in transformer.state_dict().items()}
+    out: StateDict = {
+        prefix + "token_embedding.weight": weights.pop("embeddings.token_embedding.weight"),
+        prefix + "positional_embedding": weights.pop("embeddings.position_embedding.weight"),
+        prefix + "ln_final.weight": weights.pop("final_layer_norm.weight"),
+        prefix + "ln_final.bias": weights.pop("final_layer_norm.bias"),
+        prefix + "text_projection": projection.T.contiguous(),
+    }
+    for i in range(transformer.config.num_hidden_layers):
+        ours, theirs = f"encoder.layers.{i}.", f"{prefix}transformer.resblocks.{i}."
+        for kind in ("weight", "bias"):
+            out[theirs + f"attn.in_proj_{kind}"] = torch.cat(
+                [weights.pop(ours + f"self_attn.{p}_proj.{kind}") for p in ("q", "k", "v")])
+            for name, ldm in _OPEN_CLIP_BLOCK.items():
+                out[theirs + f"{ldm}.{kind}"] = weights.pop(ours + f"{name}.{kind}")
+    if weights:
+        raise ValueError(f"no open_clip name for {sorted(weights)[:3]}")
+    return out

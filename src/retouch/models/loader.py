@@ -10,7 +10,7 @@ import torch
 
 from retouch.models import diffusers_folder
 from retouch.models.checkpoint import CheckpointError, StateDict, file_sha256, read_state_dict
-from retouch.models.components import build_text_encoder, build_unet, build_vae, build_vae_from_config
+from retouch.models.components import build_text_encoders, build_unet, build_vae, build_vae_from_config
 from retouch.models.detect import detect_ldm_config
 from retouch.models.ldm_config import LdmConfig
 from retouch.models.model import Model, VaeInfo
@@ -84,8 +84,9 @@ def _load_single_file(path: Path, dtype: torch.dtype, vae_dtype: torch.dtype) ->
     _drop(state, "model.diffusion_model.")  # the file's copies are no longer needed: keep the load peak low
     vae = build_vae(config, state, vae_dtype, path)
     _drop(state, "first_stage_model.")
-    text_encoder = build_text_encoder(config, state, dtype, path)
+    text_encoders = build_text_encoders(config, state, dtype, path)
     _drop(state, "cond_stage_model.")
+    _drop(state, "conditioner.")
     alphas_cumprod = state.get("alphas_cumprod")
     alphas_cumprod = (alphas_cumprod.to(torch.float32, copy=True) if alphas_cumprod is not None
                       else config.alphas_cumprod())
@@ -94,7 +95,8 @@ def _load_single_file(path: Path, dtype: torch.dtype, vae_dtype: torch.dtype) ->
         name=path.stem, path=path, short_hash=sha[:10], sha256=sha, family=config.family,
         parameterization=config.parameterization, alphas_cumprod=alphas_cumprod,
         scale_factor=config.scale_factor, is_inpainting=config.is_inpainting, is_pix2pix=config.is_pix2pix,
-        unet=unet, vae=vae, text_encoder=text_encoder, config_source=config.source, dtype=dtype)
+        unet=unet, vae=vae, text_encoder=text_encoders[0], config_source=config.source, dtype=dtype,
+        text_encoder_2=text_encoders[1] if len(text_encoders) > 1 else None)
     logger.info("loaded %s (%s, %s-prediction, config %s)", model.title, model.family, model.parameterization,
                 config.source)
     return model
@@ -163,6 +165,9 @@ def _to_device(model: Model, device: torch.device) -> Model:
     if device.type != "cpu":
         model.unet.to(device)
         model.vae.to(device)
-        model.text_encoder.transformer.to(device)
+        for _, encoder in model.text_encoders:
+            encoder.transformer.to(device)
+            if encoder.projection is not None:
+                encoder.projection = encoder.projection.to(device)
     model.device = device
     return model

@@ -29,6 +29,7 @@ from PIL import Image
 from retouch.conditioning import Conditioning, PromptContext, PromptEncoder
 from retouch.control import JobHooks
 from retouch.models.padding import circular_padding, make_padding_switchable
+from retouch.models.sdxl import SDXLConditioner
 from retouch.models.text_encoder import SDTextConditioner, TextEncoder
 from retouch.models.tiling import OVERLAP, TILE_SIZES, tiled_pass
 
@@ -60,10 +61,10 @@ class Model:
     Attributes:
         name: the checkpoint's file stem (diffusers folder: its name) — infotext ``Model``.
         short_hash: first 10 hex digits of the file's sha256 — infotext ``Model hash``.
-        family: ``"SD1"`` or ``"SD2"``.
+        family: ``"SD1"``, ``"SD2"`` or ``"SDXL"``.
         parameterization: ``"eps"`` or ``"v"``.
         alphas_cumprod: ``(1000,)`` float32 ᾱ of the training schedule (checkpoint buffer if stored).
-        scale_factor: latent scale (0.18215 for SD1/SD2).
+        scale_factor: latent scale (0.18215 for SD1/SD2, 0.13025 for SDXL).
         is_inpainting / is_pix2pix: 9-channel inpainting UNet / 8-channel instruct-pix2pix UNet.
         conditioner: turns prompt texts into :class:`~retouch.conditioning.Conditioning` (default: one
             CLIP/OpenCLIP encoder, cross-attention only).
@@ -86,6 +87,7 @@ class Model:
     text_encoder: TextEncoder
     config_source: str
     vae_info: VaeInfo | None = None
+    text_encoder_2: TextEncoder | None = None  # SDXL's OpenCLIP (``text_encoder`` is then its CLIP-L)
     dtype: torch.dtype = torch.float32
     vae_tiling: str = "auto"  # "auto" (when an untiled pass would not fit, or ran out of memory), "always", "never"
     vae_memory_budget: int | None = None  # bytes a VAE pass may use; None: 3/4 of what is free at the time
@@ -97,7 +99,10 @@ class Model:
 
     def __post_init__(self) -> None:
         if self.conditioner is None:
-            self.conditioner = SDTextConditioner(self.text_encoder)
+            if self.text_encoder_2 is not None:
+                self.conditioner = SDXLConditioner(self.text_encoder, self.text_encoder_2)
+            else:
+                self.conditioner = SDTextConditioner(self.text_encoder)
         make_padding_switchable(self.unet, self.vae)
         self.set_network_folders(None, None)
 
@@ -120,8 +125,15 @@ class Model:
 
     @property
     def text_encoders(self) -> list[tuple[str, TextEncoder]]:
-        """The text encoders, each with the prefix A1111 puts before its layer names ("" for one encoder)."""
+        """The text encoders, each with the prefix A1111 puts before its layer names ("" for one encoder;
+        SDXL: ``0_`` and ``1_``, the conditioner's embedder index)."""
+        if self.text_encoder_2 is not None:
+            return [("0_", self.text_encoder), ("1_", self.text_encoder_2)]
         return [("", self.text_encoder)]
+
+    @property
+    def is_sdxl(self) -> bool:
+        return self.family == "SDXL"
 
     @property
     def title(self) -> str:
@@ -175,7 +187,9 @@ class Model:
         if concat is not None and self.unet_input is not UNetInput.PLAIN:
             x = torch.cat([x, concat.to(x)], dim=1)
         dtype = dtype_of(self.unet)
-        out = self.unet(x.to(dtype), t.to(torch.float32), encoder_hidden_states=cond.crossattn.to(dtype)).sample
+        vector = cond.vector.to(dtype) if cond.vector is not None and self.is_sdxl else None
+        out = self.unet(x.to(dtype), t.to(torch.float32), encoder_hidden_states=cond.crossattn.to(dtype),
+                        class_labels=vector).sample
         return out.to(torch.float32)
 
     def image_conditioning(self, source: torch.Tensor, init_latent: torch.Tensor, image_mask: Image.Image | None,
@@ -184,7 +198,8 @@ class Model:
         ``image_mask`` "L", 255 = repaint (None: no mask).
 
         Inpainting models: ``[mask (1), masked-image latent (4)]``; instruct-pix2pix: the image latent
-        (unscaled posterior mean); other models: a dummy ``(B, 5, 1, 1)`` of zeros.
+        (unscaled posterior mean); other models: a dummy ``(B, 5, 1, 1)`` of zeros. SDXL inpainting always
+        rounds the mask (A1111's ``is_sdxl_inpaint`` branch).
         """
         hooks = hooks or JobHooks()
         if self.unet_input is UNetInput.PIX2PIX:
@@ -193,7 +208,7 @@ class Model:
             return source.new_zeros(source.shape[0], 5, 1, 1)
         if image_mask is not None:
             cond_mask = torch.from_numpy(np.array(image_mask.convert("L")).astype(np.float32) / 255.0)[None, None]
-            if round_mask:
+            if round_mask or self.is_sdxl:
                 cond_mask = torch.round(cond_mask)
         else:
             cond_mask = source.new_ones(1, 1, *source.shape[-2:])

@@ -35,9 +35,10 @@ CHUNK_LENGTH = 75
 _WHITESPACE = re.compile(r"\s+")
 
 
-def load_tokenizer(folder: Path) -> CLIPTokenizer:
-    """A CLIP BPE tokenizer from ``folder`` if it has the files, else the one retouch ships."""
-    if not ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()):
+def load_tokenizer(folder: Path | None) -> CLIPTokenizer:
+    """A CLIP BPE tokenizer from ``folder`` if it has the files, else the one retouch ships (OpenCLIP's
+    tokenizer is the same BPE: same ids)."""
+    if folder is None or not ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()):
         folder = bundled_path("clip_tokenizer")
     return CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
 
@@ -48,15 +49,21 @@ Fix = tuple[int, torch.Tensor]
 
 @dataclass
 class TextEncoder:
-    """``kind`` is ``"clip"`` (SD1: pad with EOS, honours Clip skip) or ``"open_clip"`` (SD2).
+    """``kind`` is ``"clip"`` (pads with EOS) or ``"open_clip"`` (pads with 0 after the first EOS).
 
-    ``embedding_key`` names this encoder's vectors in a multi-encoder embedding (SDXL: ``clip_l``/``clip_g``).
+    ``output``: ``"final"`` — the last hidden state through the final layer norm (SD1, where Clip skip
+    applies; SD2); ``"hidden"`` — ``hidden_states[layer_idx]``, no norm (SDXL). ``projection``: the
+    ``(out, width)`` text projection that makes the pooled output (SDXL's OpenCLIP). ``embedding_key``
+    names this encoder's vectors in a multi-encoder embedding (SDXL: ``clip_l``/``clip_g``).
     """
 
     transformer: CLIPTextModel
     tokenizer: CLIPTokenizer
     kind: str
     embedding_key: str | None = None
+    output: str = "final"
+    layer_idx: int = -1
+    projection: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         # The plain (eager) attention is what A1111 runs; with it the conditioning is bit-identical,
@@ -104,13 +111,34 @@ class TextEncoder:
         embedding vectors in place of token embeddings.
 
         SD1: ``clip_skip`` n > 1 takes ``final_layer_norm(hidden_states[-n])``. SD2 pads with 0 after
-        the first EOS and ignores ``clip_skip`` (as A1111 v1.10.1).
+        the first EOS and ignores ``clip_skip`` (as A1111 v1.10.1). SDXL ("hidden" output): ``clip_skip``
+        n > 0 takes ``hidden_states[-n]`` instead of the configured layer (A1111 ``sdxl_clip_l_skip``).
         """
+        return self.encode_pooled(tokens, clip_skip, fixes)[0]
+
+    def encode_pooled(self, tokens: torch.Tensor, clip_skip: int = 1,
+                      fixes: list[list[Fix]] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`encode`, and the pooled output ``(B, out)`` when the encoder has a projection: the final
+        layer's normed state at each row's end token (its highest id), projected — as sgm's OpenCLIP."""
         self._fixes.rows = fixes
         try:
-            return self._encode(tokens, clip_skip)
+            if self.output == "hidden":
+                return self._encode_hidden(tokens, clip_skip)
+            return self._encode(tokens, clip_skip), None
         finally:
             self._fixes.rows = None
+
+    def _encode_hidden(self, tokens: torch.Tensor, clip_skip: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        tokens = tokens.to(self.transformer.device)
+        if self.kind == "open_clip":
+            tokens = _pad_after_first_eos(tokens, self.pad_id)
+        out = self.transformer(input_ids=tokens, output_hidden_states=True)
+        z = out.hidden_states[-clip_skip if clip_skip > 0 else self.layer_idx].float()
+        if self.projection is None:
+            return z, None
+        ends = tokens.argmax(dim=-1)
+        last = out.last_hidden_state[torch.arange(tokens.shape[0], device=tokens.device), ends]
+        return z, torch.nn.functional.linear(last, self.projection.to(last)).float()
 
     def _encode(self, tokens: torch.Tensor, clip_skip: int) -> torch.Tensor:
         device = self.transformer.device
@@ -239,12 +267,14 @@ def tokenize_line(encoder: TextEncoder, line: str, options: Options,
 
 
 def encode_texts(encoder: TextEncoder, texts: Sequence[str], options: Options,
-                 find_embedding: FindEmbedding | None = None, used: dict[str, Any] | None = None) -> torch.Tensor:
+                 find_embedding: FindEmbedding | None = None, used: dict[str, Any] | None = None, *,
+                 clip_skip: int | None = None, pooled: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Encode a batch of texts → ``(B, 77·K, C)``, K = the most chunks any text needs (§8.1).
 
     Texts with fewer chunks are completed with empty chunks; chunk k of every text is encoded in
     one transformer call and emphasis is normalised over that whole call. Embeddings the texts use are
-    added to ``used`` (name → embedding).
+    added to ``used`` (name → embedding). ``clip_skip``: instead of ``options.CLIP_stop_at_last_layers``.
+    ``pooled``: receives the pooled output of the first chunk (encoders with a projection; as A1111).
     """
     by_text: dict[str, list[PromptChunk]] = {}
     for text in texts:
@@ -260,7 +290,10 @@ def encode_texts(encoder: TextEncoder, texts: Sequence[str], options: Options,
         fixes = [[(offset, emb.for_encoder(encoder.embedding_key)) for offset, emb in c.fixes] for c in column]
         if used is not None:
             used.update((emb.name, emb) for c in column for _, emb in c.fixes)
-        z = encoder.encode(tokens, options.CLIP_stop_at_last_layers, fixes)
+        z, pooled_z = encoder.encode_pooled(tokens, options.CLIP_stop_at_last_layers if clip_skip is None
+                                            else clip_skip, fixes)
+        if pooled is not None and i == 0 and pooled_z is not None:
+            pooled.append(pooled_z)
         zs.append(apply_emphasis(z, multipliers.to(z.device, z.dtype), options.emphasis))
     return torch.hstack(zs)
 

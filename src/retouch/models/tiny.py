@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from retouch.models.ldm_config import LdmConfig
-from retouch.models.ldm_layout import clip_to_ldm, schedule_buffers, unet_to_ldm, vae_to_ldm
+from retouch.models.ldm_layout import clip_to_ldm, open_clip_to_ldm, schedule_buffers, unet_to_ldm, vae_to_ldm
 from retouch.models.paths import bundled_path
 
 logger = logging.getLogger(__name__)
@@ -84,8 +84,7 @@ def build_ldm_state_dict(raw: dict, clip_config: dict, seed: int = 20240727) -> 
     Parameters are stored in fp16 (as most published checkpoints), schedule buffers in fp32.
     Also used for the SD1.5-sized checkpoints of tests and benchmarks.
     """
-    config = LdmConfig(raw=raw, source="generated", text_encoder_kind="clip",
-                       text_encoder_dir=bundled_path("text_encoders", "clip-vit-large-patch14"))
+    config = LdmConfig(raw=raw, source="generated")
     with init_empty_weights():
         unet = UNet2DConditionModel(**config.unet_config({}))
         vae = AutoencoderKL(**config.vae_config({}))
@@ -117,7 +116,32 @@ def write_sd15_sized_checkpoint(path: Path, seed: int = 1) -> Path:
     return write_checkpoint(path, build_ldm_state_dict(raw, clip, seed))
 
 
-def fill_deterministic(module: torch.nn.Module, generator: torch.Generator) -> None:
+def write_sdxl_sized_checkpoint(path: Path, seed: int = 2) -> Path:
+    """A random-weight checkpoint with SDXL base's exact architecture (2.6 B UNet parameters, CLIP-L, OpenCLIP
+    bigG), in the original single-file layout without a yaml; made one network at a time, in fp16."""
+    config = LdmConfig.bundled("sd_xl_base.yaml")
+    clip_l, clip_g = config.text_encoders
+    generator = torch.Generator().manual_seed(seed)
+    state: dict[str, torch.Tensor] = {}
+    with init_empty_weights():
+        unet = UNet2DConditionModel(**config.unet_config({}))
+    fill_deterministic(unet, generator, torch.float16)
+    state.update(unet_to_ldm(unet))
+    del unet
+    with init_empty_weights():
+        vae = AutoencoderKL(**config.vae_config({}))
+        text_l, text_g = CLIPTextModel(CLIPTextConfig(**clip_l.config)), CLIPTextModel(CLIPTextConfig(**clip_g.config))
+    for module in (vae, text_l, text_g):
+        fill_deterministic(module, generator, torch.float16)
+    state.update(vae_to_ldm(vae))
+    state.update({k.replace("cond_stage_model.", "conditioner.embedders.0."): v for k, v in clip_to_ldm(text_l).items()})
+    projection = (torch.randn(clip_g.config["projection_dim"], clip_g.config["hidden_size"], generator=generator)
+                  / clip_g.config["hidden_size"] ** 0.5).half()
+    state.update(open_clip_to_ldm(text_g, projection, "conditioner.embedders.1.model."))
+    return write_checkpoint(path, {k: v.contiguous() for k, v in state.items()})
+
+
+def fill_deterministic(module: torch.nn.Module, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> None:
     """Give every parameter a fixed-seed value: scaled normal weights, unit norms, zero biases."""
     params = dict(module.named_parameters())
     for name in sorted(params):
@@ -130,4 +154,4 @@ def fill_deterministic(module: torch.nn.Module, generator: torch.Generator) -> N
             fan_in = max(1, p[0].numel()) if p.ndim > 1 else p.shape[0]
             value = torch.randn(p.shape, generator=generator) / fan_in**0.5
         module.get_submodule(name.rsplit(".", 1)[0]).register_parameter(
-            name.rsplit(".", 1)[1], torch.nn.Parameter(value, requires_grad=False))
+            name.rsplit(".", 1)[1], torch.nn.Parameter(value.to(dtype), requires_grad=False))

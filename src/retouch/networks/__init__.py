@@ -31,8 +31,8 @@ class ExtraNetworks:
                  embeddings_dir: str | os.PathLike | None = None):
         self._model = model
         self.loras = LoraFolder(lora_dir)
-        encoder = model.text_encoder
-        self.embeddings = EmbeddingDatabase(embeddings_dir, encoder.width, encoder.tokenize)
+        encoders = [encoder for _, encoder in model.text_encoders]  # SDXL: an embedding spans both widths
+        self.embeddings = EmbeddingDatabase(embeddings_dir, sum(e.width for e in encoders), encoders[0].tokenize)
         self._layers: dict[str, Layer] | None = None
         self._patcher: NetworkPatcher | None = None
         self._loaded: OrderedDict[str, LoadedNetwork] = OrderedDict()

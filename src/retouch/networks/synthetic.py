@@ -21,15 +21,18 @@ _OPEN_CLIP_TO_KOHYA = {"mlp_c_fc": "mlp_fc1", "mlp_c_proj": "mlp_fc2", "ln_1": "
 
 
 def kohya_names(layer: Layer) -> list[tuple[str, torch.nn.Module]]:
-    """The kohya key prefix(es) of a layer and the module each patches."""
+    """The kohya key prefix(es) of a layer and the module each patches (SDXL's encoders: ``lora_te1_``/``lora_te2_``)."""
     name = layer.name
     if name.startswith("diffusion_model_"):
         return [("lora_unet_" + name[len("diffusion_model_"):], layer.module)]
+    te = "lora_te_"
+    if name[:2] in ("0_", "1_"):  # SDXL: the conditioner's embedder index
+        te, name = f"lora_te{int(name[0]) + 1}_", name[2:]
     if name.startswith("transformer_text_model_"):
-        return [("lora_te_" + name[len("transformer_"):], layer.module)]
+        return [(te + name[len("transformer_"):], layer.module)]
     if name.startswith("model_transformer_resblocks_"):
         index, _, rest = name[len("model_transformer_resblocks_"):].partition("_")
-        base = f"lora_te_text_model_encoder_layers_{index}_"
+        base = f"{te}text_model_encoder_layers_{index}_"
         if layer.fused:
             return [(base + f"self_attn_{p}_proj", m) for p, m in zip(("q", "k", "v", "out"), layer.modules,
                                                                       strict=True)]

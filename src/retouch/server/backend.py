@@ -112,6 +112,8 @@ class CheckpointInfo:
     model_name: str
     hash: str | None
     filename: str
+    sha256: str | None = None
+    config: str | None = None  # the yaml beside the checkpoint, as A1111 lists it
 
 
 class Backend(Protocol):
@@ -220,7 +222,8 @@ class LocalBackend:
         self.queue.skip()
 
     def checkpoints(self) -> list[CheckpointInfo]:
-        return [CheckpointInfo(c.title, c.model_name, c.short_hash, str(c.path)) for c in self.models.checkpoints.values()]
+        return [CheckpointInfo(c.title, c.model_name, c.short_hash, str(c.path), c.sha256, c.config)
+                for c in self.models.checkpoints.values()]
 
     def refresh_checkpoints(self) -> None:
         self.models.refresh()

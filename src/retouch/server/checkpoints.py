@@ -25,11 +25,21 @@ class Checkpoint:
         return Path(self.name).stem if not isinstance(self.path, str) else self.name
 
     @property
+    def sha256(self) -> str | None:
+        """Known once the file was hashed (when it was first loaded), as in A1111."""
+        return None if isinstance(self.path, str) else cached_sha256(self.path)
+
+    @property
     def short_hash(self) -> str | None:
-        if isinstance(self.path, str):
-            return None
-        sha = cached_sha256(self.path)
+        sha = self.sha256
         return sha[:10] if sha else None
+
+    @property
+    def config(self) -> str | None:
+        """The same-stem ``.yaml`` beside the checkpoint, when there is one."""
+        if isinstance(self.path, str) or not self.path.with_suffix(".yaml").is_file():
+            return None
+        return str(self.path.with_suffix(".yaml"))
 
     @property
     def title(self) -> str:

@@ -37,8 +37,8 @@ async def schedulers():
 
 @router.get("/sdapi/v1/sd-models")
 async def sd_models(state: State):
-    return [{"title": c.title, "model_name": c.model_name, "hash": c.hash, "sha256": None, "filename": c.filename,
-             "config": None} for c in state.backend.checkpoints()]
+    return [{"title": c.title, "model_name": c.model_name, "hash": c.hash, "sha256": c.sha256, "filename": c.filename,
+             "config": c.config} for c in state.backend.checkpoints()]
 
 
 @router.post("/sdapi/v1/refresh-checkpoints")
