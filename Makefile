@@ -8,19 +8,25 @@ TORCH := torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup test demo lint clean bench bench-extra compare
+.PHONY: setup test demo lint clean bench bench-extra compare browser
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH)" -e ".[test]"
+	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH)" -e ".[test,ui]"
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The web UI tests drive Debian's Chromium (never a downloaded browser): installed here when missing.
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+		{ echo "installing Debian's chromium for the web UI tests"; \
+		  apt-get install -y -qq chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; }
 
 demo: $(STAMP)
 	$(PY) -m retouch img2img assets/demo.png --prompt "a watercolor painting of a forest" \

@@ -23,12 +23,15 @@ def free_port() -> int:
 
 
 class Server:
+    """``retouch serve`` in a subprocess: the API only, unless ``--webui`` is among the arguments."""
+
     def __init__(self, *args: str, cache_dir: str):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "RETOUCH_CACHE_DIR": cache_dir}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "retouch", "serve", "--port", str(self.port), *args],
+            [sys.executable, "-m", "retouch", "serve", "--port", str(self.port),
+             *([] if "--webui" in args else ["--nowebui"]), *(a for a in args if a != "--webui")],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
         deadline = time.time() + 120
         while time.time() < deadline:

@@ -54,11 +54,23 @@ def test_interrupt_during_sampling_decodes_one_partial_image(bundled_tiny, monke
 
 def test_interrupt_during_decoding_keeps_the_finished_images(bundled_tiny, monkeypatch, tmp_path):
     control = JobControl()
-    decode = Counter(monkeypatch, bundled_tiny, "decode_first_stage", control, after=2)
+    Counter(monkeypatch, bundled_tiny, "decode_first_stage", control, after=2)
     outputs = Outputs(samples_dir=tmp_path)
     result = generate(params(), bundled_tiny, control=control, outputs=outputs)
-    assert decode.calls == 2 and len(result.images) == 1  # the second image was decoded, then saving stopped
-    assert [p.name for p in outputs.files] == ["00000-3.png"] and sorted(tmp_path.iterdir()) == outputs.files
+    # what was decoded is finished and saved (and a grid of the two made); the third decode stops at its check
+    assert len(result.images) - result.index_of_first_image == 2
+    assert [p.name for p in outputs.files] == ["00000-3.png", "00001-4.png"]
+    assert sorted(tmp_path.iterdir()) == outputs.files
+
+
+def test_an_interrupted_jobs_partial_image_is_saved_and_returned(bundled_tiny, monkeypatch, tmp_path):
+    control = JobControl()
+    Counter(monkeypatch, bundled_tiny, "apply_model", control, after=2)
+    outputs = Outputs(samples_dir=tmp_path)
+    result = generate(params(batch_size=1, init_images=[source_image()]), bundled_tiny, control=control,
+                      outputs=outputs)
+    assert len(result.images) == 1 and result.interrupted  # as A1111 (and as without saving)
+    assert [p.name for p in outputs.files] == ["00000-3.png"]
 
 
 def test_interrupt_between_vae_tiles(bundled_tiny, monkeypatch):

@@ -65,6 +65,7 @@ def _serve_parser(serve: argparse.ArgumentParser) -> None:
     add_model_flags(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     serve.add_argument("--port", type=int, default=7860)
+    serve.add_argument("--nowebui", action="store_true", help="serve the API only, without the web page at /")
     serve.add_argument("--api-auth", default=None, help="USER:PASS[,USER2:PASS2] — HTTP Basic on every route")
     serve.add_argument("--max-queue", type=int, default=16, help="queued jobs before new ones get 503")
     serve.add_argument("--outdir", default=None, help="where save_images=true writes (default outputs/img2img-images)")

@@ -42,13 +42,26 @@ def serve_main(args: argparse.Namespace) -> int:
     app = create_app(config=config)
     backend = app.state.server.backend
     backend.warm_up()  # a checkpoint that does not load is a start-up error, not a 500 per request
+    page = _mount_page(app, args)
     protocol = guarded_protocol(header_timeout=args.header_timeout, max_connections=args.max_connections)
     server = GracefulServer(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", http=protocol,
                                             timeout_keep_alive=5, timeout_graceful_shutdown=SHUTDOWN_SECONDS),
                              backend.shutdown)
-    print(f"retouch API on http://{args.host}:{args.port} (docs: /docs)", flush=True)
+    print(f"retouch API on http://{args.host}:{args.port} (docs: /docs)" + (f"; {page}" if page else ""), flush=True)
     server.run()
     return 0
+
+
+def _mount_page(app, args: argparse.Namespace) -> str:
+    """The web page at / unless --nowebui; without the ``ui`` extra, the API alone and how to get the page."""
+    if args.nowebui:
+        return ""
+    from retouch import ui
+
+    if not ui.available():
+        return f"no web page: {ui.INSTALL_HINT}"
+    ui.mount(app, app.state.server)
+    return f"web UI on http://{args.host}:{args.port}/"
 
 
 class GracefulServer(uvicorn.Server):

@@ -281,8 +281,7 @@ def _save_sample(run: _Job, finished: FinishedImage, text: str, batch: Batch, i:
     folder = outputs.samples_dir
     assert folder is not None
     for image, suffix in variants:
-        if image is not None:
-            run.check()
+        if image is not None:  # no interrupt check: an interrupted job's partial image is saved too (as A1111)
             _save(run, functools.partial(
                 save_image, image, folder, decoration=decoration, infotext=stored, extension=options.samples_format,
                 suffix=suffix, jpeg_quality=options.jpeg_quality, webp_lossless=options.webp_lossless))

@@ -147,6 +147,10 @@ class Backend(Protocol):
 
     def default_checkpoint_title(self) -> str: ...
 
+    def default_checkpoint(self) -> str:
+        """The name (as in :meth:`checkpoints`) of the checkpoint a request without one runs on."""
+        ...
+
     def memory(self) -> dict[str, Any]: ...
 
     def embeddings(self) -> dict[str, Any]:
@@ -236,6 +240,9 @@ class LocalBackend:
 
     def default_checkpoint_title(self) -> str:
         return self.models.loaded_title
+
+    def default_checkpoint(self) -> str:
+        return self.models.default
 
     def memory(self) -> dict[str, Any]:
         return memory_report()

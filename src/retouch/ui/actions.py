@@ -1,0 +1,207 @@
+"""What the page's buttons do: turn the fields into an A1111 API request and run it through the server's own
+validation and queue (so a page job and an API job with the same parameters are the same job), report
+progress, and read infotexts back into the fields. No Gradio imports: handlers get and return plain values.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+
+from retouch.infotext import generation_parameters
+from retouch.server.backend import Cancelled, DuplicateTask, JobOutcome, QueueFull
+from retouch.server.errors import ApiError
+from retouch.server.requests import job_request
+from retouch.server.schemas import Img2ImgRequest
+from retouch.server.state import ServerState
+from retouch.ui.modes import Mode, ModeInputs, image_and_mask, scaled_size
+
+RESIZE_MODES = ["Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)"]
+MASK_MODES = ["Inpaint masked", "Inpaint not masked"]
+INPAINT_FILLS = ["fill", "original", "latent noise", "latent nothing"]
+INPAINT_AREAS = ["Whole picture", "Only masked"]
+
+
+class PageError(ValueError):
+    """A problem the page shows to the user as a message (never a stack trace)."""
+
+
+@dataclass(frozen=True)
+class Fields:
+    """The img2img tab's parameters, as the page holds them."""
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    steps: int = 20
+    sampler_name: str = "DPM++ 2M"
+    scheduler: str = "Automatic"
+    resize_mode: str = RESIZE_MODES[0]
+    resize_by: bool = False  # the "Resize by" tab is selected
+    width: int = 512
+    height: int = 512
+    scale: float = 1.0
+    batch_count: int = 1
+    batch_size: int = 1
+    cfg_scale: float = 7.0
+    image_cfg_scale: float = 1.5
+    denoising_strength: float = 0.75
+    seed: int = -1
+    variation: bool = False  # "Extra" seed options shown
+    subseed: int = -1
+    subseed_strength: float = 0.0
+    seed_resize_from_w: int = 0
+    seed_resize_from_h: int = 0
+    mask_blur: int = 4
+    mask_alpha: float = 0.0
+    mask_mode: str = MASK_MODES[0]
+    inpainting_fill: str = INPAINT_FILLS[1]
+    inpaint_area: str = INPAINT_AREAS[0]
+    inpaint_full_res_padding: int = 32
+
+
+def png_b64(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _index(options: list[str], value: str, what: str) -> int:
+    if value not in options:
+        raise PageError(f"{what}: {value!r} is not one of {', '.join(options)}")
+    return options.index(value)
+
+
+def request_fields(fields: Fields, image: Image.Image, mask: Image.Image | None, task_id: str) -> dict[str, Any]:
+    """The A1111 API request the page's fields and prepared image/mask make (A1111's ``img2img()`` arguments)."""
+    width, height = scaled_size(image, fields.scale) if fields.resize_by else (fields.width, fields.height)
+    request: dict[str, Any] = {
+        "prompt": fields.prompt, "negative_prompt": fields.negative_prompt, "steps": int(fields.steps),
+        "sampler_name": fields.sampler_name, "scheduler": fields.scheduler, "width": width, "height": height,
+        "resize_mode": _index(RESIZE_MODES, fields.resize_mode, "Resize mode"), "n_iter": int(fields.batch_count),
+        "batch_size": int(fields.batch_size), "cfg_scale": float(fields.cfg_scale),
+        "image_cfg_scale": float(fields.image_cfg_scale), "denoising_strength": float(fields.denoising_strength),
+        "seed": int(fields.seed), "subseed": int(fields.subseed) if fields.variation else -1,
+        "subseed_strength": float(fields.subseed_strength) if fields.variation else 0.0,
+        "seed_resize_from_w": int(fields.seed_resize_from_w) if fields.variation else 0,
+        "seed_resize_from_h": int(fields.seed_resize_from_h) if fields.variation else 0,
+        "init_images": [png_b64(image)], "force_task_id": task_id, "save_images": True, "send_images": True,
+    }
+    if mask is not None:
+        request.update(mask=png_b64(mask), mask_blur=int(fields.mask_blur),
+                       inpainting_mask_invert=_index(MASK_MODES, fields.mask_mode, "Mask mode"),
+                       inpainting_fill=_index(INPAINT_FILLS, fields.inpainting_fill, "Masked content"),
+                       inpaint_full_res=_index(INPAINT_AREAS, fields.inpaint_area, "Inpaint area") == 1,
+                       inpaint_full_res_padding=int(fields.inpaint_full_res_padding))
+    return request
+
+
+def new_task_id() -> str:
+    return f"task({uuid.uuid4().hex[:15]})"
+
+
+async def run_request(state: ServerState, fields: dict[str, Any]) -> JobOutcome:
+    """Validate and run one request exactly as ``POST /sdapi/v1/img2img`` does; PageError on anything wrong."""
+    from starlette.concurrency import run_in_threadpool
+
+    try:
+        request = await run_in_threadpool(job_request, Img2ImgRequest(**fields), state)
+        return await state.backend.run(request)
+    except ApiError as e:
+        raise PageError(str(e.detail)) from None
+    except QueueFull:
+        raise PageError("The queue is full; try again in a moment.") from None
+    except (Cancelled, DuplicateTask) as e:
+        raise PageError(str(e)) from None
+    except ValueError as e:
+        raise PageError(str(e)) from None
+
+
+async def generate(state: ServerState, mode: Mode, inputs: ModeInputs, fields: Fields, task_id: str
+                   ) -> tuple[list[Image.Image], str]:
+    """Run the tab's job; the result images (with their infotext) and A1111's info JSON."""
+    if not 0 <= fields.denoising_strength <= 1:
+        raise PageError(f"Denoising strength must be between 0 and 1, got {fields.denoising_strength}")
+    try:
+        image, mask = image_and_mask(mode, inputs, int(fields.mask_blur), float(fields.mask_alpha))
+    except ValueError as e:
+        raise PageError(str(e)) from None
+    outcome = await run_request(state, request_fields(fields, image, mask, task_id))
+    return outcome.images, outcome.info
+
+
+def info_html(text: str, seconds: float | None = None) -> str:
+    """The infotext under the gallery, as A1111 shows it (first line the prompt)."""
+    body = "<br>".join(html.escape(line) for line in text.splitlines())
+    timing = f"<p class='retouch-time'>Time taken: {seconds:.1f} s</p>" if seconds is not None else ""
+    return f"<div class='infotext'><p>{body}</p>{timing}</div>"
+
+
+def progress_html(state: ServerState, task_id: str | None, started: float | None) -> str:
+    """Where the page's task stands: its place in the queue, or a progress bar with the ETA."""
+    if not task_id:
+        return ""
+    lookup = state.backend.lookup(task_id)
+    if lookup.queue_position is not None:
+        place, of = lookup.queue_position
+        return f"<div class='progress queued' data-state='queued'>In queue: {place} of {of}</div>"
+    status = lookup.active
+    if status is None:
+        return ""
+    progress = status.progress
+    eta = ""
+    if status.started_at is not None and progress > 0.01:
+        elapsed = time.time() - status.started_at
+        eta = f" · ETA {max(elapsed / progress - elapsed, 0):.0f} s"
+    return (f"<div class='progress running' data-state='running'><div class='progress-bar' "
+            f"style='width:{progress * 100:.0f}%'></div><span>{progress * 100:.0f}%{eta}</span></div>")
+
+
+def preview_image(state: ServerState, task_id: str | None) -> Image.Image | None:
+    if not task_id:
+        return None
+    encoded, _ = state.backend.preview(task_id)
+    if not encoded:
+        return None
+    data = encoded.split(",", 1)[1] if encoded.startswith("data:") else encoded
+    with Image.open(io.BytesIO(base64.b64decode(data))) as image:
+        image.load()
+        return image.copy()
+
+
+# ---------------------------------------------------------------------------------------------
+# Infotext → fields (A1111's paste)
+PASTE_FIELDS: dict[str, tuple[str, type]] = {
+    "Prompt": ("prompt", str), "Negative prompt": ("negative_prompt", str), "Steps": ("steps", int),
+    "Sampler": ("sampler_name", str), "Schedule type": ("scheduler", str), "CFG scale": ("cfg_scale", float),
+    "Image CFG scale": ("image_cfg_scale", float), "Seed": ("seed", int), "Size-1": ("width", int),
+    "Size-2": ("height", int), "Denoising strength": ("denoising_strength", float), "Mask blur": ("mask_blur", int),
+    "Variation seed": ("subseed", int), "Variation seed strength": ("subseed_strength", float),
+    "Seed resize from-1": ("seed_resize_from_w", int), "Seed resize from-2": ("seed_resize_from_h", int),
+    "Mask mode": ("mask_mode", str), "Masked content": ("inpainting_fill", str), "Inpaint area": ("inpaint_area", str),
+    "Masked area padding": ("inpaint_full_res_padding", int),
+}
+
+
+def fields_from_infotext(text: str, restore_lora_names=None) -> dict[str, Any]:
+    """The page fields an infotext sets (``Fields`` names → values); fields it does not mention are left out."""
+    params = generation_parameters(text, restore_lora_names)
+    out: dict[str, Any] = {}
+    for key, (name, kind) in PASTE_FIELDS.items():
+        if key not in params:
+            continue
+        try:
+            out[name] = kind(float(params[key])) if kind is int else kind(params[key])
+        except (TypeError, ValueError):
+            continue
+    if "Variation seed" in params or "Seed resize from-1" in params:
+        out["variation"] = True
+    if "Size-1" in params:
+        out["resize_by"] = False
+    return out

@@ -1,0 +1,97 @@
+"""A real ``retouch serve`` with the page, and Debian's Chromium driven by Playwright (headless)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from tests.api.conftest import start
+from tests.conftest import REPO
+
+SHOTS = REPO / "docs" / "ui"
+FAILURES = REPO / "docs" / "ui" / "failures"
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser"):
+        found = shutil.which(name)
+        if found:
+            return found
+    pytest.fail("Chromium is missing: apt-get install -y chromium (.ci/run installs it)")
+
+
+@pytest.fixture(scope="session")
+def ui_server(tmp_path_factory):
+    s = start(tmp_path_factory, "--webui", "--ckpt", "tiny", "--outdir", str(tmp_path_factory.mktemp("ui-out")))
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox", "--disable-dev-shm-usage"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, ui_server, request):
+    """A fresh tab on the page, with every request it makes recorded (``page.hosts``)."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1300})
+    tab = context.new_page()
+    tab.set_default_timeout(120_000)  # a loaded 2-core machine: wait on state, generously
+    hosts: set[str] = set()
+    tab.on("request", lambda r: hosts.add(r.url.split("/")[2]))
+    tab.hosts = hosts
+    tab.goto(ui_server.url + "/", wait_until="domcontentloaded")
+    tab.locator("#img2img_prompt textarea").wait_for()
+    tab.locator("#img2img_denoising_strength input[type=number]").wait_for()  # the page is rendered in parts
+    yield tab
+    if getattr(request.node, "failed", False):
+        FAILURES.mkdir(parents=True, exist_ok=True)
+        tab.screenshot(path=str(FAILURES / f"{request.node.name}.png"), full_page=True)
+    context.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed:
+        item.failed = True
+
+
+def source_png(path: Path, w: int = 64, h: int = 64, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([x * 255 / w, y * 255 / h, (x + y) * 127 / (w + h)], -1) + rng.normal(0, 12, (h, w, 3))
+    Image.fromarray(np.clip(base, 0, 255).astype(np.uint8)).save(path)
+    return path
+
+
+def b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def gallery_images(page, server) -> list[Image.Image]:
+    """The gallery's images, fetched from the page's own URLs (PNG: the exact pixels)."""
+    out = []
+    for img in page.locator("#img2img_gallery img").all():
+        src = img.get_attribute("src")
+        data = requests.get(src if src.startswith("http") else server.url + src, timeout=60).content
+        out.append(Image.open(io.BytesIO(data)).convert("RGB"))
+    return out
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.array(image.convert("RGB")).astype(int)
