@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
+NETNS ?= ../shared/tools/netns-run
 
 .PHONY: setup test demo lint clean bench bench-extra compare browser
 
@@ -14,13 +15,16 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH)" -e ".[test,ui]"
+	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH)" -e ".[test,ui,cluster]"
 	touch $(STAMP)
 
 test: $(STAMP) browser
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
 	$(PY) -m pytest $(PYTEST_ARGS)
+	@# the cluster tests start Ray: only inside netns-run's private, loopback-only network namespace
+	@if [ -x "$(NETNS)" ]; then $(NETNS) $(PY) -m pytest -q tests/cluster; \
+	 else echo "tests/cluster skipped: $(NETNS) not found (they start Ray only inside it)"; fi
 
 # The web UI tests drive Debian's Chromium (never a downloaded browser): installed here when missing.
 browser:

@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _img2img_parser(sub.add_parser("img2img", help="run img2img / inpainting on one or more images"))
     _serve_parser(sub.add_parser("serve", help="start the A1111-compatible HTTP API"))
+    _cluster_parser(sub.add_parser("cluster", help="the same API over Ray Serve replicas (retouch[cluster])"))
     return parser
 
 
@@ -90,6 +91,20 @@ def _serve_parser(serve: argparse.ArgumentParser) -> None:
                         help="open connections; more are closed at once (default 512)")
 
 
+def _cluster_parser(cluster: argparse.ArgumentParser) -> None:
+    _serve_parser(cluster)
+    group = cluster.add_argument_group("cluster (Ray Serve)")
+    group.add_argument("--address", default=None,
+                       help="Ray to join: auto or HOST:PORT (default: start a local Ray for this process)")
+    group.add_argument("--min-replicas", type=int, default=1, help="job replicas kept running (default 1)")
+    group.add_argument("--max-replicas", type=int, default=None,
+                       help="autoscale up to this many replicas by queue length (default: --min-replicas)")
+    group.add_argument("--models-per-replica", type=int, default=1,
+                       help="checkpoints one replica keeps loaded; least recently used ones are evicted (default 1)")
+    group.add_argument("--threads-per-replica", type=int, default=1, help="CPU threads (and Ray CPUs) per replica")
+    group.add_argument("--gpus-per-replica", type=float, default=0.0, help="GPUs per replica (default 0)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -99,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
             from retouch.cli.serve import serve_main
 
             return serve_main(args)
+        if args.command == "cluster":
+            from retouch.cli.serve import cluster_main
+
+            return cluster_main(args)
         from retouch.cli.img2img import run
 
         return run(args)

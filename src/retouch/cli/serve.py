@@ -22,15 +22,65 @@ SHUTDOWN_SECONDS = 5  # uvicorn's graceful timeout: what an interrupted job has 
 
 
 def serve_main(args: argparse.Namespace) -> int:
-    from retouch.models.paths import cache_dir
-    from retouch.server.app import ServerConfig, create_app
+    from retouch.server.app import create_app
+
+    config = server_config(args)
+    app = create_app(config=config)
+    backend = app.state.server.backend
+    backend.warm_up()  # a checkpoint that does not load is a start-up error, not a 500 per request
+    page = _mount_page(app, args)
+    _run(app, args, backend.shutdown, "retouch API", page)
+    return 0
+
+
+def cluster_main(args: argparse.Namespace) -> int:
+    """``retouch cluster``: the same app, its jobs on Ray Serve replicas."""
+    try:
+        from retouch.cluster import ClusterOptions
+        from retouch.cluster.ingress import start
+    except ImportError:
+        raise UsageError("the cluster needs the optional extra: pip install 'retouch[cluster]'") from None
+    config = server_config(args)
+    try:
+        options = ClusterOptions(min_replicas=args.min_replicas, max_replicas=args.max_replicas or args.min_replicas,
+                                 models_per_replica=args.models_per_replica, max_queue=args.max_queue,
+                                 threads_per_replica=args.threads_per_replica, gpus_per_replica=args.gpus_per_replica)
+    except ValueError as e:
+        raise UsageError(f"--{str(e).split(':', 1)[0].replace('_', '-')}: {str(e).split(': ', 1)[-1]}") from None
+    app, stop = start(config, options, args.address)
+    backend = app.state.server.backend
+    try:
+        backend.warm_up()
+        page = _mount_page(app, args)
+        replicas = (f"{options.min_replicas}" if options.min_replicas == options.max_replicas
+                    else f"{options.min_replicas}–{options.max_replicas}")
+        _run(app, args, backend.shutdown, f"retouch cluster API ({replicas} replicas)", page)
+    finally:
+        stop()
+    return 0
+
+
+def _run(app, args: argparse.Namespace, on_exit: Callable[[], None], what: str, page: str) -> None:
     from retouch.server.protocol import guarded_protocol
+
+    protocol = guarded_protocol(header_timeout=args.header_timeout, max_connections=args.max_connections)
+    server = GracefulServer(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", http=protocol,
+                                            timeout_keep_alive=5, timeout_graceful_shutdown=SHUTDOWN_SECONDS),
+                             on_exit)
+    print(f"{what} on http://{args.host}:{args.port} (docs: /docs)" + (f"; {page}" if page else ""), flush=True)
+    server.run()
+
+
+def server_config(args: argparse.Namespace):
+    """The checked :class:`ServerConfig` of ``serve``/``cluster`` flags (UsageError for a bad one)."""
+    from retouch.models.paths import cache_dir
+    from retouch.server.app import ServerConfig
 
     _check_limits(args)
     _check_auth(args.api_auth)
     check_writable(Path(args.outdir or "outputs/img2img-images"), "--outdir")
     check_writable(cache_dir(), "the cache folder (set RETOUCH_CACHE_DIR to a writable folder)")
-    config = ServerConfig(ckpt=args.ckpt, ckpt_dir=args.ckpt_dir, **network_folders(args), outdir=args.outdir,
+    return ServerConfig(ckpt=args.ckpt, ckpt_dir=args.ckpt_dir, **network_folders(args), outdir=args.outdir,
                           api_auth=args.api_auth,
                           max_queue=args.max_queue, allow_image_urls=args.allow_image_urls,
                           max_pixels=args.max_pixels, load_kwargs=model_kwargs(args), vae_tiling=args.vae_tiling,
@@ -39,17 +89,6 @@ def serve_main(args: argparse.Namespace) -> int:
                           body_timeout=args.body_timeout, header_timeout=args.header_timeout,
                           max_connections=args.max_connections,
                           options=Options(deterministic_batches=args.deterministic_batches))
-    app = create_app(config=config)
-    backend = app.state.server.backend
-    backend.warm_up()  # a checkpoint that does not load is a start-up error, not a 500 per request
-    page = _mount_page(app, args)
-    protocol = guarded_protocol(header_timeout=args.header_timeout, max_connections=args.max_connections)
-    server = GracefulServer(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", http=protocol,
-                                            timeout_keep_alive=5, timeout_graceful_shutdown=SHUTDOWN_SECONDS),
-                             backend.shutdown)
-    print(f"retouch API on http://{args.host}:{args.port} (docs: /docs)" + (f"; {page}" if page else ""), flush=True)
-    server.run()
-    return 0
 
 
 def _mount_page(app, args: argparse.Namespace) -> str:

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from retouch.control import JobControl
+from retouch.models.model import Model
 from retouch.options import Options
 from retouch.outputs import Outputs, is_disk_full
 from retouch.params import Img2ImgJob
@@ -26,11 +27,11 @@ from retouch.pipeline import generate
 from retouch.processed import Processed
 from retouch.server.checkpoints import ModelManager
 from retouch.server.images import ACCEPTED_FORMATS, decode_opened
-from retouch.server.jobs import Cancelled, DuplicateTask, JobQueue, QueueFull, Task
+from retouch.server.jobs import Cancelled, DuplicateTask, JobQueue, QueueFull, Task, Unavailable
 from retouch.server.previews import preview_png_b64, wants_preview
 
 __all__ = ["Backend", "Cancelled", "CheckpointInfo", "DuplicateTask", "JobOutcome", "JobRequest", "LocalBackend", "QueueFull",
-           "RequestImages", "TaskLookup", "TaskStatus", "with_images"]
+           "RequestImages", "TaskLookup", "TaskStatus", "Unavailable", "run_job", "with_images"]
 
 
 @dataclass(frozen=True)
@@ -270,11 +271,16 @@ class LocalBackend:
 
 def run_request(models: ModelManager, request: JobRequest, control: JobControl, queued_s: float = 0.0) -> JobOutcome:
     """The worker's part of a request: pick the model, run the job, build A1111's response values."""
-    started = time.perf_counter()
-    job = with_images(request)
     model = models.get(request.checkpoint)
     if request.checkpoint and request.keep_checkpoint:
         models.default = models.find(request.checkpoint).name
+    return run_job(model, request, control, queued_s)
+
+
+def run_job(model: Model, request: JobRequest, control: JobControl, queued_s: float = 0.0) -> JobOutcome:
+    """Run a request's job on ``model``; A1111's response values."""
+    started = time.perf_counter()
+    job = with_images(request)
     outputs = Outputs(samples_dir=request.outdir, grids_dir=request.outdir, grid=request.grid)
     result = generate(job, model, options=request.options, control=control, outputs=outputs)
     info = Processed.from_result(job.params, model, request.options, result).js()

@@ -62,7 +62,8 @@ class ModelManager:
     def __post_init__(self) -> None:
         self.refresh()
         if self.ckpt:
-            self.default = self.find(self.ckpt if self.ckpt in TINY_MODELS else Path(self.ckpt).name).name
+            path = Path(self.ckpt)
+            self.default = self.find(path.name if self.ckpt not in TINY_MODELS and path.exists() else self.ckpt).name
         elif not self.default:
             self.default = next(iter(self.checkpoints))
 
@@ -77,9 +78,11 @@ class ModelManager:
                     found[str(path.relative_to(folder))] = Checkpoint(str(path.relative_to(folder)), path)
         if self.ckpt and self.ckpt not in TINY_MODELS:
             path = Path(self.ckpt)
-            if not path.exists():
-                raise ValueError(f"--ckpt: no such file: {path}")
-            found.setdefault(path.name, Checkpoint(path.name, path))
+            if path.exists():
+                found.setdefault(path.name, Checkpoint(path.name, path))
+            elif not any(self.ckpt in (c.name, c.model_name) for c in found.values()):  # a name in --ckpt-dir
+                raise ValueError(f"--ckpt: no such file{' or checkpoint in --ckpt-dir' if self.ckpt_dir else ''}: "
+                                 f"{path}")
         if not found or (self.ckpt in TINY_MODELS):
             for name in TINY_MODELS:
                 found.setdefault(name, Checkpoint(name, name))

@@ -32,6 +32,10 @@ class QueueFull(Exception):  # noqa: N818
     pass
 
 
+class Unavailable(Exception):  # noqa: N818
+    """No worker can take the job now (a replica died and the retry failed too): 503, retry later."""
+
+
 class DuplicateTask(Exception):  # noqa: N818
     """A task with this id is already queued or running."""
 

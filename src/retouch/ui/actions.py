@@ -16,7 +16,7 @@ from typing import Any
 from PIL import Image
 
 from retouch.infotext import generation_parameters
-from retouch.server.backend import Cancelled, DuplicateTask, JobOutcome, QueueFull
+from retouch.server.backend import Cancelled, DuplicateTask, JobOutcome, QueueFull, Unavailable
 from retouch.server.errors import ApiError
 from retouch.server.requests import job_request
 from retouch.server.schemas import Img2ImgRequest
@@ -117,7 +117,7 @@ async def run_request(state: ServerState, fields: dict[str, Any]) -> JobOutcome:
         raise PageError(str(e.detail)) from None
     except QueueFull:
         raise PageError("The queue is full; try again in a moment.") from None
-    except (Cancelled, DuplicateTask) as e:
+    except (Cancelled, DuplicateTask, Unavailable) as e:
         raise PageError(str(e)) from None
     except ValueError as e:
         raise PageError(str(e)) from None

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from retouch.outputs import encode_image, image_texts
-from retouch.server.backend import Cancelled, DuplicateTask, QueueFull
+from retouch.server.backend import Cancelled, DuplicateTask, QueueFull, Unavailable
 from retouch.server.errors import ApiError
 from retouch.server.requests import job_request
 from retouch.server.routes import State
@@ -31,6 +31,8 @@ async def img2img(req: Img2ImgRequest, response: Response, state: State):
         outcome = await state.backend.run(request)
     except QueueFull:
         raise ApiError(503, "the queue is full; retry later", headers={"Retry-After": "5"}) from None
+    except Unavailable as e:
+        raise ApiError(503, str(e), "ServiceUnavailable", headers={"Retry-After": "5"}) from None
     except DuplicateTask as e:
         raise ApiError(409, str(e), "Conflict") from None
     except Cancelled as e:
