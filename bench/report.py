@@ -64,6 +64,7 @@ def render(r: dict) -> str:
                              b["images_per_s"])
     lines += _lora(r.get("lora"))
     lines += _sdxl(r.get("sdxl"))
+    lines += _cluster(r.get("cluster"))
     lines += _comparisons(r.get("comparisons"))
     lines += _soak(r.get("soak"))
     lines += _diffusers(r.get("diffusers"), "StableDiffusionImg2ImgPipeline")
@@ -297,6 +298,26 @@ def _sdxl(x: dict | None) -> list[str]:
                 f"{(r['baseline_rss_mb'] + r['weights_mb']) / 1024:.1f} GiB |" for r in ours),
               *(f"| diffusers `from_single_file` | {r['load']:.1f} s | {r['peak_rss_mb'] / 1024:.1f} GiB | – |"
                 for r in theirs), ""]
+    return lines
+
+
+def _cluster(c: dict | None) -> list[str]:
+    if not c:
+        return []
+    t, rss = c["throughput"], c["replica_rss_mb"]
+    lines = ["## Cluster (Ray Serve, one thread per replica, inside netns-run)", "",
+             "Requests per second with 1 and 2 replicas (2 concurrent clients per replica; tiny: 64², 20 steps × 0.5; "
+             "SD1.5-sized: 256², fp32, 8 steps × 0.5), and the RSS of each replica process.", "",
+             "| model | 1 replica | 2 replicas | speed-up | RSS per replica (2 replicas) |", "| --- | --- | --- | --- | --- |"]
+    for name, label in (("tiny", "tiny"), ("sd15-256", "SD1.5-sized, 256²")):
+        one, two = t.get(f"{name}/1"), t.get(f"{name}/2")
+        if one and two:
+            per = ", ".join(f"{m:.0f} MB" for m in rss.get(f"{name}/2", []))
+            lines.append(f"| {label} | {one:.3f} | {two:.3f} | {two / one:.2f}× | {per} |")
+    lines += ["", f"Per-request latency of the same tiny job, one at a time: `retouch cluster` (1 replica) "
+                  f"{c['cluster_latency_s'] * 1000:.0f} ms vs `retouch serve` {c['serve_latency_s'] * 1000:.0f} ms "
+                  f"(+{(c['cluster_latency_s'] - c['serve_latency_s']) * 1000:.0f} ms: Serve's routing, the task registry "
+                  "and moving the request and images between processes).", ""]
     return lines
 
 

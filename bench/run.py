@@ -301,6 +301,22 @@ def sdxl_section(cache: Path, results: dict, runs: int) -> None:
     results["sdxl"] = out
 
 
+def cluster_section(ckpt: Path, results: dict) -> None:
+    """Issue 14: 1 vs 2 replicas, overhead against retouch serve, memory per replica — inside netns-run (it
+    starts Ray)."""
+    netns = REPO.parent / "shared" / "tools" / "netns-run"
+    if not netns.is_file():
+        print(f"cluster: skipped ({netns} not found: Ray is started only inside it)", flush=True)
+        return
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([str(netns), sys.executable, str(REPO / "bench" / "cluster_bench.py"),
+                          json.dumps({"ckpt": str(ckpt)})], capture_output=True, text=True, env=env, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"cluster bench failed:\n{out.stderr[-3000:]}")
+    results["cluster"] = json.loads(out.stdout.strip().splitlines()[-1])
+    print("cluster:", results["cluster"]["throughput"], flush=True)
+
+
 def soak_section(results: dict, total: int = 1000) -> None:
     """1,000 mixed requests against one server (valid jobs, malformed and hostile bodies, options, png-info,
     progress); the server's RSS every 50 requests."""
@@ -403,7 +419,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="tiny model only (seconds)")
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--out", default=str(REPO / "docs" / "benchmarks.md"))
-    parser.add_argument("--sections", default="tiny,diffusers,overhead,load,precision,tiled,batch,lora",  # + large,inpaint,soak
+    parser.add_argument("--sections", default="tiny,diffusers,overhead,load,precision,tiled,batch,lora,cluster",  # + large,inpaint,soak,sdxl
                         help="comma-separated subset; results of other sections already in the JSON are kept")
     args = parser.parse_args()
     started_run = time.time()
@@ -439,6 +455,7 @@ def main() -> int:
         "batch": lambda: batch_section(ckpt, results),
         "lora": lambda: lora_section(ckpt, results, cache_dir() / "bench"),
         "sdxl": lambda: sdxl_section(cache_dir() / "bench", results, args.runs),  # ~40 min: `make bench-extra`
+        "cluster": lambda: cluster_section(ckpt, results),
         "large": lambda: large_section(ckpt, results, 2048),  # ~25 min: `make bench-extra`
         "soak": lambda: soak_section(results),  # ~2 min: `make bench-extra`
     }

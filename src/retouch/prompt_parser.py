@@ -88,7 +88,7 @@ def get_learned_conditioning_prompt_schedules(
 def _schedule_of(prompt: str, steps: int, int_offset: int, flt_offset: float, old: bool) -> tuple[tuple[int, str], ...]:
     """One prompt's schedule. Cached: Earley parsing costs seconds for long prompts with editing syntax (and
     allocates enough to trigger full garbage collections), and clients send the same prompt job after job."""
-    if "[" not in prompt:  # no editing or alternation can parse: the text is the schedule (and no Earley cost)
+    if not _may_schedule(prompt):  # no editing or alternation can parse: the text is the schedule (no Earley cost)
         return ((steps, prompt),)
     try:
         tree = _schedule_parser().parse(prompt)
@@ -96,6 +96,27 @@ def _schedule_of(prompt: str, steps: int, int_offset: int, flt_offset: float, ol
         return ((steps, prompt),)
     ends = _resolve_steps(tree, steps, int_offset, flt_offset, old)
     return tuple((end, "".join(_render(tree, end))) for end in ends)
+
+
+def _may_schedule(prompt: str) -> bool:
+    """Whether any parse could hold a ``[a:b:when]`` or ``[a|b]``: only when an unescaped ``:`` or ``|`` stands
+    inside an unescaped ``[`` … ``]``. (Such a node's brackets enclose balanced brackets, so at its ``:``/``|`` the
+    count of open ``[`` — never below zero — is at least one.) Otherwise every parse is plain text and emphasis,
+    whose tokens render the prompt unchanged, and a parse error also gives the prompt: Earley parsing, which
+    costs seconds for long prompts, is skipped."""
+    depth, escaped = 0, False
+    for char in prompt:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "[":
+            depth += 1
+        elif char == "]":
+            depth = max(depth - 1, 0)
+        elif depth and char in ":|":
+            return True
+    return False
 
 
 def _resolve_steps(tree: lark.Tree, steps: int, int_offset: int, flt_offset: float, old: bool) -> list[int]:

@@ -1,6 +1,9 @@
 """Every string-level test vector of the prompt spec §13.1, §13.2, §13.4 and §13.7 (all EXACT)."""
 
+import lark
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from retouch.prompt_parser import (
     apply_styles,
@@ -261,3 +264,24 @@ def test_extra_networks():  # X1–X7
     assert parse_extra_networks("a, <lora:x:1>, b")[0] == "a, , b"
     texts, nets = parse_extra_networks_batch(["a <lora:x:1>", "b <lora:y:1>"])
     assert texts == ["a ", "b "] and [p.positional[0] for p in nets["lora"]] == ["x"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab []():|1.5\\", max_size=24))
+def test_skipping_earley_for_prompts_without_editing_changes_nothing(prompt):
+    """Where no ``:``/``|`` stands inside ``[…]``, A1111's Earley parse can only give the prompt back unchanged."""
+    from retouch.prompt_parser import _may_schedule, _render, _resolve_steps, _schedule_parser
+
+    if _may_schedule(prompt):
+        return
+    try:
+        tree = _schedule_parser().parse(prompt)
+    except lark.exceptions.LarkError:
+        return  # A1111 uses the prompt verbatim
+    ends = _resolve_steps(tree, 10, 0, 0.0, False)
+    assert [[end, "".join(_render(tree, end))] for end in ends] == [[10, prompt]]
+
+
+def test_long_emphasis_prompts_are_not_earley_parsed():
+    prompt = "[a] " + "(word:1.1), " * 400  # seconds of Earley parsing, for a schedule of one entry
+    assert get_learned_conditioning_prompt_schedules([prompt], 20) == [[[20, prompt]]]
