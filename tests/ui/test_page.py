@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import io
+import shutil
 import threading
 
 import numpy as np
 import pytest
 from PIL import Image
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.ui.conftest import SHOTS, b64, gallery_images, pixels, source_png
 
@@ -25,6 +27,9 @@ SUB_TABS = {  # sub-tab button → the ids that appear in it (Gradio renders a t
     "img2img_inpaint_upload_tab": ["img_inpaint_base", "img_inpaint_mask"],
     "img2img_batch_tab": ["img2img_batch_input_dir", "img2img_batch_output_dir", "img2img_batch_inpaint_mask_dir"],
 }
+
+
+EDITORS = {"img2img_sketch", "img2maskimg", "inpaint_sketch"}  # Gradio image editors (a canvas)
 
 
 def set_value(page, elem_id: str, value) -> None:
@@ -69,11 +74,22 @@ def generate(page, expect_error: bool = False) -> str:
 def upload(page, elem_id: str, path) -> None:
     """Put a file into an image component or image editor and wait until it shows it."""
     component = page.locator(f"#{elem_id}")
-    component.locator("input[type=file]").first.set_input_files(str(path))
-    if component.locator("canvas").count():  # an image editor: its upload prompt goes once the image is in
-        component.get_by_text("Upload an image").wait_for(state="detached")
-    else:
+    component.wait_for()
+    if elem_id not in EDITORS:
+        component.locator("input[type=file]").first.set_input_files(str(path))
         component.locator("img").first.wait_for()
+        return
+    component.locator("canvas").first.wait_for(state="attached")  # the editor has drawn its (empty) canvas
+    for attempt in range(3):  # an image editor: its upload prompt goes once the image is in
+        given = path if attempt == 0 else shutil.copy(path, path.with_name(f"{path.stem}-{attempt}{path.suffix}"))
+        component.locator("input[type=file]").first.set_input_files(str(given))
+        try:  # a freshly shown editor can miss a file given before it is ready: give it again (a new file:
+            # setting the same one twice fires no change event)
+            component.get_by_text("Upload an image").wait_for(state="detached", timeout=20_000)
+            return
+        except PlaywrightTimeout:
+            if attempt == 2:
+                raise
 
 
 def api_request(size=64, steps=4, seed=5, prompt="a red cat", **extra) -> dict:
