@@ -206,7 +206,6 @@ def _goals(r: dict) -> list[str]:
                      f"{lo['factors_mb']:.0f} MB", lo["extra_rss_mb"] <= 1.1 * (lo["patched_mb"] + lo["factors_mb"]),
                      "--sections lora"))
     rows += _sdxl_goals(r.get("sdxl"))
-    rows += _sdxl_goals(r.get("sdxl"))
     tv = r.get("tiled")
     if tv:
         rows.append(("tiled vs untiled decode at 1024² invisible", f"mean {tv['mean_diff']:.2f}, max {tv['max_diff']:.0f} levels",

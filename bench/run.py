@@ -276,12 +276,12 @@ SDXL_JOB = {"size": 512, "strength": 0.75}
 SDXL_STEPS = {"ours": 4, "diffusers": 6}
 
 
-def sdxl_section(cache: Path, results: dict, runs: int) -> None:
+def sdxl_section(cache: Path, results: dict, runs: int, precisions: tuple[str, ...] = ("bf16", "fp32")) -> None:
     """Issue 12: SDXL-sized weights, 512², fp32 and bf16, 2 threads: ours vs diffusers' SDXL img2img pipeline
     alternated in fresh processes; load time and peak against ``from_single_file``."""
     ckpt, folder = prepare_sdxl(cache)
     out: dict = {"job": {**SDXL_JOB, "steps": SDXL_STEPS}, "precisions": {}}
-    for precision in ("bf16", "fp32"):
+    for precision in precisions:
         rows: dict[str, list] = {"ours": [], "diffusers": []}
         for _ in range(runs):  # alternated: this VM drifts between rounds
             rows["ours"].append(worker("sdxl_ours", ckpt=str(ckpt), precision=precision, steps=SDXL_STEPS["ours"],
@@ -421,6 +421,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(REPO / "docs" / "benchmarks.md"))
     parser.add_argument("--sections", default="tiny,diffusers,overhead,load,precision,tiled,batch,lora,cluster",  # + large,inpaint,soak,sdxl
                         help="comma-separated subset; results of other sections already in the JSON are kept")
+    parser.add_argument("--sdxl-precisions", default="bf16,fp32", help="precisions of the SDXL section")
     args = parser.parse_args()
     started_run = time.time()
     sys.path.insert(0, str(REPO / "src"))
@@ -454,7 +455,8 @@ def main() -> int:
         "tiled": lambda: tiled_section(ckpt, results, 1024),
         "batch": lambda: batch_section(ckpt, results),
         "lora": lambda: lora_section(ckpt, results, cache_dir() / "bench"),
-        "sdxl": lambda: sdxl_section(cache_dir() / "bench", results, args.runs),  # ~40 min: `make bench-extra`
+        "sdxl": lambda: sdxl_section(cache_dir() / "bench", results, args.runs,  # ~40 min: `make bench-extra`
+                                     tuple(args.sdxl_precisions.split(","))),
         "cluster": lambda: cluster_section(ckpt, results),
         "large": lambda: large_section(ckpt, results, 2048),  # ~25 min: `make bench-extra`
         "soak": lambda: soak_section(results),  # ~2 min: `make bench-extra`
