@@ -18,14 +18,13 @@ import ray
 from ray import serve
 
 from retouch.server.backend import (
-    CheckpointInfo,
+    CheckpointCatalogue,
     JobOutcome,
     JobRequest,
     QueueFull,
     TaskLookup,
     TaskStatus,
     Unavailable,
-    memory_report,
 )
 from retouch.server.checkpoints import ModelManager
 
@@ -40,7 +39,7 @@ def _replica_died(error: BaseException) -> bool:
 
 
 @dataclass
-class RayBackend:
+class RayBackend(CheckpointCatalogue):
     """``handle``: a Serve handle to the Worker deployment; ``registry``: the task registry actor;
     ``models``: the checkpoint catalogue (names and defaults only: nothing is loaded in the ingress)."""
 
@@ -104,28 +103,9 @@ class RayBackend:
     def cluster(self) -> dict[str, Any]:
         return self._get(self.registry.cluster.remote())
 
-    # -- checkpoints and networks -------------------------------------------------------------------------
-    def checkpoints(self) -> list[CheckpointInfo]:
-        return [CheckpointInfo(c.title, c.model_name, c.short_hash, str(c.path), c.sha256, c.config)
-                for c in self.models.checkpoints.values()]
-
-    def refresh_checkpoints(self) -> None:
-        self.models.refresh()
-
-    def find_checkpoint(self, name: str) -> str:
-        return self.models.find(name).name
-
-    def set_default_checkpoint(self, name: str) -> None:
-        self.models.default = self.models.find(name).name
-
-    def default_checkpoint(self) -> str:
-        return self.models.default
-
+    # -- checkpoints (catalogue methods: CheckpointCatalogue) and networks ------------------------------
     def default_checkpoint_title(self) -> str:
         return self.models.find(self.models.default).title
-
-    def memory(self) -> dict[str, Any]:
-        return memory_report()
 
     def _on_default(self, method: str) -> Any:
         name = self.models.default

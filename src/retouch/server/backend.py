@@ -30,7 +30,7 @@ from retouch.server.images import ACCEPTED_FORMATS, decode_opened
 from retouch.server.jobs import Cancelled, DuplicateTask, JobQueue, QueueFull, Task, Unavailable
 from retouch.server.previews import preview_png_b64, wants_preview
 
-__all__ = ["Backend", "Cancelled", "CheckpointInfo", "DuplicateTask", "JobOutcome", "JobRequest", "LocalBackend", "QueueFull",
+__all__ = ["Backend", "Cancelled", "CheckpointCatalogue", "CheckpointInfo", "DuplicateTask", "JobOutcome", "JobRequest", "LocalBackend", "QueueFull",
            "RequestImages", "TaskLookup", "TaskStatus", "Unavailable", "run_job", "with_images"]
 
 
@@ -173,8 +173,34 @@ class Backend(Protocol):
         ...
 
 
+class CheckpointCatalogue:
+    """The :class:`Backend` methods that only read or set the checkpoint catalogue ``self.models`` (shared by the
+    local and the Ray backend)."""
+
+    models: ModelManager
+
+    def checkpoints(self) -> list[CheckpointInfo]:
+        return [CheckpointInfo(c.title, c.model_name, c.short_hash, str(c.path), c.sha256, c.config)
+                for c in self.models.checkpoints.values()]
+
+    def refresh_checkpoints(self) -> None:
+        self.models.refresh()
+
+    def find_checkpoint(self, name: str) -> str:
+        return self.models.find(name).name
+
+    def set_default_checkpoint(self, name: str) -> None:
+        self.models.default = self.models.find(name).name
+
+    def default_checkpoint(self) -> str:
+        return self.models.default
+
+    def memory(self) -> dict[str, Any]:
+        return memory_report()
+
+
 @dataclass
-class LocalBackend:
+class LocalBackend(CheckpointCatalogue):
     """Jobs run one at a time on a worker thread of this process, in the order they arrive."""
 
     models: ModelManager
@@ -226,27 +252,8 @@ class LocalBackend:
     def skip(self) -> None:
         self.queue.skip()
 
-    def checkpoints(self) -> list[CheckpointInfo]:
-        return [CheckpointInfo(c.title, c.model_name, c.short_hash, str(c.path), c.sha256, c.config)
-                for c in self.models.checkpoints.values()]
-
-    def refresh_checkpoints(self) -> None:
-        self.models.refresh()
-
-    def find_checkpoint(self, name: str) -> str:
-        return self.models.find(name).name
-
-    def set_default_checkpoint(self, name: str) -> None:
-        self.models.default = self.models.find(name).name
-
     def default_checkpoint_title(self) -> str:
         return self.models.loaded_title
-
-    def default_checkpoint(self) -> str:
-        return self.models.default
-
-    def memory(self) -> dict[str, Any]:
-        return memory_report()
 
     def embeddings(self) -> dict[str, Any]:
         database = self.models.get().embeddings

@@ -16,7 +16,7 @@ from retouch.sampling.schedules import SCHEDULERS
 from retouch.server.state import ServerState
 from retouch.ui import actions
 from retouch.ui.actions import INPAINT_AREAS, INPAINT_FILLS, MASK_MODES, RESIZE_MODES, Fields, PageError
-from retouch.ui.modes import MODE_NAMES, Mode, ModeInputs, to_image
+from retouch.ui.modes import Mode, ModeInputs, to_image
 
 # Sub-tab ids, A1111's
 TAB_IDS = {Mode.IMG2IMG: "img2img_img2img_tab", Mode.SKETCH: "img2img_img2img_sketch_tab",
@@ -393,5 +393,3 @@ def _wire_png_info(state: ServerState, png: dict[str, Any], ui: dict[str, Any], 
                         [*_field_components(ui), ui["seed_extras"], ui[target], top_tabs, ui["mode_tabs"], ui["mode"],
                          ui["inpaint_controls"], ui["mask_alpha"]])
 
-
-MODE_LABELS = MODE_NAMES  # re-exported for tests
