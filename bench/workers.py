@@ -407,10 +407,12 @@ def sdxl_diffusers(args: dict) -> dict:
     dtype = DTYPES[args["precision"]]
     start = time.perf_counter()
     pipe = StableDiffusionXLImg2ImgPipeline.from_pretrained(args["folder"], torch_dtype=dtype, local_files_only=True)
-    pipe.vae.to(torch.float32)  # as ours on CPU: the VAE in fp32
+    pipe.vae.to(torch.float32)  # as ours on CPU: the VAE in fp32 ...
+    _decode_in_fp32(pipe.vae)  # ... for the decode too (the pipeline casts it to the prompt dtype after encoding)
     pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
-    if args["precision"] == "bf16":
+    if args["precision"] == "bf16":  # as ours with channels_last=True
         pipe.unet.to(memory_format=torch.channels_last)
+        pipe.vae.to(memory_format=torch.channels_last)
     pipe.set_progress_bar_config(disable=True)
     load = time.perf_counter() - start
     timer = NetworkTimer(entry_points=(("unet", pipe.unet, "forward"), ("vae_encode", pipe.vae, "encode"),
@@ -426,12 +428,26 @@ def sdxl_diffusers(args: dict) -> dict:
             "load": load, "peak_rss_mb": peak_rss_mb()}
 
 
+def _decode_in_fp32(vae) -> None:
+    """Keep diffusers' VAE in fp32 through the decode: its SDXL img2img pipeline encodes in fp32 (``force_upcast``)
+    and then casts the VAE to the prompt dtype, so a bf16 run would decode in bf16 while ours decodes in fp32."""
+    decode = vae.decode
+
+    def fp32_decode(latents, *args, **kwargs):
+        vae.to(torch.float32)
+        return decode(latents.to(torch.float32), *args, **kwargs)
+
+    vae.decode = fp32_decode
+
+
 def load_diffusers_sdxl(args: dict) -> dict:
     from diffusers import StableDiffusionXLImg2ImgPipeline
 
     baseline = current_rss_mb()
     start = time.perf_counter()
-    StableDiffusionXLImg2ImgPipeline.from_single_file(args["ckpt"], config=args["config"], local_files_only=True)
+    # torch_dtype: every network in fp32 as ours (without it diffusers leaves the OpenCLIP encoder in the file's fp16)
+    StableDiffusionXLImg2ImgPipeline.from_single_file(args["ckpt"], config=args["config"], local_files_only=True,
+                                                      torch_dtype=torch.float32)
     return {"load": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb(), "baseline_rss_mb": baseline}
 
 

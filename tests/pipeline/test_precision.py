@@ -101,3 +101,13 @@ def test_nan_decode_falls_back_to_fp32(monkeypatch):
     processed = run(model)
     assert model.vae.dtype == torch.float32 and "converted to 32-bit float" in processed.comments
     assert pixels(processed.images[0]).std() > 0
+
+
+def test_channels_last_puts_unet_and_vae_convolutions_in_channels_last_without_changing_pixels(fp32):
+    model = load_model("tiny", channels_last=True)
+    for net in (model.unet, model.vae):
+        weights = [p for p in net.parameters() if p.dim() == 4 and p.shape[-1] > 1]
+        assert weights and all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
+        assert not all(p.is_contiguous() for p in weights)
+    diff = np.abs(pixels(run(fp32).images[0]) - pixels(run(model).images[0]))
+    assert diff.max() <= 1  # only the convolution kernels' summation order differs

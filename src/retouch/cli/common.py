@@ -72,7 +72,7 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
                         help="UNet and text encoder precision (bf16 is about 2x faster on recent CPUs)")
     parser.add_argument("--vae-precision", choices=PRECISIONS, default=None,
                         help="VAE precision (default fp32 on CPU); NaNs fall back to fp32")
-    parser.add_argument("--channels-last", action="store_true", help="UNet in channels-last memory format")
+    parser.add_argument("--channels-last", action="store_true", help="UNet and VAE in channels-last memory format (faster on CPU)")
     parser.add_argument("--vae-tiling", choices=("auto", "always", "never"), default="auto",
                         help="tiled VAE: auto = when an untiled pass would not fit in free memory, or ran out of it")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
