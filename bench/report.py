@@ -280,7 +280,12 @@ def _sdxl(x: dict | None) -> list[str]:
              "in the original single-file layout without a yaml (so the family is detected from the tensors); the "
              "same weights saved as a diffusers folder for `StableDiffusionXLImg2ImgPipeline`. retouch runs "
              f"{job['steps']['ours']} steps, diffusers {job['steps']['diffusers']}: both make the same UNet calls. "
-             "Runs alternate the engines, each in a fresh process; the VAE is fp32 in both.", "",
+             "Runs alternate the engines, each in a fresh process. Same precisions in both: the VAE is fp32 for the "
+             "encode and the decode (diffusers' pipeline casts its VAE to the prompt dtype after encoding, so out of "
+             "the box its bf16 run decodes in bf16 — as ours with `vae_dtype=torch.bfloat16`); the bf16 rows put the "
+             "UNet and the VAE in channels-last in both (ours: `channels_last=True`). Loads start from a warm page "
+             "cache and build every network in fp32 (diffusers: `torch_dtype=torch.float32`; without it diffusers "
+             "leaves the OpenCLIP encoder in the file's fp16).", "",
              "| precision | engine | wall time | in networks | end to end / networks | UNet calls | peak RSS |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for precision, runs in x["precisions"].items():

@@ -21,8 +21,8 @@ from transformers.initialization import no_init_weights
 
 from retouch.models.checkpoint import CheckpointError, StateDict
 from retouch.models.ldm_config import LdmConfig, TextEncoderSpec
+from retouch.models.memory import cast_copy
 from retouch.models.text_encoder import TextEncoder, load_tokenizer
-from retouch.models.weights_memory import cast_copy
 
 logger = logging.getLogger(__name__)
 

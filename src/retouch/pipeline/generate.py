@@ -24,6 +24,7 @@ from PIL import Image
 
 from retouch.control import Interrupted, JobControl, JobHooks
 from retouch.infotext import GenerationInfo, format_infotext, generation_params
+from retouch.models.memory import reuse_freed_memory
 from retouch.models.model import Model
 from retouch.networks.activation import Activation
 from retouch.options import Options
@@ -170,7 +171,7 @@ def generate(params: Img2ImgParams | Img2ImgJob, model: Model, *, options: Optio
     if job.params.uses_soft_inpainting:
         assert job.params.soft_inpainting is not None
         log.extra.update(job.params.soft_inpainting.infotext_params())  # a script's process(): before init()
-    with model.tiling(tiling):
+    with model.tiling(tiling), reuse_freed_memory():
         init = _initialize(run)
         run.info = generation_info(job, model, options, init, tiling)
         for batch in batches(job, prompts, negatives, run.batch_size):

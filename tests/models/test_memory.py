@@ -1,0 +1,87 @@
+"""Memory for the networks: weights cast into huge pages, freed blocks reused within a job and returned after it."""
+
+import mmap
+
+import pytest
+import torch
+
+from retouch.models import memory
+from retouch.models.memory import MIN_BYTES, cast_copy, empty_weight
+
+
+@pytest.mark.parametrize("numel", [7, MIN_BYTES // 2 + 3])  # below and above the huge-page threshold (fp32)
+@pytest.mark.parametrize("source, target", [(torch.float16, torch.float32), (torch.float32, torch.bfloat16),
+                                            (torch.bfloat16, torch.bfloat16)])
+def test_cast_copy_equals_to_and_owns_its_memory(numel, source, target):
+    tensor = torch.randn(numel, generator=torch.Generator().manual_seed(numel)).to(source)
+    copy = cast_copy(tensor, target)
+    assert copy.dtype == target and copy.shape == tensor.shape
+    assert torch.equal(copy, tensor.to(target))
+    tensor.fill_(3)  # the source changes (or its file mapping goes): the copy does not
+    assert not torch.equal(copy, tensor.to(target))
+
+
+def test_large_weights_are_advised_page_aligned_and_inside_the_tensor(monkeypatch):
+    calls = []
+    monkeypatch.setattr(memory, "_madvise", lambda: lambda start, length, advice: calls.append(
+        (start, length, advice)) or 0)
+    small = empty_weight((MIN_BYTES // 4 - 1,), torch.float32)
+    assert calls == []
+    large = empty_weight((3, MIN_BYTES // 4), torch.float32)
+    assert large.shape == (3, MIN_BYTES // 4) and small.numel() == MIN_BYTES // 4 - 1
+    [(start, length, advice)] = calls
+    assert advice == memory.MADV_HUGEPAGE
+    assert start % mmap.PAGESIZE == 0 and length % mmap.PAGESIZE == 0
+    assert large.data_ptr() <= start < large.data_ptr() + mmap.PAGESIZE
+    assert start + length <= large.data_ptr() + large.numel() * 4
+
+
+glibc = pytest.mark.skipif(memory._glibc() is None, reason="glibc's allocator only")
+
+# Run in a fresh interpreter: what glibc does with a block depends on what the process freed before.
+PROBE = """
+import json, resource, psutil, torch
+from retouch.models.memory import reuse_freed_memory
+
+def faults(runs=6):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(runs):
+        torch.ones(48 << 20, dtype=torch.uint8)  # well above glibc's mmap threshold; written once, freed
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+rss = lambda: psutil.Process().memory_info().rss
+out = {"outside": faults()}
+with reuse_freed_memory():
+    out["inside"] = faults()
+base = rss()
+with reuse_freed_memory():
+    with reuse_freed_memory():  # nested (two jobs at once): kept until the last ends
+        blocks = [torch.ones(32 << 20, dtype=torch.uint8) for _ in range(4)]
+        del blocks
+    out["kept"] = rss() - base
+out["after"] = rss() - base
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def probe() -> dict:
+    import json
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=120, check=True)
+    return json.loads(run.stdout.splitlines()[-1])
+
+
+@glibc
+def test_within_a_job_freed_blocks_are_reused_instead_of_faulted_in_again(probe):
+    pages = (48 << 20) // mmap.PAGESIZE
+    assert probe["outside"] > pages * 5  # outside: the kernel hands out fresh pages every time (6 runs)
+    assert probe["inside"] < pages * 2.5  # inside: faulted in once or twice (glibc may alternate), then reused
+
+
+@glibc
+def test_the_memory_kept_during_a_job_is_returned_when_it_ends(probe):
+    assert probe["kept"] > 100 << 20  # freed, but kept while a job runs
+    assert probe["after"] < 16 << 20  # returned when the last job ends
