@@ -280,7 +280,8 @@ def sdxl_section(cache: Path, results: dict, runs: int, precisions: tuple[str, .
     """Issue 12: SDXL-sized weights, 512², fp32 and bf16, 2 threads: ours vs diffusers' SDXL img2img pipeline
     alternated in fresh processes; load time and peak against ``from_single_file``."""
     ckpt, folder = prepare_sdxl(cache)
-    out: dict = {"job": {**SDXL_JOB, "steps": SDXL_STEPS}, "precisions": {}}
+    out: dict = {"job": {**SDXL_JOB, "steps": SDXL_STEPS},  # precisions not rerun keep their last results
+                 "precisions": results.get("sdxl", {}).get("precisions", {})}
     for precision in precisions:
         rows: dict[str, list] = {"ours": [], "diffusers": []}
         for _ in range(runs):  # alternated: this VM drifts between rounds
@@ -430,7 +431,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(REPO / "docs" / "benchmarks.md"))
     parser.add_argument("--sections", default="tiny,diffusers,overhead,load,precision,tiled,batch,lora,cluster",  # + large,inpaint,soak,sdxl
                         help="comma-separated subset; results of other sections already in the JSON are kept")
-    parser.add_argument("--sdxl-precisions", default="bf16,fp32", help="precisions of the SDXL section")
+    parser.add_argument("--sdxl-precisions", default="bf16,fp32", help="precisions of the SDXL section ('none': its load comparison only)")
     args = parser.parse_args()
     started_run = time.time()
     sys.path.insert(0, str(REPO / "src"))
@@ -465,7 +466,7 @@ def main() -> int:
         "batch": lambda: batch_section(ckpt, results),
         "lora": lambda: lora_section(ckpt, results, cache_dir() / "bench"),
         "sdxl": lambda: sdxl_section(cache_dir() / "bench", results, args.runs,  # ~40 min: `make bench-extra`
-                                     tuple(args.sdxl_precisions.split(","))),
+                                     tuple(p for p in args.sdxl_precisions.split(",") if p != "none")),
         "cluster": lambda: cluster_section(ckpt, results),
         "large": lambda: large_section(ckpt, results, 2048),  # ~25 min: `make bench-extra`
         "soak": lambda: soak_section(results),  # ~2 min: `make bench-extra`

@@ -121,6 +121,32 @@ def test_interrupt_by_task_id_reaches_the_replica_running_it(cluster):
         thread.join(120)
 
 
+def test_a_task_interrupted_while_it_waits_is_cancelled_not_run(cluster):
+    """As ``retouch serve``: a queued task that is interrupted never starts and is answered 409 at once."""
+    busy = {"task(busy-sd1)": SD1, "task(busy-inpainting)": SD1_INPAINT}  # one per replica (each holds one model)
+    waiting = "task(waiting)"
+    threads = [in_background(cluster, job(checkpoint, steps=150, size=256, n_iter=20, force_task_id=task))
+               for task, checkpoint in busy.items()]
+    try:
+        wait_until(lambda: all(cluster.post("/internal/progress", json={"id_task": t}).json()["active"] for t in busy),
+                   what="both replicas to be busy")
+        thread, out = in_background(cluster, job(force_task_id=waiting))
+        wait_until(lambda: cluster.post("/internal/progress", json={"id_task": waiting}).json()["queued"],
+                   what="the third task to wait")
+        assert cluster.post("/sdapi/v1/interrupt", json={"id_task": waiting}).status_code == 200
+        for task in busy:  # the replicas come free; the cancelled task must still not run
+            cluster.post("/sdapi/v1/interrupt", json={"id_task": task})
+        thread.join(120)
+        assert not thread.is_alive()
+        response = out["response"]
+        assert response.status_code == 409 and "interrupted before it started" in response.json()["detail"]
+        assert waiting not in {t["id"] for t in cluster.state()["running"]}
+    finally:
+        cluster.post("/sdapi/v1/interrupt")
+        for t, _ in threads:
+            t.join(120)
+
+
 def test_full_queues_answer_503_with_retry_after(cluster):
     # 2 replicas × (1 running + 1 waiting) + a queue of 2: ten long requests cannot all be held
     threads = [in_background(cluster, job(steps=150, size=256, n_iter=5, force_task_id=f"task(full-{i})"))
@@ -137,7 +163,8 @@ def test_full_queues_answer_503_with_retry_after(cluster):
         for thread, _ in threads:
             thread.join(300)
     statuses = sorted(o["response"].status_code for _, o in threads)
-    assert set(statuses) == {200, 503}, statuses  # held ones finish (interrupted), refused ones got 503 at once
+    # running ones finish (interrupted: 200), waiting ones are cancelled (409), refused ones got 503 at once
+    assert 503 in statuses and set(statuses) <= {200, 409, 503}, statuses
     assert cluster.post("/sdapi/v1/img2img", json=job()).status_code == 200  # and it serves again
 
 

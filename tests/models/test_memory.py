@@ -1,40 +1,10 @@
-"""Memory for the networks: weights cast into huge pages, freed blocks reused within a job and returned after it."""
+"""Freed blocks are reused within a job (no fresh pages from the kernel) and returned to it when the job ends."""
 
 import mmap
 
 import pytest
-import torch
 
 from retouch.models import memory
-from retouch.models.memory import MIN_BYTES, cast_copy, empty_weight
-
-
-@pytest.mark.parametrize("numel", [7, MIN_BYTES // 2 + 3])  # below and above the huge-page threshold (fp32)
-@pytest.mark.parametrize("source, target", [(torch.float16, torch.float32), (torch.float32, torch.bfloat16),
-                                            (torch.bfloat16, torch.bfloat16)])
-def test_cast_copy_equals_to_and_owns_its_memory(numel, source, target):
-    tensor = torch.randn(numel, generator=torch.Generator().manual_seed(numel)).to(source)
-    copy = cast_copy(tensor, target)
-    assert copy.dtype == target and copy.shape == tensor.shape
-    assert torch.equal(copy, tensor.to(target))
-    tensor.fill_(3)  # the source changes (or its file mapping goes): the copy does not
-    assert not torch.equal(copy, tensor.to(target))
-
-
-def test_large_weights_are_advised_page_aligned_and_inside_the_tensor(monkeypatch):
-    calls = []
-    monkeypatch.setattr(memory, "_madvise", lambda: lambda start, length, advice: calls.append(
-        (start, length, advice)) or 0)
-    small = empty_weight((MIN_BYTES // 4 - 1,), torch.float32)
-    assert calls == []
-    large = empty_weight((3, MIN_BYTES // 4), torch.float32)
-    assert large.shape == (3, MIN_BYTES // 4) and small.numel() == MIN_BYTES // 4 - 1
-    [(start, length, advice)] = calls
-    assert advice == memory.MADV_HUGEPAGE
-    assert start % mmap.PAGESIZE == 0 and length % mmap.PAGESIZE == 0
-    assert large.data_ptr() <= start < large.data_ptr() + mmap.PAGESIZE
-    assert start + length <= large.data_ptr() + large.numel() * 4
-
 
 glibc = pytest.mark.skipif(memory._glibc() is None, reason="glibc's allocator only")
 

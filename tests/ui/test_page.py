@@ -253,6 +253,26 @@ def test_interrupt_and_keyboard_shortcuts(page, ui_server, tmp_path):
     assert ui_server.get("/sdapi/v1/progress").json()["state"]["interrupted"] in (True, False)
 
 
+def test_live_preview_while_sampling_and_reuse_seed(page, ui_server, tmp_path):
+    upload(page, "img2img_image", source_png(tmp_path / "src.png"))
+    common(page, steps=150, size=256, seed=-1)
+    set_value(page, "img2img_batch_count", 20)
+    page.locator("#img2img_generate").click()
+    preview = page.locator("#img2img_live_preview img").first
+    preview.wait_for()  # A1111's live preview of the running job (every 10 steps by default)
+    assert page.locator("#img2img_progress [data-state=running]").count() == 1  # shown while it runs
+    width = page.evaluate("(img) => img.naturalWidth", preview.element_handle())
+    assert width == 256 // 8  # the cheap approximation: one pixel per latent
+    page.locator("#img2img_interrupt").click()
+    info = page.locator("#html_info_img2img")
+    page.wait_for_function("() => (document.querySelector('#html_info_img2img .infotext')?.innerText || '')"
+                           ".includes('Steps:')")
+    seed = int(info.inner_text().split("Seed: ")[1].split(",")[0])
+    assert page.locator("#img2img_seed input[type=number]").input_value() == "-1"
+    page.locator("#img2img_reuse_seed").click()  # the seed of the image shown, into the seed box
+    page.wait_for_function(f"() => document.querySelector('#img2img_seed input[type=number]').value === '{seed}'")
+
+
 def test_a_waiting_page_job_shows_its_place_in_the_queue(page, ui_server, tmp_path):
     src = source_png(tmp_path / "src.png")
     upload(page, "img2img_image", src)

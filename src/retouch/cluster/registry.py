@@ -79,11 +79,15 @@ class TaskRegistry:
         return {"running": list(self.running.values()), "waiting": list(self.waiting), "loads": list(self.loads)}
 
     # -- the replicas ------------------------------------------------------------------------------
-    def started(self, task_id: str, replica: str, pid: int) -> None:
+    def started(self, task_id: str, replica: str, pid: int) -> bool:
+        """A replica starts the task; False when it was interrupted while it waited (it is then not run)."""
         self.waiting.pop(task_id, None)
+        if self.flags.get(task_id, {}).get("interrupted"):
+            return False
         self.running[task_id] = {"id": task_id, "replica": replica, "pid": pid, "started_at": time.time(),
                                  "job_count": -1, "job_no": 0, "sampling_step": 0, "sampling_steps": 0,
                                  "preview_id": 0}
+        return True
 
     def progress(self, task_id: str, fields: dict[str, Any], preview: str | None = None) -> dict[str, bool]:
         """A step's progress; answers the task's interrupt/skip flags (the replica's only poll)."""

@@ -13,7 +13,7 @@ from typing import Any
 from ray import serve
 
 from retouch.control import JobControl
-from retouch.server.backend import JobOutcome, JobRequest, run_job
+from retouch.server.backend import Cancelled, JobOutcome, JobRequest, run_job
 from retouch.server.checkpoints import ModelManager
 from retouch.server.previews import preview_png_b64, wants_preview
 
@@ -57,8 +57,11 @@ class Worker:
             self.registry.done.remote(request.task_id)
 
     def _run_locked(self, model, request: JobRequest, control: JobControl, submitted: float) -> JobOutcome:
+        import ray
+
         with self._lock:  # waiting here is this replica's queue: the task counts as started once it has the lock
-            self.registry.started.remote(request.task_id, self.replica, os.getpid())
+            if not ray.get(self.registry.started.remote(request.task_id, self.replica, os.getpid()), timeout=30):
+                raise Cancelled(f"task {request.task_id} was interrupted before it started")
             return run_job(model, request, control, queued_s=time.perf_counter() - submitted)
 
     def _reporter(self, request: JobRequest):

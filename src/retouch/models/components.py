@@ -21,7 +21,6 @@ from transformers.initialization import no_init_weights
 
 from retouch.models.checkpoint import CheckpointError, StateDict
 from retouch.models.ldm_config import LdmConfig, TextEncoderSpec
-from retouch.models.memory import cast_copy
 from retouch.models.text_encoder import TextEncoder, load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -52,7 +51,7 @@ def materialize(module: torch.nn.Module, weights: StateDict, dtype: torch.dtype,
                                         f"the config expects {tuple(expected[key].shape)}")
         # always a copy: a tensor read from a memory-mapped file would otherwise keep the whole mapping
         # (and every page read through it) resident for the model's lifetime
-        cast[key] = cast_copy(tensor, dtype if tensor.is_floating_point() else tensor.dtype)
+        cast[key] = tensor.to(dtype if tensor.is_floating_point() else tensor.dtype, copy=True)
         if isinstance(weights, dict):
             del weights[key]
         del tensor

@@ -1,75 +1,31 @@
-"""How the networks' CPU memory is obtained from Linux: fewer page faults for the same work.
+"""How the networks' CPU memory is obtained from the allocator: fewer page faults for the same work.
 
-Two costs dominate CPU memory traffic around the networks, and both are the kernel handing out fresh
-pages (each 4 KiB page faulted in and zeroed once):
+glibc gives every block above its mmap threshold (at most 32 MiB) straight back to the kernel when it is
+freed, and the kernel hands out fresh pages (each 4 KiB page faulted in and zeroed) for the next one. A VAE
+pass at 512² allocates about 10 GB of activations that way: 2.4 M page faults, and the SDXL decode took
+15 s instead of 12 s. Within :func:`reuse_freed_memory` — a job — glibc keeps freed blocks for the next
+allocation instead; at its end everything free is returned (``malloc_trim``), so a process's memory between
+jobs is what it was. Where the calls do not exist (not Linux, not glibc) it does nothing.
 
-* Loading: every weight is cast into new memory. :func:`empty_weight` asks for transparent huge pages
-  (``MADV_HUGEPAGE``) before the first write — 512× fewer faults; an SDXL load in fp32 went from
-  21 s to 13 s on the loaded benchmark VM. PyTorch's own switch (``THP_MEM_ALLOC_ENABLE``) is read
-  once when torch starts, so a library cannot turn it on for its callers.
-* Running: glibc gives every block above its mmap threshold (at most 32 MiB) straight back to the
-  kernel when it is freed, so each VAE pass at 512² re-faults about 10 GB of activations (2.4 M
-  faults; the pass took 15 s instead of 12 s). Within :func:`reuse_freed_memory` — a job — glibc keeps
-  freed blocks for the next allocation instead; at its end everything free is returned
-  (``malloc_trim``), so a process's memory between jobs is what it was.
-
-Where the calls do not exist (not Linux, not glibc), both do nothing.
+(Transparent huge pages for the weights at load time were tried and left out: 4× fewer faults, but under
+a fragmented page cache the kernel's compaction made an SD1.5-sized load 2× slower as often as it made an
+SDXL-sized one 10 % faster.)
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import mmap
 import platform
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import lru_cache
 
-import torch
-
-MADV_HUGEPAGE = 14  # linux/mman.h
-MIN_BYTES = 4 << 20  # below two huge pages there is nothing to gain
 # glibc's malloc.h parameters and their defaults
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
 DEFAULT_TRIM_THRESHOLD, DEFAULT_MMAP_MAX = 128 * 1024, 65536
 KEEP_ALL = 2**31 - 1  # mallopt takes an int
-
-
-@lru_cache(maxsize=1)
-def _madvise() -> Callable[[int, int, int], int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).madvise
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-def empty_weight(shape: torch.Size | tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """An uninitialised CPU tensor for a weight, in huge pages when it is large enough and Linux allows it."""
-    tensor = torch.empty(shape, dtype=dtype)
-    nbytes = tensor.numel() * tensor.element_size()
-    madvise = _madvise()
-    if madvise is not None and nbytes >= MIN_BYTES:
-        page = mmap.PAGESIZE
-        start = -(-tensor.data_ptr() // page) * page  # advice must start on a page boundary
-        end = (tensor.data_ptr() + nbytes) // page * page
-        madvise(start, end - start, MADV_HUGEPAGE)  # advice only: a refusal leaves ordinary pages
-    return tensor
-
-
-def cast_copy(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """A new CPU copy of ``tensor`` in ``dtype`` (never a view of the source)."""
-    if tensor.device.type != "cpu":
-        return tensor.to(dtype, copy=True)
-    copy = empty_weight(tensor.shape, dtype)
-    copy.copy_(tensor)
-    return copy
 
 
 @lru_cache(maxsize=1)
