@@ -369,12 +369,12 @@ def _diffusers(d: dict | None, pipeline: str) -> list[str]:
         "",
         *([] if d["ours_peak_rss_mb"] <= d["diffusers_peak_rss_mb"] or d.get("pipeline") == "inpaint" else [
             "Why the peak RSS is higher: both hold the same 4.07 GB of fp32 weights (diffusers' as pages of "
-            "its mmap-ed fp32 files, ours as memory cast from the fp16 checkpoint), and the rest is glibc: the "
-            "same VAE decode at 256², measured alone after loading, adds 424 MB to our process and 311 MB to "
-            "diffusers'; with `MALLOC_MMAP_THRESHOLD_=131072` (glibc then returns freed activations at once) both "
-            "add 245 MB, and in a process that built only our VAE it adds 309 MB: building the UNet leaves "
-            "glibc's heap in a state where later activations are kept rather than returned. Not fixed here: "
-            "allocator settings are the application's call, not a library's.", ""]),
+            "its mmap-ed fp32 files, ours as memory cast from the fp16 checkpoint); the rest is what glibc keeps. "
+            "During a job retouch deliberately keeps freed blocks for reuse (`retouch.models.memory`: without "
+            "it every large activation is a fresh mmap, faulted in page by page — an SDXL VAE pass at 512² "
+            "re-faulted about 10 GB) and returns all free memory when the job ends; diffusers gets a similar "
+            "reuse by accident of how its loading leaves glibc's heap. The trade is a few per cent of peak "
+            "memory for fewer page faults.", ""]),
     ]
 
 
