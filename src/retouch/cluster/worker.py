@@ -10,6 +10,7 @@ import threading
 import time
 from typing import Any
 
+import ray
 from ray import serve
 
 from retouch.control import JobControl
@@ -57,8 +58,6 @@ class Worker:
             self.registry.done.remote(request.task_id)
 
     def _run_locked(self, model, request: JobRequest, control: JobControl, submitted: float) -> JobOutcome:
-        import ray
-
         with self._lock:  # waiting here is this replica's queue: the task counts as started once it has the lock
             if not ray.get(self.registry.started.remote(request.task_id, self.replica, os.getpid()), timeout=30):
                 raise Cancelled(f"task {request.task_id} was interrupted before it started")
@@ -66,8 +65,6 @@ class Worker:
 
     def _reporter(self, request: JobRequest):
         """Each sampling step: report progress (and a preview when due) and pick up interrupt/skip flags."""
-        import ray
-
         options = request.options
 
         def on_step(control: JobControl, info: dict[str, Any]) -> None:
