@@ -199,6 +199,20 @@ def test_an_unknown_open_clip_architecture_is_refused_by_name(tmp_path):
         load_model(tmp_path / "m.safetensors")
 
 
+@pytest.mark.parametrize("stray", ["transformer.resblocks.0.attn.extra_weight", "transformer.resblocks.x.ln_1.weight"])
+def test_an_open_clip_tensor_the_encoder_has_no_place_for_is_refused_by_name(tmp_path, stray):
+    from safetensors.torch import save_file
+
+    state = load_file(MODELS / "tiny-sd2-v.safetensors")
+    state["cond_stage_model.model." + stray] = torch.zeros(4)
+    save_file(state, tmp_path / "m.safetensors")
+    shutil.copy(MODELS / "tiny-sd2-v.yaml", tmp_path / "m.yaml")
+    shutil.copy(MODELS / "tiny-open-clip.json", tmp_path)
+    with pytest.raises(CheckpointError, match=r"text encoder weights do not fit .* 1 unexpected \(e\.g\. "
+                                              + stray.replace("transformer.resblocks.0.attn", "encoder.layers.0.attn")):
+        load_model(tmp_path / "m.safetensors")
+
+
 def test_sdxl_networks_written_back_give_the_file_bit_for_bit():
     """The inverse writers (used for the SDXL-sized benchmark checkpoint) round-trip the reference file."""
     from retouch.models.ldm_layout import open_clip_to_ldm

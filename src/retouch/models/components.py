@@ -11,11 +11,7 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
-from diffusers.loaders.single_file_utils import (
-    convert_ldm_unet_checkpoint,
-    convert_ldm_vae_checkpoint,
-    convert_open_clip_checkpoint,
-)
+from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
 from transformers import CLIPTextConfig, CLIPTextModel
 from transformers.initialization import no_init_weights
 
@@ -92,15 +88,11 @@ def build_text_encoder(spec: TextEncoderSpec, state: StateDict, dtype: torch.dty
     te_config = CLIPTextConfig(**spec.config)
     with _META, no_init_weights():  # the weights come from the file: skip random init
         transformer = CLIPTextModel(te_config)
-    projection = None
     if spec.kind == "open_clip":
-        weights = convert_open_clip_checkpoint(transformer, state, prefix=spec.prefix)
-        projection = weights.pop("text_projection.weight", None)
-        layers = te_config.num_hidden_layers  # SD2 leaves the last block out: its weights are not used
-        weights = {k: v for k, v in weights.items() if not _layer_at_or_after(k, layers)}
+        weights, projection = _open_clip_weights(state, spec.prefix, te_config.num_hidden_layers)
     else:
-        weights = {k[len(spec.prefix):]: state[k] for k in state if k.startswith(spec.prefix)}
-    weights = _clip_keys_for_transformers(weights)
+        weights, projection = _clip_keys_for_transformers(
+            {k[len(spec.prefix):]: state[k] for k in state if k.startswith(spec.prefix)}), None
     if not weights:
         raise CheckpointError(path, f"no text encoder weights ({spec.prefix}*) found")
     materialize(transformer, weights, dtype, path, "text encoder")
@@ -110,17 +102,44 @@ def build_text_encoder(spec: TextEncoderSpec, state: StateDict, dtype: torch.dty
     if spec.pooled:
         if projection is None:
             raise CheckpointError(path, f"missing tensor {spec.prefix}text_projection")
-        projection = projection.to(dtype, copy=True)  # stored transposed by the converter: (out, width)
+        # stored (width, out) for ``x @ projection``; kept as (out, width), a linear layer's weight
+        projection = projection.T.to(dtype, memory_format=torch.contiguous_format, copy=True)
     return TextEncoder(transformer, load_tokenizer(spec.tokenizer_dir), spec.kind, spec.embedding_key,
                        output=spec.output, layer_idx=spec.layer_idx, projection=projection if spec.pooled else None)
 
 
-def _layer_at_or_after(key: str, layers: int) -> bool:
-    parts = key.split(".")
-    if "layers" in parts:
-        i = parts.index("layers")
-        return i + 1 < len(parts) and parts[i + 1].isdigit() and int(parts[i + 1]) >= layers
-    return False
+# OpenCLIP's text tower as SD2 and SDXL store it → transformers' CLIPTextModel names (the renaming of diffusers'
+# ``convert_open_clip_checkpoint``, which also copies every q/k/v weight once more before it is cast)
+_OPEN_CLIP_NAMES = {"token_embedding.weight": "embeddings.token_embedding.weight",
+                    "positional_embedding": "embeddings.position_embedding.weight",
+                    "ln_final.weight": "final_layer_norm.weight", "ln_final.bias": "final_layer_norm.bias"}
+_OPEN_CLIP_BLOCK_NAMES = {"ln_1": "layer_norm1", "ln_2": "layer_norm2", "attn.out_proj": "self_attn.out_proj",
+                          "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2"}
+
+
+def _open_clip_weights(state: StateDict, prefix: str, layers: int) -> tuple[StateDict, torch.Tensor | None]:
+    """The CLIPTextModel weights of an OpenCLIP text tower, as views of the file's tensors (the fused q/k/v
+    projection split without a copy: each is copied once, when it is cast), and the stored text projection.
+    Blocks from ``layers`` on are left out, never read (SD2 does not use its last). Names this does not know are
+    kept, for :func:`materialize` to report."""
+    weights = {new: state[prefix + old] for old, new in _OPEN_CLIP_NAMES.items() if prefix + old in state}
+    blocks = prefix + "transformer.resblocks."
+    for key in state:
+        if not key.startswith(blocks):
+            continue
+        index, _, name = key[len(blocks):].partition(".")
+        if not index.isdigit():
+            weights[key[len(prefix):]] = state[key]
+        elif int(index) < layers:
+            layer = f"encoder.layers.{index}."
+            if name in ("attn.in_proj_weight", "attn.in_proj_bias"):
+                kind = name.rsplit("_", 1)[1]
+                for part, tensor in zip("qkv", state[key].chunk(3), strict=True):
+                    weights[f"{layer}self_attn.{part}_proj.{kind}"] = tensor
+            else:
+                module, _, param = name.rpartition(".")
+                weights[f"{layer}{_OPEN_CLIP_BLOCK_NAMES.get(module, module)}.{param}"] = state[key]
+    return weights, state.get(prefix + "text_projection")
 
 
 def _clip_keys_for_transformers(weights: StateDict) -> StateDict:
