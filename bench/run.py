@@ -294,14 +294,16 @@ def sdxl_section(cache: Path, results: dict, runs: int, precisions: tuple[str, .
         ratio = statistics.median(r["total"] / r["network"] for r in rows["ours"])
         print(f"sdxl {precision}: ours {ours:.1f} s vs diffusers {theirs:.1f} s; end to end / networks {ratio:.4f}",
               flush=True)
-    load: dict[str, list] = {"ours": [], "diffusers": [], "floor": []}
-    for _ in range(runs):  # each from a warm page cache: diffusers' fp32 load peaks near this machine's RAM and
-        _read_through(ckpt)  # pushes the file out of the cache, which would slow whichever load runs next
-        load["ours"].append(worker("load_ours", ckpt=str(ckpt)))
-        _read_through(ckpt)
-        load["diffusers"].append(worker("load_diffusers_sdxl", ckpt=str(ckpt), config=str(folder)))
-        _read_through(ckpt)
-        load["floor"].append(worker("load_floor", ckpt=str(ckpt)))
+    loaders = {"ours": ("load_ours", {}), "diffusers": ("load_diffusers_sdxl", {"config": str(folder)}),
+               "floor": ("load_floor", {})}
+    load: dict[str, list] = {name: [] for name in loaders}
+    for i in range(runs):
+        # the order rotates: the first load after a big job (or another load) meets memory the host has taken back
+        for name in list(loaders)[i % 3:] + list(loaders)[:i % 3]:
+            # each from a warm page cache: diffusers' fp32 load peaks near this machine's RAM and pushes the
+            _read_through(ckpt)  # file out of the cache, which would slow whichever load runs next
+            fn, extra = loaders[name]
+            load[name].append(worker(fn, ckpt=str(ckpt), **extra))
     out["load"] = load
     ours, theirs, floor = (statistics.median(r["load"] for r in load[k]) for k in ("ours", "diffusers", "floor"))
     print(f"sdxl load: ours {ours:.1f} s, diffusers {theirs:.1f} s, bare cast of the file {floor:.1f} s", flush=True)
