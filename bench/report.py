@@ -301,13 +301,15 @@ def _sdxl(x: dict | None) -> list[str]:
 
 def _sdxl_load(load: dict) -> list[str]:
     ours, theirs, floor = load["ours"], load["diffusers"], load.get("floor", [])
-    lines = ["", "Loads are compared with the least any loader does, measured in the same rounds: every tensor of the "
-             "file cast to fp32 into new memory and nothing else (the three take turns going first). Most of that is the kernel handing out and zeroing "
-             "fresh pages (about 45 % of either loader's CPU time is `clear_page` under `perf`), and on this VM a "
-             "page the host has not backed recently costs 6–7× one it has, so the times drift with the machine's "
-             "state: read the ratios. retouch faults exactly the bare cast's pages (its networks are built on the "
-             "meta device and take the file's tensors, OpenCLIP's fused q/k/v split as views); diffusers' "
-             "OpenCLIP converter copies the split tensors once more before they are cast.",
+    lines = ["", "Loads are compared with the least any loader does, measured in the same rounds: every tensor of "
+             "the file cast to fp32 into new memory and nothing else (the three take turns going first). Most of "
+             "that is the kernel handing out and zeroing fresh pages (about 45 % of either loader's CPU time is "
+             "`clear_page` under `perf`), and on this VM a page the host has not backed recently costs 6–7× one "
+             "it has (2026-11-28: six 2 GB fills in one process, the first ~6 GB at 1.5 µs per fault, the rest at "
+             "9–11 µs), so the times drift with the machine's state: read the ratios. retouch faults exactly the "
+             "bare cast's pages (its networks are built on the meta device and take the file's tensors, "
+             "OpenCLIP's fused q/k/v split as views); diffusers' OpenCLIP converter copies the split tensors once "
+             "more before they are cast.",
              "", "| load (fp32), fresh process, file in the page cache | time | / bare cast | page faults | peak RSS "
              "| resident model |", "| --- | --- | --- | --- | --- | --- |"]
     for i, row in enumerate(ours + theirs):
