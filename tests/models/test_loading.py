@@ -213,6 +213,20 @@ def test_an_open_clip_tensor_the_encoder_has_no_place_for_is_refused_by_name(tmp
         load_model(tmp_path / "m.safetensors")
 
 
+@pytest.mark.parametrize("shape", [(2, 32), (), (95, 32)])
+def test_a_fused_open_clip_projection_of_the_wrong_shape_is_refused_by_name(tmp_path, shape):
+    from safetensors.torch import save_file
+
+    state = load_file(MODELS / "tiny-sd2-v.safetensors")
+    key = "cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight"
+    state[key] = torch.zeros(shape)
+    save_file(state, tmp_path / "m.safetensors")
+    shutil.copy(MODELS / "tiny-sd2-v.yaml", tmp_path / "m.yaml")
+    shutil.copy(MODELS / "tiny-open-clip.json", tmp_path)
+    with pytest.raises(CheckpointError, match=r"resblocks\.0\.attn\.in_proj_weight has shape .*not three stacked projections"):
+        load_model(tmp_path / "m.safetensors")
+
+
 def test_sdxl_networks_written_back_give_the_file_bit_for_bit():
     """The inverse writers (used for the SDXL-sized benchmark checkpoint) round-trip the reference file."""
     from retouch.models.ldm_layout import open_clip_to_ldm

@@ -89,7 +89,7 @@ def build_text_encoder(spec: TextEncoderSpec, state: StateDict, dtype: torch.dty
     with _META, no_init_weights():  # the weights come from the file: skip random init
         transformer = CLIPTextModel(te_config)
     if spec.kind == "open_clip":
-        weights, projection = _open_clip_weights(state, spec.prefix, te_config.num_hidden_layers)
+        weights, projection = _open_clip_weights(state, spec.prefix, te_config.num_hidden_layers, path)
     else:
         weights, projection = _clip_keys_for_transformers(
             {k[len(spec.prefix):]: state[k] for k in state if k.startswith(spec.prefix)}), None
@@ -117,7 +117,8 @@ _OPEN_CLIP_BLOCK_NAMES = {"ln_1": "layer_norm1", "ln_2": "layer_norm2", "attn.ou
                           "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2"}
 
 
-def _open_clip_weights(state: StateDict, prefix: str, layers: int) -> tuple[StateDict, torch.Tensor | None]:
+def _open_clip_weights(state: StateDict, prefix: str, layers: int,
+                       path: Path) -> tuple[StateDict, torch.Tensor | None]:
     """The CLIPTextModel weights of an OpenCLIP text tower, as views of the file's tensors (the fused q/k/v
     projection split without a copy: each is copied once, when it is cast), and the stored text projection.
     Blocks from ``layers`` on are left out, never read (SD2 does not use its last). Names this does not know are
@@ -133,9 +134,12 @@ def _open_clip_weights(state: StateDict, prefix: str, layers: int) -> tuple[Stat
         elif int(index) < layers:
             layer = f"encoder.layers.{index}."
             if name in ("attn.in_proj_weight", "attn.in_proj_bias"):
-                kind = name.rsplit("_", 1)[1]
-                for part, tensor in zip("qkv", state[key].chunk(3), strict=True):
-                    weights[f"{layer}self_attn.{part}_proj.{kind}"] = tensor
+                fused = state[key]
+                if fused.ndim == 0 or fused.shape[0] % 3:
+                    raise CheckpointError(path, f"the text encoder tensor {key} has shape {tuple(fused.shape)}, "
+                                                "not three stacked projections (q, k, v)")
+                for part, tensor in zip("qkv", fused.chunk(3), strict=True):
+                    weights[f"{layer}self_attn.{part}_proj.{name.rsplit('_', 1)[1]}"] = tensor
             else:
                 module, _, param = name.rpartition(".")
                 weights[f"{layer}{_OPEN_CLIP_BLOCK_NAMES.get(module, module)}.{param}"] = state[key]
