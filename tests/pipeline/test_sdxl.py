@@ -135,6 +135,26 @@ def test_prompt_length_break_and_emphasis_reach_both_encoders(sdxl):
     assert (plain[..., 32:] - weighted[..., 32:]).abs().max() > 1e-3  # OpenCLIP part
 
 
+def test_clip_skip_reaches_only_sdxl_clip_l_and_only_with_sdxl_clip_l_skip(sdxl):
+    def encode(**overrides):
+        context = PromptContext(Options().with_overrides(overrides), 64, 64)
+        return sdxl.encode_prompts(["a red cat"], context).crossattn[0]
+
+    default = encode()
+    assert torch.equal(encode(CLIP_stop_at_last_layers=3), default)  # A1111 ignores Clip skip on SDXL by default
+    assert torch.equal(encode(sdxl_clip_l_skip=True, CLIP_stop_at_last_layers=2), default)  # its own layer is -2
+    skipped = encode(sdxl_clip_l_skip=True, CLIP_stop_at_last_layers=3)
+    assert torch.equal(skipped[:, 32:], default[:, 32:])  # OpenCLIP's half is never skipped
+    clip_l = sdxl.text_encoder
+    ids = clip_l.tokenizer("a red cat", add_special_tokens=False)["input_ids"]
+    eos = clip_l.tokenizer.eos_token_id
+    tokens = torch.tensor([[clip_l.tokenizer.bos_token_id, *ids] + [eos] * (76 - len(ids))])
+    with torch.inference_mode():
+        third_from_last = clip_l.transformer(input_ids=tokens, output_hidden_states=True).hidden_states[-3][0]
+    assert (skipped[:, :32] - third_from_last).abs().max() <= 1e-6
+    assert (skipped[:, :32] - default[:, :32]).abs().max() > 1e-3
+
+
 def test_sdxl_lora_patches_unet_and_both_text_encoders(sdxl, tmp_path):
     from retouch.networks.synthetic import write_random_network
 
