@@ -67,9 +67,14 @@ class Cluster:
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory):
-    """Two replicas, one model each, a short queue; the reference checkpoints of ../shared."""
+    """Two replicas, one model each, a short queue; the reference checkpoints of ../shared, and one separate VAE
+    (``other.safetensors``: tiny-sd1's with its last bias changed)."""
     need_shared()
-    c = Cluster("--ckpt-dir", str(MODELS), "--ckpt", "tiny-sd1.safetensors", "--min-replicas", "2",
+    from tests.api.test_vae_api import write_vae
+
+    vaes = tmp_path_factory.mktemp("vaes")
+    write_vae(vaes / "other.safetensors", "decoder.conv_out.bias")
+    c = Cluster("--ckpt-dir", str(MODELS), "--vae-dir", str(vaes), "--ckpt", "tiny-sd1.safetensors", "--min-replicas", "2",
                 "--models-per-replica", "1", "--max-queue", "2", "--outdir", str(tmp_path_factory.mktemp("out")),
                 cache_dir=str(tmp_path_factory.mktemp("cluster-cache")))
     yield c

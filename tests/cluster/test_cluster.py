@@ -81,6 +81,32 @@ def test_reference_cases_give_the_librarys_pixels(cluster, case):
     assert ours.info["parameters"].rsplit("Version", 1)[0] == expected.rsplit("Version", 1)[0]
 
 
+def test_each_request_gets_the_vae_it_names(cluster):
+    from retouch import load_model
+    from retouch.processing import StableDiffusionProcessingImg2Img, process_images
+
+    (listed,) = cluster.get("/sdapi/v1/sd-vae").json()
+    assert listed["model_name"] == "other.safetensors"
+    job = {"prompt": "a red cat", "steps": 3, "denoising_strength": 0.6, "seed": 7, "width": 64, "height": 64,
+           "sampler_name": "Euler"}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a replica
+    try:
+        expected = {vae: pixels(process_images(StableDiffusionProcessingImg2Img(
+            sd_model=load_model(MODELS / SD1, vae=vae and listed["filename"]), init_images=[source_image(64, 64)],
+            **job)).images[0]) for vae in (None, "other.safetensors")}
+    finally:
+        torch.set_num_threads(threads)
+    for setting in ("other.safetensors", "None", "other.safetensors"):
+        r = cluster.post("/sdapi/v1/img2img", json={**job, "init_images": [b64_png(source_image(64, 64))],
+                                                    "override_settings": {"sd_vae": setting}})
+        assert r.status_code == 200, r.text
+        assert np.array_equal(pixels(decode(r.json()["images"][0])), expected[setting if setting != "None" else None])
+    r = cluster.post("/sdapi/v1/img2img", json={**job, "init_images": [b64_png(source_image(64, 64))],
+                                                "override_settings": {"sd_vae": "missing.safetensors"}})
+    assert r.status_code == 422 and "unknown VAE 'missing.safetensors'" in r.text
+
+
 def test_checkpoint_affinity_loads_each_checkpoint_once(cluster):
     for checkpoint in (SD1, SD1_INPAINT):  # make both resident (one per replica: each holds one model)
         assert cluster.post("/sdapi/v1/img2img", json=job(checkpoint)).status_code == 200

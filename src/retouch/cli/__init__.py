@@ -63,6 +63,9 @@ def _img2img_parser(img: argparse.ArgumentParser) -> None:
 def _serve_parser(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--ckpt", default=None, help="model loaded at start (default: the bundled tiny model)")
     serve.add_argument("--ckpt-dir", default=None, help="checkpoints requests may switch to (sd_model_checkpoint)")
+    serve.add_argument("--vae-dir", default=None,
+                       help="separate VAEs requests may name (sd_vae); *.vae.* files in --ckpt-dir are offered too")
+    serve.add_argument("--vae-path", default=None, help="this VAE for every checkpoint, whatever sd_vae says")
     add_model_flags(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     serve.add_argument("--port", type=int, default=7860)

@@ -80,7 +80,8 @@ def server_config(args: argparse.Namespace):
     _check_auth(args.api_auth)
     check_writable(Path(args.outdir or "outputs/img2img-images"), "--outdir")
     check_writable(cache_dir(), "the cache folder (set RETOUCH_CACHE_DIR to a writable folder)")
-    return ServerConfig(ckpt=args.ckpt, ckpt_dir=args.ckpt_dir, **network_folders(args), outdir=args.outdir,
+    return ServerConfig(ckpt=args.ckpt, ckpt_dir=args.ckpt_dir, vae_dir=args.vae_dir, vae_path=args.vae_path,
+                          **network_folders(args), outdir=args.outdir,
                           api_auth=args.api_auth,
                           max_queue=args.max_queue, allow_image_urls=args.allow_image_urls,
                           max_pixels=args.max_pixels, load_kwargs=model_kwargs(args), vae_tiling=args.vae_tiling,

@@ -68,7 +68,7 @@ def catalogue_of(config) -> dict[str, Any]:
     """What a replica needs to find and load checkpoints, from a :class:`~retouch.server.state.ServerConfig`."""
     load_kwargs = {**config.load_kwargs, "lora_dir": config.lora_dir, "embeddings_dir": config.embeddings_dir}
     return {"ckpt": config.ckpt, "ckpt_dir": config.ckpt_dir, "load_kwargs": load_kwargs,
-            "vae_tiling": config.vae_tiling}
+            "vae_tiling": config.vae_tiling, "vae_dir": config.vae_dir, "vae_path": config.vae_path}
 
 
 def add_cluster_route(api, backend) -> None:

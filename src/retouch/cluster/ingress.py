@@ -17,7 +17,7 @@ from retouch.server.state import ServerConfig
 
 def make_app(config: ServerConfig, handle: Any, registry: Any):
     """The API app over the Worker deployment behind ``handle``."""
-    models = ModelManager(ckpt=config.ckpt, ckpt_dir=config.ckpt_dir)
+    models = ModelManager(ckpt=config.ckpt, ckpt_dir=config.ckpt_dir, vae_dir=config.vae_dir, vae_path=config.vae_path)
     backend = RayBackend(handle, registry, models)
     api = create_app(backend, config)
     add_cluster_route(api, backend)
@@ -28,7 +28,8 @@ def start(config: ServerConfig, options: ClusterOptions, address: str | None) ->
     """Connect to (or start) Ray, deploy the workers; the HTTP app and a function that tears it all down."""
     import ray
 
-    ModelManager(ckpt=config.ckpt, ckpt_dir=config.ckpt_dir)  # a wrong --ckpt/--ckpt-dir fails here, not in Ray
+    # a wrong --ckpt/--ckpt-dir/--vae-dir fails here, not in Ray
+    ModelManager(ckpt=config.ckpt, ckpt_dir=config.ckpt_dir, vae_dir=config.vae_dir, vae_path=config.vae_path)
     started_ray = not ray.is_initialized()
     if started_ray:
         ray.init(address=address, namespace=NAMESPACE, include_dashboard=False, log_to_driver=False)
@@ -56,7 +57,8 @@ def build_application(args: dict[str, Any]):
     values: dict[str, Any] = {k: int(v) if k != "gpus_per_replica" else float(v)
                               for k, v in args.items() if k in option_names}
     options = ClusterOptions(**values)
-    config = ServerConfig(ckpt=args.get("ckpt"), ckpt_dir=args.get("ckpt_dir"), lora_dir=args.get("lora_dir"),
+    config = ServerConfig(ckpt=args.get("ckpt"), ckpt_dir=args.get("ckpt_dir"), vae_dir=args.get("vae_dir"),
+                          vae_path=args.get("vae_path"), lora_dir=args.get("lora_dir"),
                           embeddings_dir=args.get("embeddings_dir"))
     registry_name = f"{args.get('name', APP_NAME)}-registry"
 

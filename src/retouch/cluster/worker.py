@@ -53,14 +53,16 @@ class Worker:
         submitted = time.perf_counter()
         control = JobControl(on_step=self._reporter(request))
         try:
-            return await asyncio.to_thread(self._run_locked, model, request, control, submitted)
+            return await asyncio.to_thread(self._run_locked, model, name, request, control, submitted)
         finally:
             self.registry.done.remote(request.task_id)
 
-    def _run_locked(self, model, request: JobRequest, control: JobControl, submitted: float) -> JobOutcome:
+    def _run_locked(self, model, name: str, request: JobRequest, control: JobControl,
+                    submitted: float) -> JobOutcome:
         with self._lock:  # waiting here is this replica's queue: the task counts as started once it has the lock
             if not ray.get(self.registry.started.remote(request.task_id, self.replica, os.getpid()), timeout=30):
                 raise Cancelled(f"task {request.task_id} was interrupted before it started")
+            self.models.use_vae(model, name, request.options.sd_vae)
             return run_job(model, request, control, queued_s=time.perf_counter() - submitted)
 
     def _reporter(self, request: JobRequest):

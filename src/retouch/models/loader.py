@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import torch
+from diffusers import AutoencoderKL
 
 from retouch.models import diffusers_folder
 from retouch.models.checkpoint import CheckpointError, StateDict, file_sha256, read_state_dict
@@ -142,14 +143,24 @@ def _is_v_prediction(state: StateDict) -> bool:
 
 
 def _replace_vae(model: Model, vae_path: Path, dtype: torch.dtype) -> None:
-    if vae_path.is_dir():
-        model.replace_vae(diffusers_folder.load_vae(vae_path, dtype), VaeInfo(vae_path.name, None, vae_path))
-        return
-    state = read_state_dict(vae_path)
-    vae_config = dict(model.vae.config)
-    weights = _vae_weights(vae_path, state, vae_config)
-    model.replace_vae(build_vae_from_config(vae_config, weights, dtype, vae_path),
-                      VaeInfo(vae_path.name, file_sha256(vae_path, cache_dir())[:10], vae_path))
+    model.replace_vae(*load_vae(vae_path, model, dtype))
+
+
+def load_vae(path: str | os.PathLike, model: Model, dtype: torch.dtype, *,
+             channels_last: bool = False) -> tuple[AutoencoderKL, VaeInfo]:
+    """A separate VAE (LDM or diffusers layout, file or diffusers folder) for ``model``, on its device, and
+    what the infotext says of it. Raises :class:`CheckpointError` for a file that is not such a VAE."""
+    path = Path(path)
+    if path.is_dir():
+        vae, info = diffusers_folder.load_vae(path, dtype), VaeInfo(path.name, None, path)
+    else:
+        state = read_state_dict(path)
+        vae_config = dict(model.vae.config)
+        vae = build_vae_from_config(vae_config, _vae_weights(path, state, vae_config), dtype, path)
+        info = VaeInfo(path.name, file_sha256(path, cache_dir())[:10], path)
+    if channels_last:
+        vae.to(memory_format=torch.channels_last)
+    return vae.to(model.device), info
 
 
 def _vae_weights(path: Path, state: StateDict, vae_config: dict) -> StateDict:

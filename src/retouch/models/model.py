@@ -96,6 +96,7 @@ class Model:
     conditioner: PromptEncoder | None = None
     extra_networks: ExtraNetworks = field(init=False, repr=False)
     _vae_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _own_vae: AutoencoderKL | None = field(default=None, repr=False)  # the checkpoint's, while another is used
 
     def __post_init__(self) -> None:
         if self.conditioner is None:
@@ -151,10 +152,20 @@ class Model:
             return UNetInput.INPAINTING
         return UNetInput.PIX2PIX if self.is_pix2pix else UNetInput.PLAIN
 
-    def replace_vae(self, vae: AutoencoderKL, info: VaeInfo | None) -> None:
-        """Use another VAE (A1111 ``sd_vae``), e.g. at load time."""
+    def replace_vae(self, vae: AutoencoderKL, info: VaeInfo | None, *, keep_own: bool = False) -> None:
+        """Use another VAE (A1111 ``sd_vae``), e.g. at load time. ``keep_own``: keep the checkpoint's VAE in
+        memory for :meth:`restore_own_vae` (as A1111 keeps its weights when a server switches VAEs)."""
         make_padding_switchable(vae)
-        self.vae, self.vae_info = vae, info
+        with self._vae_lock:
+            if keep_own and self._own_vae is None and self.vae_info is None:
+                self._own_vae = self.vae
+            self.vae, self.vae_info = vae, info
+
+    def restore_own_vae(self) -> None:
+        """Back to the checkpoint's own VAE after :meth:`replace_vae` with ``keep_own``."""
+        with self._vae_lock:
+            if self._own_vae is not None:
+                self.vae, self.vae_info, self._own_vae = self._own_vae, None, None
 
     @contextlib.contextmanager
     def tiling(self, enabled: bool) -> Iterator[None]:

@@ -28,7 +28,7 @@ def local_backend(config: ServerConfig) -> LocalBackend:
     """The single-process backend for ``config``: its checkpoints and one worker thread."""
     load_kwargs = {**config.load_kwargs, "lora_dir": config.lora_dir, "embeddings_dir": config.embeddings_dir}
     models = ModelManager(ckpt=config.ckpt, ckpt_dir=config.ckpt_dir, load_kwargs=load_kwargs,
-                          vae_tiling=config.vae_tiling)
+                          vae_tiling=config.vae_tiling, vae_dir=config.vae_dir, vae_path=config.vae_path)
     return LocalBackend(models, config.max_queue)
 
 

@@ -12,6 +12,7 @@ import dataclasses
 import io
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import psutil
@@ -146,6 +147,14 @@ class Backend(Protocol):
 
     def set_default_checkpoint(self, name: str) -> None: ...
 
+    def vaes(self) -> dict[str, Path]:
+        """The separate VAEs ``sd_vae`` may name, by file name."""
+        ...
+
+    def find_vae(self, name: str) -> str:
+        """``name`` if ``sd_vae`` may be set to it; ValueError naming the VAEs there are if not."""
+        ...
+
     def default_checkpoint_title(self) -> str: ...
 
     def default_checkpoint(self) -> str:
@@ -188,6 +197,12 @@ class CheckpointCatalogue:
 
     def find_checkpoint(self, name: str) -> str:
         return self.models.find(name).name
+
+    def vaes(self) -> dict[str, Path]:
+        return self.models.vaes
+
+    def find_vae(self, name: str) -> str:
+        return self.models.find_vae(name)
 
     def set_default_checkpoint(self, name: str) -> None:
         self.models.default = self.models.find(name).name
@@ -278,7 +293,7 @@ class LocalBackend(CheckpointCatalogue):
 
 def run_request(models: ModelManager, request: JobRequest, control: JobControl, queued_s: float = 0.0) -> JobOutcome:
     """The worker's part of a request: pick the model, run the job, build A1111's response values."""
-    model = models.get(request.checkpoint)
+    model = models.get(request.checkpoint, vae=request.options.sd_vae)
     if request.checkpoint and request.keep_checkpoint:
         models.default = models.find(request.checkpoint).name
     return run_job(model, request, control, queued_s)

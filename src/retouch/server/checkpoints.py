@@ -1,18 +1,23 @@
-"""The checkpoints a server may run (``--ckpt``, ``--ckpt-dir``) and the one it has loaded."""
+"""The checkpoints a server may run (``--ckpt``, ``--ckpt-dir``), the one it has loaded, and the separate VAEs
+a request may ask for (``sd_vae``: ``--vae-dir``, ``*.vae.*`` files among the checkpoints, ``--vae-path``)."""
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from retouch.models import Model, load_model
 from retouch.models.checkpoint import cached_sha256
-from retouch.models.loader import TINY_MODELS
+from retouch.models.loader import TINY_MODELS, load_vae
+from retouch.models.model import dtype_of
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
+VAE_SUFFIXES = (".safetensors", ".ckpt", ".pt")
+AUTOMATIC_VAE = ("Automatic", "auto")  # "auto": A1111's name in old settings files
 
 
 @dataclass
@@ -56,6 +61,9 @@ class ModelManager:
     default: str = ""
     load_kwargs: dict = field(default_factory=dict)
     vae_tiling: str = "auto"
+    vae_dir: str | None = None
+    vae_path: str | None = None  # A1111 --vae-path: this VAE for every checkpoint, whatever sd_vae says
+    vaes: dict[str, Path] = field(default_factory=dict)  # by file name, as A1111's sd_vae values
     _loaded: tuple[str, Model] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -74,6 +82,8 @@ class ModelManager:
             if not folder.is_dir():
                 raise ValueError(f"--ckpt-dir: not a folder: {folder}")
             for path in sorted(folder.rglob("*")):
+                if _is_vae_file(path):
+                    continue  # A1111 lists x.vae.safetensors among the VAEs, not the checkpoints
                 if path.suffix.lower() in CHECKPOINT_SUFFIXES and path.is_file() or path.is_dir() and (path / "model_index.json").is_file():
                     found[str(path.relative_to(folder))] = Checkpoint(str(path.relative_to(folder)), path)
         if self.ckpt and self.ckpt not in TINY_MODELS:
@@ -87,6 +97,54 @@ class ModelManager:
             for name in TINY_MODELS:
                 found.setdefault(name, Checkpoint(name, name))
         self.checkpoints = found
+        self.vaes = self._find_vaes()
+
+    def _find_vaes(self) -> dict[str, Path]:
+        found = [p for p in Path(self.ckpt_dir).rglob("*.vae.*") if _is_vae_file(p)] if self.ckpt_dir else []
+        if self.vae_dir:
+            folder = Path(self.vae_dir)
+            if not folder.is_dir():
+                raise ValueError(f"--vae-dir: not a folder: {folder}")
+            found += [p for p in folder.rglob("*") if p.suffix.lower() in VAE_SUFFIXES and p.is_file()]
+        if self.vae_path and not Path(self.vae_path).exists():
+            raise ValueError(f"--vae-path: no such file or folder: {self.vae_path}")
+        return {p.name: p for p in sorted(found, key=lambda p: _natural_key(p.name))}
+
+    def find_vae(self, name: str) -> str:
+        """``name`` if a request may set ``sd_vae`` to it ("Automatic", "None" or a listed VAE's file name)."""
+        if isinstance(name, str) and (name in AUTOMATIC_VAE or name == "None" or name in self.vaes):
+            return name
+        listed = ", ".join(["Automatic", "None", *self.vaes])
+        raise ValueError(f"sd_vae: unknown VAE {name!r}"[:200] + f"; available: {listed}"
+                         + ("" if self.vaes else " (start the server with --vae-dir to offer more)"))
+
+    def vae_for(self, checkpoint: Checkpoint, setting: str) -> Path | None:
+        """The VAE file a job on ``checkpoint`` uses under ``sd_vae = setting`` (None: the checkpoint's own), as
+        A1111 resolves it: --vae-path; a named VAE; "None"; "Automatic": the first listed VAE whose file name
+        starts with the checkpoint's, else its own."""
+        if self.vae_path:
+            return Path(self.vae_path)
+        if setting not in AUTOMATIC_VAE:
+            return None if setting == "None" else self.vaes[self.find_vae(setting)]
+        if isinstance(checkpoint.path, Path):
+            stem = checkpoint.path.name.rsplit(".", 1)[0]
+            return next((path for name, path in self.vaes.items() if name.startswith(stem)), None)
+        return None
+
+    def use_vae(self, model: Model, checkpoint_name: str, setting: str) -> None:
+        """Give ``model`` (loaded from ``checkpoint_name``) the VAE ``sd_vae = setting`` asks for; the
+        checkpoint's own is kept in memory while another is used. Call it between jobs, never during one."""
+        wanted = self.vae_for(self.find(checkpoint_name), setting)
+        current = model.vae_info.path if model.vae_info else None
+        if wanted == current:
+            return
+        if wanted is None:
+            model.restore_own_vae()
+            return
+        dtype = self.load_kwargs.get("vae_dtype") or dtype_of(model.vae)
+        model.replace_vae(*load_vae(wanted, model, dtype, channels_last=bool(self.load_kwargs.get("channels_last"))),
+                          keep_own=True)
+        logger.info("VAE for %s: %s", checkpoint_name, wanted)
 
     def find(self, name: str) -> Checkpoint:
         """A checkpoint by title, file name, stem or short hash (as A1111 matches them)."""
@@ -102,7 +160,9 @@ class ModelManager:
         raise ValueError(f"override_settings.sd_model_checkpoint: unknown checkpoint {name!r}; available: "
                          f"{', '.join(c.name for c in self.checkpoints.values())}")
 
-    def get(self, name: str | None = None) -> Model:
+    def get(self, name: str | None = None, vae: str | None = None) -> Model:
+        """The checkpoint ``name`` (None: the default), loaded if needed; with ``vae`` (a job's ``sd_vae``), the
+        VAE it asks for (None: the VAE is left as it is — a job may be using it)."""
         ckpt = self.find(name) if name else self.find(self.default)
         with self._lock:
             if self._loaded is None or self._loaded[0] != ckpt.name:
@@ -110,6 +170,8 @@ class ModelManager:
                 model = load_model(ckpt.path, **self.load_kwargs)
                 model.vae_tiling = self.vae_tiling
                 self._loaded = (ckpt.name, model)
+            if vae is not None:
+                self.use_vae(self._loaded[1], ckpt.name, vae)
             return self._loaded[1]
 
     @property
@@ -121,3 +183,13 @@ class ModelManager:
     @property
     def loaded_title(self) -> str:
         return self._loaded[1].title if self._loaded else self.find(self.default).title
+
+
+def _is_vae_file(path: Path) -> bool:
+    name = path.name.lower()
+    return any(name.endswith(".vae" + suffix) for suffix in VAE_SUFFIXES) and path.is_file()
+
+
+def _natural_key(name: str) -> list:
+    """A1111's order of names: digit runs compare as numbers, the rest case-insensitively."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part.lower()) for part in re.split(r"(\d+)", name)]

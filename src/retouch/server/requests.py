@@ -43,6 +43,7 @@ def job_request(req: Img2ImgRequest, state: ServerState) -> JobRequest:
         if checkpoint is not None:
             checkpoint = state.backend.find_checkpoint(checkpoint)
         options = state.options.with_overrides(overrides)
+        state.backend.find_vae(options.sd_vae)
         job = request_params(values, opened, state.options).validate()
         check_supported(job, options)
     except ValueError as e:

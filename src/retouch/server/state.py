@@ -18,6 +18,8 @@ class ServerConfig:
 
     ckpt: str | None = None
     ckpt_dir: str | None = None
+    vae_dir: str | None = None
+    vae_path: str | None = None
     lora_dir: str | None = None
     embeddings_dir: str | None = None
     outdir: str | None = None

@@ -41,6 +41,17 @@ async def sd_models(state: State):
              "config": c.config} for c in state.backend.checkpoints()]
 
 
+@router.get("/sdapi/v1/sd-vae")
+async def sd_vae(state: State):
+    return [{"model_name": name, "filename": str(path)} for name, path in state.backend.vaes().items()]
+
+
+@router.post("/sdapi/v1/refresh-vae")
+async def refresh_vae(state: State):
+    state.backend.refresh_checkpoints()  # one scan finds both
+    return {}
+
+
 @router.post("/sdapi/v1/refresh-checkpoints")
 async def refresh_checkpoints(state: State):
     state.backend.refresh_checkpoints()
@@ -60,6 +71,7 @@ async def set_options(values: dict[str, Any], state: State):
     checkpoint = values.pop("sd_model_checkpoint", None)
     try:
         new = state.options.with_overrides(values)
+        state.backend.find_vae(new.sd_vae)
         if checkpoint:
             state.backend.set_default_checkpoint(checkpoint)
     except ValueError as e:
@@ -71,7 +83,8 @@ async def set_options(values: dict[str, Any], state: State):
 @router.get("/sdapi/v1/cmd-flags")
 async def cmd_flags(state: State):
     config = state.config
-    return {"ckpt": config.ckpt, "ckpt_dir": config.ckpt_dir, "api_auth": bool(config.api_auth),
+    return {"ckpt": config.ckpt, "ckpt_dir": config.ckpt_dir, "vae_dir": config.vae_dir, "vae_path": config.vae_path,
+            "api_auth": bool(config.api_auth),
             "max_queue": config.max_queue, "allow_image_urls": config.allow_image_urls, "outdir": config.outdir,
             "api": True, "nowebui": True}
 
