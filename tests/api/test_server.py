@@ -129,6 +129,22 @@ def test_override_settings_switch_checkpoints_and_options(server):
     assert bad.status_code == 422 and "unknown checkpoint 'nope'" in bad.json()["detail"]
 
 
+def test_override_settings_stay_when_not_restored_afterwards(server):
+    base = {"init_images": [b64_image(source_image())], "width": 64, "height": 64, "steps": 2}
+    assert server.post("/sdapi/v1/img2img", json={**base, "override_settings": {"CLIP_stop_at_last_layers": 2}}).ok
+    assert server.get("/sdapi/v1/options").json()["CLIP_stop_at_last_layers"] == 1  # restored (the default)
+    kept = server.post("/sdapi/v1/img2img", json={**base, "override_settings": {"CLIP_stop_at_last_layers": 2},
+                                                   "override_settings_restore_afterwards": False})
+    try:
+        assert kept.status_code == 200, kept.text
+        assert server.get("/sdapi/v1/options").json()["CLIP_stop_at_last_layers"] == 2
+        later = json.loads(server.post("/sdapi/v1/img2img", json=base).json()["info"])["infotexts"][0]
+        assert "Clip skip: 2" in later
+    finally:
+        server.post("/sdapi/v1/options", json={"CLIP_stop_at_last_layers": 1})
+    assert "Clip skip" not in json.loads(server.post("/sdapi/v1/img2img", json=base).json()["info"])["infotexts"][0]
+
+
 def test_listing_endpoints(server):
     samplers = server.get("/sdapi/v1/samplers").json()
     assert [s["name"] for s in samplers][:3] == ["DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE"] and len(samplers) == 20
