@@ -93,7 +93,8 @@ def read_network_file(name: str, path: Path) -> NetworkFile:
     return NetworkFile(name, path, ordered)
 
 
-def _natural_key(text: str) -> list:
+def natural_key(text: str) -> list:
+    """A1111's order of names: digit runs compare as numbers, the rest case-insensitively."""
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
 
 
@@ -103,9 +104,9 @@ def walk_files(folder: Path, suffixes: tuple[str, ...]) -> Iterator[Path]:
     is on by default)."""
     if not folder.is_dir():
         return
-    walked = sorted(os.walk(folder, followlinks=True), key=lambda item: _natural_key(item[0]))
+    walked = sorted(os.walk(folder, followlinks=True), key=lambda item: natural_key(item[0]))
     for root, _, files in walked:
-        for name in sorted(files, key=_natural_key):
+        for name in sorted(files, key=natural_key):
             if os.path.splitext(name)[1].lower() in suffixes:
                 yield Path(root) / name
 

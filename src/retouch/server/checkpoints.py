@@ -4,7 +4,6 @@ a request may ask for (``sd_vae``: ``--vae-dir``, ``*.vae.*`` files among the ch
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +12,7 @@ from retouch.models import Model, load_model
 from retouch.models.checkpoint import cached_sha256
 from retouch.models.loader import TINY_MODELS, load_vae
 from retouch.models.model import dtype_of
+from retouch.networks.files import natural_key
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
@@ -108,7 +108,7 @@ class ModelManager:
             found += [p for p in folder.rglob("*") if p.suffix.lower() in VAE_SUFFIXES and p.is_file()]
         if self.vae_path and not Path(self.vae_path).exists():
             raise ValueError(f"--vae-path: no such file or folder: {self.vae_path}")
-        return {p.name: p for p in sorted(found, key=lambda p: _natural_key(p.name))}
+        return {p.name: p for p in sorted(found, key=lambda p: natural_key(p.name))}
 
     def find_vae(self, name: str) -> str:
         """``name`` if a request may set ``sd_vae`` to it ("Automatic", "None" or a listed VAE's file name)."""
@@ -188,8 +188,3 @@ class ModelManager:
 def _is_vae_file(path: Path) -> bool:
     name = path.name.lower()
     return any(name.endswith(".vae" + suffix) for suffix in VAE_SUFFIXES) and path.is_file()
-
-
-def _natural_key(name: str) -> list:
-    """A1111's order of names: digit runs compare as numbers, the rest case-insensitively."""
-    return [(0, int(part), "") if part.isdigit() else (1, 0, part.lower()) for part in re.split(r"(\d+)", name)]
