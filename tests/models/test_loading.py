@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from retouch import Options, load_model
 from retouch.models import CheckpointError
 from retouch.models.ldm_layout import clip_to_ldm, unet_to_ldm, vae_to_ldm
-from tests.conftest import MODELS, ORACLE
+from tests.conftest import MODELS, ORACLE, need_shared
 
 
 def oracle_tensors(case):
@@ -190,6 +190,7 @@ def test_sd2_bundled_open_clip_leaves_the_last_block_out():
 
 
 def test_an_unknown_open_clip_architecture_is_refused_by_name(tmp_path):
+    need_shared()
     from retouch.models.checkpoint import CheckpointError
 
     yaml_text = (MODELS / "tiny-sd2-v.yaml").read_text().replace("arch: tiny-open-clip", "arch: ViT-Z-99")
@@ -201,6 +202,7 @@ def test_an_unknown_open_clip_architecture_is_refused_by_name(tmp_path):
 
 @pytest.mark.parametrize("stray", ["transformer.resblocks.0.attn.extra_weight", "transformer.resblocks.x.ln_1.weight"])
 def test_an_open_clip_tensor_the_encoder_has_no_place_for_is_refused_by_name(tmp_path, stray):
+    need_shared()
     from safetensors.torch import save_file
 
     state = load_file(MODELS / "tiny-sd2-v.safetensors")
@@ -215,6 +217,7 @@ def test_an_open_clip_tensor_the_encoder_has_no_place_for_is_refused_by_name(tmp
 
 @pytest.mark.parametrize("shape", [(2, 32), (), (95, 32)])
 def test_a_fused_open_clip_projection_of_the_wrong_shape_is_refused_by_name(tmp_path, shape):
+    need_shared()
     from safetensors.torch import save_file
 
     state = load_file(MODELS / "tiny-sd2-v.safetensors")
@@ -229,6 +232,7 @@ def test_a_fused_open_clip_projection_of_the_wrong_shape_is_refused_by_name(tmp_
 
 def test_sdxl_networks_written_back_give_the_file_bit_for_bit():
     """The inverse writers (used for the SDXL-sized benchmark checkpoint) round-trip the reference file."""
+    need_shared()
     from retouch.models.ldm_layout import open_clip_to_ldm
 
     model = load_model(MODELS / "tiny-sdxl.safetensors")
