@@ -107,20 +107,48 @@ def test_each_request_gets_the_vae_it_names(cluster):
     assert r.status_code == 422 and "unknown VAE 'missing.safetensors'" in r.text
 
 
-def test_checkpoint_affinity_loads_each_checkpoint_once(cluster):
-    for checkpoint in (SD1, SD1_INPAINT):  # make both resident (one per replica: each holds one model)
-        assert cluster.post("/sdapi/v1/img2img", json=job(checkpoint)).status_code == 200
-    # Serve learns which replica holds which model from the replicas' reports (every 0.1 s, through its
-    # controller); give that a moment, as a steady service has it
-    time.sleep(2)
+def holders(cluster) -> dict[str, str]:
+    """Which replica holds each checkpoint (one model per replica): the replica of its latest load, unless a
+    later load on that replica evicted it."""
+    held: dict[str, str] = {}
+    for load in cluster.state()["loads"]:
+        held = {name: replica for name, replica in held.items() if replica != load["replica"]}
+        held[load["checkpoint"]] = load["replica"]
+    return held
+
+
+def run_jobs(cluster, checkpoints) -> list[dict]:
+    """Run one job per checkpoint, one at a time; the model loads they caused."""
     before = len(cluster.state()["loads"])
-    for checkpoint in [SD1, SD1_INPAINT] * 4:  # alternating, one at a time
+    for checkpoint in checkpoints:
         r = cluster.post("/sdapi/v1/img2img", json=job(checkpoint))
         assert r.status_code == 200, r.text
-    loads = cluster.state()["loads"][before:]
-    # without affinity, alternating two checkpoints over two one-model replicas reloads about every other request
-    assert len(loads) <= 1, loads
+    return cluster.state()["loads"][before:]
+
+
+def test_checkpoint_affinity_loads_each_checkpoint_once(cluster):
+    run_jobs(cluster, [SD1, SD1_INPAINT])  # make both resident (one per replica: each holds one model)
+    held = holders(cluster)
+    assert held[SD1] != held[SD1_INPAINT], cluster.state()["loads"]  # the second did not evict the first
+    # alternating, one at a time: without affinity, about every other request would reload
+    assert run_jobs(cluster, [SD1, SD1_INPAINT] * 4) == []
     assert len({load["replica"] for load in cluster.state()["loads"]}) == 2
+
+
+def test_a_new_checkpoint_evicts_the_least_recently_used_one_in_the_cluster(cluster):
+    """Every replica is full: a job on a third checkpoint goes where the checkpoint used longest ago is (Serve's
+    own router picks one of the full replicas at random, and may evict the one just used)."""
+    sd2 = "tiny-sd2-v.safetensors"
+    run_jobs(cluster, [SD1, SD1_INPAINT])
+    for lru, recent in [(SD1, SD1_INPAINT), (SD1_INPAINT, SD1), (SD1, SD1_INPAINT)]:
+        run_jobs(cluster, [lru, recent])  # `lru` was used longer ago
+        held = holders(cluster)
+        evicted_from = held[lru]
+        (load,) = run_jobs(cluster, [sd2])
+        assert (load["checkpoint"], load["replica"]) == (sd2, evicted_from)
+        assert holders(cluster)[recent] == held[recent]  # the checkpoint just used is still there
+        (load,) = run_jobs(cluster, [lru])  # back again: now in place of `recent`, used before sd2 was
+        assert load["replica"] == held[recent]
 
 
 def test_interrupt_by_task_id_reaches_the_replica_running_it(cluster):

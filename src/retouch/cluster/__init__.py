@@ -48,9 +48,11 @@ class ClusterOptions:
         actor: dict[str, Any] = {"num_cpus": self.threads_per_replica}
         if self.gpus_per_replica:
             actor["num_gpus"] = self.gpus_per_replica
+        router = {"request_router_class": "retouch.cluster.router:CheckpointRouter",
+                  "request_router_kwargs": {"models_per_replica": self.models_per_replica}}
         return {**scaling, "max_ongoing_requests": 1 + self.per_replica_queue, "max_queued_requests": self.max_queue,
                 "ray_actor_options": actor, "health_check_period_s": 2, "health_check_timeout_s": 30,
-                "graceful_shutdown_timeout_s": 5}
+                "graceful_shutdown_timeout_s": 5, "request_router_config": router}
 
 
 def worker_app(catalogue: dict[str, Any], options: ClusterOptions, registry: Any):

@@ -1,5 +1,5 @@
-"""The Serve deployment that runs jobs: each replica holds up to K checkpoints (Serve's model multiplexing, so
-requests for a checkpoint go to a replica that has it) and runs one job at a time, exactly as
+"""The Serve deployment that runs jobs: each replica holds up to K checkpoints (Serve's model multiplexing; requests
+are routed to replicas by :class:`~retouch.cluster.router.CheckpointRouter`) and runs one job at a time, exactly as
 ``retouch serve`` runs it (:func:`retouch.server.backend.run_job`)."""
 
 from __future__ import annotations
