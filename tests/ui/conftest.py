@@ -27,9 +27,28 @@ def chromium() -> str:
     pytest.fail("Chromium is missing: apt-get install -y chromium (.ci/run installs it)")
 
 
+def write_separate_vae(folder: Path) -> Path:
+    """The bundled tiny model's VAE as a separate file (A1111's layout: LDM keys without their prefix), its last
+    bias shifted so that it decodes visibly differently."""
+    from safetensors.torch import load_file, save_file
+
+    from retouch.models.tiny import ensure_tiny_checkpoint
+
+    state = {k.removeprefix("first_stage_model."): v for k, v in load_file(ensure_tiny_checkpoint(folder)).items()
+             if k.startswith("first_stage_model.")}
+    state["decoder.conv_out.bias"] = state["decoder.conv_out.bias"] + 0.3
+    path = folder / "vaes" / "other.safetensors"
+    path.parent.mkdir()
+    save_file(state, path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def ui_server(tmp_path_factory):
-    s = start(tmp_path_factory, "--webui", "--ckpt", "tiny", "--outdir", str(tmp_path_factory.mktemp("ui-out")))
+    """``retouch serve --webui`` on the bundled tiny models, with one separate VAE (``other.safetensors``)."""
+    vae = write_separate_vae(tmp_path_factory.mktemp("vae"))
+    s = start(tmp_path_factory, "--webui", "--ckpt", "tiny", "--vae-dir", str(vae.parent),
+              "--outdir", str(tmp_path_factory.mktemp("ui-out")))
     yield s
     s.stop()
 

@@ -58,11 +58,15 @@ def common(page, prompt="a red cat", steps=4, size=64, seed=5) -> None:
 
 
 def generate(page, expect_error: bool = False) -> str:
-    """Click Generate; wait until the infotext (or an error message) is shown; return the infotext."""
+    """Click Generate; wait until this job's infotext (or error message) is shown; return the infotext.
+    What an earlier job left is marked stale first: the page clears it only once the click reaches the server,
+    and waiting on it would read the last job's outcome."""
+    page.evaluate("""() => document.querySelectorAll('#html_info_img2img .infotext, #img2img_message .error')
+        .forEach(node => { node.dataset.stale = '1'; })""")
     page.locator("#img2img_generate").click()
     page.wait_for_function("""() => {
-        const info = document.querySelector('#html_info_img2img .infotext')?.innerText || '';
-        return info.includes('Steps:') || document.querySelector('#img2img_message .error'); }""")
+        const info = document.querySelector('#html_info_img2img .infotext:not([data-stale])')?.innerText || '';
+        return info.includes('Steps:') || document.querySelector('#img2img_message .error:not([data-stale])'); }""")
     error = page.locator("#img2img_message .error")
     if error.count():
         assert expect_error, error.inner_text()
@@ -139,6 +143,29 @@ def test_img2img_from_the_page_gives_the_api_pixels(page, ui_server, tmp_path):
     theirs = api_image(ui_server, api_request(init_images=[b64(src)]))
     assert np.array_equal(pixels(ours), pixels(theirs))
     page.screenshot(path=str(SHOTS / "img2img_result.png"))
+
+
+def test_the_sd_vae_quicksetting_is_the_servers_setting(page, ui_server, tmp_path):
+    src = source_png(tmp_path / "src.png")
+    upload(page, "img2img_image", src)
+    common(page)
+    assert page.locator("#setting_sd_vae input").first.input_value() == "Automatic"
+    choose(page, "setting_sd_vae", "other.safetensors")
+    try:
+        page.wait_for_function("async () => (await (await fetch('/sdapi/v1/options')).json()).sd_vae"
+                               " === 'other.safetensors'")  # set for every job, as A1111's quicksettings
+        assert "VAE: other" in generate(page)
+        ours = pixels(gallery_images(page, ui_server)[0])
+        request = api_request(init_images=[b64(src)])
+        assert np.array_equal(ours, pixels(api_image(ui_server, request)))  # the API's jobs use it too
+        own = api_image(ui_server, {**request, "override_settings": {"sd_vae": "None"}})
+        assert np.abs(ours - pixels(own)).mean() > 5  # and it is not the checkpoint's own VAE
+        # a change made through the API shows on the next page load
+        assert ui_server.post("/sdapi/v1/options", json={"sd_vae": "None"}).status_code == 200
+        page.reload()  # (Gradio fills in values read at load just after the page is drawn)
+        page.wait_for_function("() => document.querySelector('#setting_sd_vae input')?.value === 'None'")
+    finally:
+        ui_server.post("/sdapi/v1/options", json={"sd_vae": "Automatic"})
 
 
 def test_inpaint_with_a_painted_mask_redraws_only_under_the_brush(page, ui_server, tmp_path):

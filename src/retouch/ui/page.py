@@ -13,6 +13,7 @@ import gradio as gr
 
 from retouch.sampling.registry import SAMPLERS
 from retouch.sampling.schedules import SCHEDULERS
+from retouch.server.checkpoints import AUTOMATIC_VAE
 from retouch.server.state import ServerState
 from retouch.ui import actions
 from retouch.ui.actions import INPAINT_AREAS, INPAINT_FILLS, MASK_MODES, RESIZE_MODES, Fields, PageError
@@ -28,16 +29,19 @@ FIELD_NAMES = [f.name for f in dataclass_fields(Fields)]
 def build(state: ServerState) -> gr.Blocks:
     with gr.Blocks(title="retouch", analytics_enabled=False) as page:
         with gr.Row(elem_id="quicksettings"):
+            # values are read at each page load: the API (POST /sdapi/v1/options) may have changed them
             checkpoint = gr.Dropdown(label="Stable Diffusion checkpoint", elem_id="setting_sd_model_checkpoint",
-                                     choices=_checkpoint_titles(state), value=_default_checkpoint(state),
+                                     choices=_checkpoint_titles(state), value=lambda: _default_checkpoint(state),
                                      interactive=True, scale=3)
             refresh = gr.Button("Refresh", elem_id="refresh_sd_model_checkpoint", scale=0, min_width=80)
+            vae = gr.Dropdown(label="SD VAE", elem_id="setting_sd_vae", choices=_vae_choices(state),
+                              value=lambda: _current_vae(state), interactive=True, scale=2)
         with gr.Tabs(elem_id="tabs") as top_tabs:
             with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
                 ui = _img2img_tab(state)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 png = _png_info_tab()
-        _wire_checkpoint(state, checkpoint, refresh)
+        _wire_checkpoint(state, checkpoint, refresh, vae)
         _wire_img2img(state, ui)
         _wire_png_info(state, png, ui, top_tabs)
     return page
@@ -209,7 +213,18 @@ def _default_checkpoint(state: ServerState) -> str | None:
     return next((c.model_name for c in state.backend.checkpoints() if name in (c.model_name, c.title)), None)
 
 
-def _wire_checkpoint(state: ServerState, checkpoint: gr.Dropdown, refresh: gr.Button) -> None:
+def _vae_choices(state: ServerState) -> list[str]:
+    return [AUTOMATIC_VAE[0], "None", *state.backend.vaes()]
+
+
+def _current_vae(state: ServerState) -> str:
+    setting = state.options.sd_vae
+    return AUTOMATIC_VAE[0] if setting in AUTOMATIC_VAE else setting
+
+
+def _wire_checkpoint(state: ServerState, checkpoint: gr.Dropdown, refresh: gr.Button, vae: gr.Dropdown) -> None:
+    """The quicksettings: the checkpoint and ``sd_vae`` every job without its own override uses (server-wide,
+    as A1111's settings and ``POST /sdapi/v1/options``)."""
     def pick(name: str | None) -> None:
         if not name:
             return
@@ -218,12 +233,22 @@ def _wire_checkpoint(state: ServerState, checkpoint: gr.Dropdown, refresh: gr.Bu
         except ValueError as e:
             raise gr.Error(str(e)) from None
 
-    def rescan() -> dict:
-        state.backend.refresh_checkpoints()
-        return gr.update(choices=_checkpoint_titles(state), value=_default_checkpoint(state))
+    def pick_vae(name: str | None) -> None:
+        if not name or name == _current_vae(state):
+            return
+        try:
+            state.options = state.options.with_overrides({"sd_vae": state.backend.find_vae(name)})
+        except ValueError as e:
+            raise gr.Error(str(e)) from None
+
+    def rescan() -> tuple[dict, dict]:
+        state.backend.refresh_checkpoints()  # one scan finds both
+        return (gr.update(choices=_checkpoint_titles(state), value=_default_checkpoint(state)),
+                gr.update(choices=_vae_choices(state), value=_current_vae(state)))
 
     checkpoint.change(pick, checkpoint, None)
-    refresh.click(rescan, None, checkpoint)
+    vae.change(pick_vae, vae, None)
+    refresh.click(rescan, None, [checkpoint, vae])
 
 
 def _field_components(ui: dict[str, Any]) -> list[Any]:
