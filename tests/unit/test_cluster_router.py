@@ -46,3 +46,59 @@ def test_the_deployment_uses_this_router():
     config = ClusterOptions(models_per_replica=3).deployment_options()["request_router_config"]
     assert config == {"request_router_class": f"{CheckpointRouter.__module__}:{CheckpointRouter.__name__}",
                       "request_router_kwargs": {"models_per_replica": 3}}
+
+
+class FakeReplica:
+    """What the router reads of a replica: its id, the checkpoints Serve reports it holds, its queue."""
+
+    max_ongoing_requests = 2
+    is_cross_language = False
+
+    def __init__(self, replica_id: str, held: set[str]):
+        self.replica_id, self.multiplexed_model_ids = replica_id, held
+
+    async def get_queue_len(self, *, deadline_s: float) -> int:
+        return 0
+
+
+def request(checkpoint: str, request_id: str):
+    from types import SimpleNamespace
+
+    from ray.serve._private.request_router.common import RequestRoutingContext
+
+    metadata = SimpleNamespace(multiplexed_model_id=checkpoint, internal_request_id=request_id)
+    return SimpleNamespace(metadata=metadata, routing_context=RequestRoutingContext())
+
+
+def test_the_router_counts_a_checkpoint_being_loaded_as_held_until_serve_reports_it():
+    import asyncio
+
+    from ray.serve._private.common import DeploymentHandleSource, DeploymentID
+
+    async def scenario():
+        router = CheckpointRouter(deployment_id=DeploymentID(name="Worker", app_name="t"),
+                                  handle_source=DeploymentHandleSource.UNKNOWN)
+        router.initialize_state(models_per_replica=1)
+        a, b = FakeReplica("a", {"sd1"}), FakeReplica("b", {"inpaint"})
+        router.update_replicas([a, b])
+        ids = lambda ranks: [[r.replica_id for r in rank] for rank in ranks]  # noqa: E731
+        router.on_request_routed(request("inpaint", "1"), "b", None)
+        router.on_request_routed(request("sd1", "2"), "a", None)
+        # sdxl: nobody holds it; a's sd1 was used more recently than b's inpaint, so b is evicted
+        first = request("sdxl", "3")
+        assert ids(await router.choose_replicas([a, b], first)) == [["b"], ["a"]]
+        assert first.routing_context.should_backoff
+        router.on_request_routed(first, "b", None)
+        # while b loads sdxl (Serve still reports inpaint there), another sdxl job goes to b, not to a
+        assert ids(await router.choose_replicas([a, b], request("sdxl", "4"))) == [["b"], ["a"]]
+        router.on_request_completed("b", "3")
+        assert ids(await router.choose_replicas([a, b], request("sdxl", "5")))[0] == ["b"]  # the report lags
+        b = FakeReplica("b", {"sdxl"})
+        router.update_replicas([a, b])  # Serve's report arrives
+        assert router.loading == {}
+        assert ids(await router.choose_replicas([a, b], request("inpaint", "6"))) == [["a"], ["b"]]
+        router.update_replicas([a])  # b is gone: nothing about it is kept
+        assert {key[0] for key in router.last_used} == {"a"}
+        assert router.in_flight == {"2": ("a", "sd1")}  # b's unfinished request "1" is dropped with b
+
+    asyncio.run(scenario())

@@ -108,6 +108,7 @@ class CheckpointRouter(FIFOMixin, MultiplexMixin, RequestRouter):
         reported = {r.replica_id: set(r.multiplexed_model_ids) for r in replicas}
         self.loading = _keep(self.loading, lambda rid, name: rid in reported and name not in reported[rid])
         self.last_used = _keep(self.last_used, lambda rid, name: rid in reported)
+        self.in_flight = {request: key for request, key in self.in_flight.items() if key[0] in reported}
 
 
 def _keep(table: Mapping[tuple[ReplicaID, str], float],
