@@ -6,7 +6,9 @@ ago while another replica holds one nobody has asked for in an hour. A load cost
 this router decides as a user would:
 
 1. a replica that holds the checkpoint, or is loading it (Serve learns what a replica holds only after the
-   load, so requests arriving meanwhile would otherwise start a second load elsewhere);
+   load, so requests arriving meanwhile would otherwise start a second load elsewhere; "loading" counts from
+   the moment the replica accepted the job, so requests routed within the same few milliseconds may still
+   each load it);
 2. else, when those are busy or there are none, a replica with a free model slot;
 3. else the replica whose least recently used checkpoint (the one it would evict) was used longest ago,
    across the cluster.
