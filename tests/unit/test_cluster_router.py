@@ -3,6 +3,8 @@ the replica whose least recently used checkpoint is oldest."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 pytest.importorskip("ray.serve")
@@ -101,4 +103,6 @@ def test_the_router_counts_a_checkpoint_being_loaded_as_held_until_serve_reports
         assert {key[0] for key in router.last_used} == {"a"}
         assert router.in_flight == {"2": ("a", "sd1")}  # b's unfinished request "1" is dropped with b
 
-    asyncio.run(scenario())
+    # in a thread of its own: the browser tests' Playwright keeps an event loop running in this one
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, scenario()).result()
