@@ -3,8 +3,8 @@ Serve deployment of :class:`~retouch.cluster.worker.Worker` replicas.
 
 A request goes to a replica chosen by its checkpoint (``multiplexed_model_id``, see :mod:`retouch.cluster.router`);
 when every replica's queue is full Serve refuses it (503, ``Retry-After``); when the replica dies mid-job the
-request is sent once more, to another replica, and then it is a 503 — never a hang. Progress, interrupts and skips go through the
-task registry, so they work whichever replica runs the job.
+request is sent once more, to another replica, and then it is a 503 — never a hang. Progress, interrupts and
+skips go through the task registry, so they work whichever replica runs the job.
 """
 
 from __future__ import annotations
