@@ -69,7 +69,7 @@ def load_model(
     else:
         model = _load_single_file(path, dtype, vae_dtype)
     if vae is not None:
-        _replace_vae(model, Path(vae), vae_dtype)
+        model.replace_vae(*load_vae(vae, model, vae_dtype))
     if channels_last:
         model.unet.to(memory_format=torch.channels_last)
         model.vae.to(memory_format=torch.channels_last)
@@ -140,10 +140,6 @@ def _is_v_prediction(state: StateDict) -> bool:
         context = torch.full((1, 2, 1024), 0.5)
         out = unet(x, torch.tensor([999]), encoder_hidden_states=context).sample
     return bool((out - x).mean().item() < -1)
-
-
-def _replace_vae(model: Model, vae_path: Path, dtype: torch.dtype) -> None:
-    model.replace_vae(*load_vae(vae_path, model, dtype))
 
 
 def load_vae(path: str | os.PathLike, model: Model, dtype: torch.dtype, *,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,11 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 VAE_SUFFIXES = (".safetensors", ".ckpt", ".pt")
 AUTOMATIC_VAE = ("Automatic", "auto")  # "auto": A1111's name in old settings files
+
+
+def vae_settings(vaes: Iterable[str]) -> list[str]:
+    """What ``sd_vae`` may be set to, as A1111 lists it: "Automatic", "None", then the separate VAEs."""
+    return [AUTOMATIC_VAE[0], "None", *vaes]
 
 
 @dataclass
@@ -114,7 +120,7 @@ class ModelManager:
         """``name`` if a request may set ``sd_vae`` to it ("Automatic", "None" or a listed VAE's file name)."""
         if isinstance(name, str) and (name in AUTOMATIC_VAE or name == "None" or name in self.vaes):
             return name
-        listed = ", ".join(["Automatic", "None", *self.vaes])
+        listed = ", ".join(vae_settings(self.vaes))
         raise ValueError(f"sd_vae: unknown VAE {name!r}"[:200] + f"; available: {listed}"
                          + ("" if self.vaes else " (start the server with --vae-dir to offer more)"))
 

@@ -13,7 +13,7 @@ import gradio as gr
 
 from retouch.sampling.registry import SAMPLERS
 from retouch.sampling.schedules import SCHEDULERS
-from retouch.server.checkpoints import AUTOMATIC_VAE
+from retouch.server.checkpoints import AUTOMATIC_VAE, vae_settings
 from retouch.server.state import ServerState
 from retouch.ui import actions
 from retouch.ui.actions import INPAINT_AREAS, INPAINT_FILLS, MASK_MODES, RESIZE_MODES, Fields, PageError
@@ -34,7 +34,7 @@ def build(state: ServerState) -> gr.Blocks:
                                      choices=_checkpoint_titles(state), value=lambda: _default_checkpoint(state),
                                      interactive=True, scale=3)
             refresh = gr.Button("Refresh", elem_id="refresh_sd_model_checkpoint", scale=0, min_width=80)
-            vae = gr.Dropdown(label="SD VAE", elem_id="setting_sd_vae", choices=_vae_choices(state),
+            vae = gr.Dropdown(label="SD VAE", elem_id="setting_sd_vae", choices=vae_settings(state.backend.vaes()),
                               value=lambda: _current_vae(state), interactive=True, scale=2)
         with gr.Tabs(elem_id="tabs") as top_tabs:
             with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
@@ -213,10 +213,6 @@ def _default_checkpoint(state: ServerState) -> str | None:
     return next((c.model_name for c in state.backend.checkpoints() if name in (c.model_name, c.title)), None)
 
 
-def _vae_choices(state: ServerState) -> list[str]:
-    return [AUTOMATIC_VAE[0], "None", *state.backend.vaes()]
-
-
 def _current_vae(state: ServerState) -> str:
     setting = state.options.sd_vae
     return AUTOMATIC_VAE[0] if setting in AUTOMATIC_VAE else setting
@@ -244,7 +240,7 @@ def _wire_checkpoint(state: ServerState, checkpoint: gr.Dropdown, refresh: gr.Bu
     def rescan() -> tuple[dict, dict]:
         state.backend.refresh_checkpoints()  # one scan finds both
         return (gr.update(choices=_checkpoint_titles(state), value=_default_checkpoint(state)),
-                gr.update(choices=_vae_choices(state), value=_current_vae(state)))
+                gr.update(choices=vae_settings(state.backend.vaes()), value=_current_vae(state)))
 
     checkpoint.change(pick, checkpoint, None)
     vae.change(pick_vae, vae, None)
