@@ -152,11 +152,14 @@ def ping_times(server, stop: threading.Event, out: list) -> None:
         time.sleep(0.02)
 
 
-@pytest.mark.parametrize("what", ["prompt of spaces", "prompt of brackets", "deep JSON", "many JSON values",
-                                  "big image", "long infotext"])
+@pytest.mark.parametrize("what", ["prompt of spaces", "spaces then a word", "unclosed network tags",
+                                  "prompt of brackets", "deep JSON", "many JSON values", "big image", "long infotext"])
 def test_the_event_loop_keeps_answering_while_a_request_is_parsed(server, what):
     body = {
         "prompt of spaces": lambda: json.dumps(base(prompt=" " * 32_000)),
+        # A1111's AND-weight pattern held the GIL 5 s on this; its network-tag pattern 1 s on the next
+        "spaces then a word": lambda: json.dumps(base(prompt=" " * 32_000 + "a")),
+        "unclosed network tags": lambda: json.dumps(base(prompt="<a:" * 10_900)),
         "prompt of brackets": lambda: json.dumps(base(prompt="[" * 64 + "a" + "]" * 64 + "(a " * 500 + "a:" * 5000)),
         "deep JSON": lambda: json.dumps(base()).replace('"steps": 2', '"steps": ' + "[" * 50_000 + "]" * 50_000),
         "many JSON values": lambda: json.dumps(base(styles=["s"] * 150_000)),
@@ -211,5 +214,22 @@ def test_slow_and_idle_connections_are_dropped(tmp_path_factory):
         headers_only.settimeout(5)
         assert headers_only.recv(1) == b""
         assert server.get("/internal/ping").status_code == 200
+    finally:
+        server.stop()
+
+
+def test_prompt_structure_is_capped_and_counted_in_the_jobs_cost(tmp_path_factory):
+    server = start(tmp_path_factory, "--ckpt", "tiny", "--max-job-steps", "200")
+    try:
+        for prompt, named in [("a AND " * 5_000, "AND sub-prompts: 5001 sampling steps"),
+                              ("a AND " * 100, "101 sub-prompts joined by AND; at most 64"),
+                              ("<lora:x:1>" * 1_300, "extra-network tags"),
+                              ("".join(f"<lora:m{i}:1>" for i in range(2_000)), "extra-network tags")]:
+            r = server.post("/sdapi/v1/img2img", json=base(prompt=prompt, steps=1))
+            assert r.status_code == 422 and named in r.json()["detail"], r.text[:300]
+        # every AND part is a row of every UNet call: 4 parts × 60 steps = 240 > 200
+        r = server.post("/sdapi/v1/img2img", json=base(prompt="a AND b AND c AND d", steps=60))
+        assert r.status_code == 422 and "× AND sub-prompts: 240 sampling steps" in r.json()["detail"], r.text
+        assert server.post("/sdapi/v1/img2img", json=base(prompt="a AND b", steps=60)).status_code == 200
     finally:
         server.stop()

@@ -124,6 +124,14 @@ def test_a_missing_network_is_reported_and_the_job_runs(model):
     assert "Lora hashes" not in result.infotexts[0]
 
 
+def test_names_not_found_rescan_the_folder_once_per_job(model, monkeypatch):
+    scans = []
+    real = type(model.loras).refresh
+    monkeypatch.setattr(type(model.loras), "refresh", lambda self: (scans.append(1), real(self)))
+    result = run(model, "a cat " + "".join(f"<lora:gone{i}:1>" for i in range(40)))
+    assert len(scans) == 1 and "Lora not found: gone0, gone1" in result.comments[0]
+
+
 @pytest.mark.parametrize("prompt, message", [
     ("<lora:style:abc>", "text encoder weight in <lora:style:abc> must be a number"),
     ("<lora:style:1:1:x>", "dyn dimension"),

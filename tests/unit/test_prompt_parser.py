@@ -1,5 +1,7 @@
 """Every string-level test vector of the prompt spec §13.1, §13.2, §13.4 and §13.7 (all EXACT)."""
 
+import re
+
 import lark
 import pytest
 from hypothesis import given, settings
@@ -7,12 +9,14 @@ from hypothesis import strategies as st
 
 from retouch.prompt_parser import (
     apply_styles,
+    extra_network_tags,
     get_learned_conditioning_prompt_schedules,
     get_multicond_prompt_list,
     merge_prompts,
     parse_extra_networks,
     parse_extra_networks_batch,
     parse_prompt_attention,
+    split_weight,
 )
 
 ATTENTION = [
@@ -285,3 +289,25 @@ def test_skipping_earley_for_prompts_without_editing_changes_nothing(prompt):
 def test_long_emphasis_prompts_are_not_earley_parsed():
     prompt = "[a] " + "(word:1.1), " * 400  # seconds of Earley parsing, for a schedule of one entry
     assert get_learned_conditioning_prompt_schedules([prompt], 20) == [[[20, prompt]]]
+
+
+# A1111's own patterns, the reference for the linear scanners (they backtrack quadratically on long inputs)
+A1111_RE_WEIGHT = re.compile(r"^((?:\s|.)*?)(?:\s*:\s*([-+]?(?:\d+\.?|\d*\.\d+)))?\s*$")
+A1111_RE_EXTRA_NET = re.compile(r"<(\w+):([^>]+)>")
+WEIGHT_TEXT = st.text(alphabet=" \t\n\u00a0:.+-1٣9aé>", max_size=24)
+TAG_TEXT = st.text(alphabet="<>:a_1 é.\n", max_size=30)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(WEIGHT_TEXT)
+def test_split_weight_is_a1111s_pattern(text):
+    assert split_weight(text) == A1111_RE_WEIGHT.search(text).groups()
+
+
+@settings(max_examples=3000, deadline=None)
+@given(TAG_TEXT)
+def test_extra_network_tags_are_a1111s_pattern(text):
+    expected = [(m.start(), m.end(), m.group(1), m.group(2)) for m in A1111_RE_EXTRA_NET.finditer(text)]
+    assert list(extra_network_tags(text)) == expected
+    assert parse_extra_networks(text)[0] == A1111_RE_EXTRA_NET.sub("", text)
+

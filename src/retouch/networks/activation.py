@@ -90,8 +90,12 @@ def activate(extra: ExtraNetworks, calls: Sequence[NetworkCall], keep_in_memory:
     activation = Activation()
     last = {call.name: call for call in calls}  # A1111 weighs every mention of a network by its last one
     found: list[tuple[NetworkCall, NetworkFile]] = []
+    files = {call.name: extra.loras.lookup(call.name) for call in calls}
+    if None in files.values() and extra.loras.folder is not None:
+        extra.loras.refresh()  # once per job, however many names were not found: a file added since
+        files = {name: file or extra.loras.lookup(name) for name, file in files.items()}
     for call in calls:
-        file = extra.loras.find(call.name)
+        file = files[call.name]
         if file is None:
             activation.missing.append(call.name)
             continue

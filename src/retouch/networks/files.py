@@ -165,14 +165,6 @@ class LoraFolder:
             return listing.by_name.get(name)
         return listing.by_alias.get(name)
 
-    def find(self, name: str) -> NetworkFile | None:
-        """:meth:`lookup`; when nothing is found, rescan once (a file added since) and look again."""
-        found = self.lookup(name)
-        if found is None and self.folder is not None:
-            self.refresh()
-            found = self.lookup(name)
-        return found
-
     def preferred_name(self, entry: NetworkFile) -> str:
         """The name A1111 writes for a network: its alias, unless that alias is ambiguous."""
         return entry.name if entry.alias.lower() in self._listing.forbidden else entry.alias

@@ -15,6 +15,7 @@ from retouch.options import Options
 from retouch.outputs import writable_problem
 from retouch.params import MAX_BATCH, MAX_ITERATIONS, MAX_STEPS, Img2ImgParams
 from retouch.pipeline import check_supported
+from retouch.prompt_parser import count_prompt_parts
 from retouch.server.backend import JobRequest, RequestImages
 from retouch.server.errors import ApiError
 from retouch.server.images import image_bytes, open_image
@@ -99,10 +100,13 @@ def _check_cost(values: dict[str, Any], config: ServerConfig) -> None:
         raise ApiError(422, f"n_iter × batch_size: {n_iter} × {batch_size} = {n_iter * batch_size} images, more "
                             f"than this server's limit of {config.max_images} per request (--max-images)",
                        "ValueError")
-    if n_iter * batch_size * steps > config.max_job_steps:
-        raise ApiError(422, f"n_iter × batch_size × steps: {n_iter * batch_size * steps} sampling steps, more than "
-                            f"this server's limit of {config.max_job_steps} per request (--max-job-steps)",
-                       "ValueError")
+    prompt = values.get("prompt")
+    parts = count_prompt_parts(prompt) if isinstance(prompt, str) else 1  # each AND part: a row of every UNet call
+    cost = n_iter * batch_size * steps * parts
+    if cost > config.max_job_steps:
+        what = "n_iter × batch_size × steps" + (" × AND sub-prompts" if parts > 1 else "")
+        raise ApiError(422, f"{what}: {cost} sampling steps, more than this server's limit of "
+                            f"{config.max_job_steps} per request (--max-job-steps)", "ValueError")
 
 
 def _open_images(req: Img2ImgRequest, config: ServerConfig) -> tuple[RequestImages, dict[str, Any]]:
