@@ -22,11 +22,17 @@ class JobControl:
 
     interrupted: bool = False
     skipped: bool = False
+    interrupts: int = 0  # how often interrupt() was called: a second one also stops the partial result's decode
     job_count: int = -1
     job_no: int = 0
     sampling_step: int = 0
     sampling_steps: int = 0
     on_step: Callable[[JobControl, dict[str, Any]], None] | None = None
+
+    def interrupt(self) -> None:
+        """Stop the job within one convolution (sampling keeps its last prediction, as A1111's partial image)."""
+        self.interrupts += 1
+        self.interrupted = True
 
     def should_stop(self) -> bool:
         return self.interrupted or self.skipped

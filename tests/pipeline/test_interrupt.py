@@ -110,3 +110,62 @@ def test_skip_ends_the_batch_but_not_the_job(bundled_tiny, monkeypatch):
     assert unet_calls.count(0) == 2 and unet_calls.count(1) == 7  # batch 0 cut short, batch 1 whole (ds 0.75·8+1)
     assert len(result.images) == 3 and result.index_of_first_image == 1  # grid + both images
     assert not torch.equal(result.latents[0], result.latents[1])
+
+
+class ConvTrigger:
+    """Counts the convolutions of ``network`` that ran; calls ``act()`` once ``after`` of them have."""
+
+    def __init__(self, network: torch.nn.Module, after: int, act):
+        self.ran, self.after, self.act = 0, after, act
+        self.handles = [m.register_forward_hook(self._ran) for m in network.modules()
+                        if isinstance(m, torch.nn.Conv2d)]
+
+    def _ran(self, *_):
+        self.ran += 1
+        if self.ran == self.after:
+            self.act()
+
+    def remove(self):
+        for handle in self.handles:
+            handle.remove()
+
+
+def one_image(**kw):
+    return params(batch_size=1, init_images=[source_image()], **kw)
+
+
+def test_interrupt_lands_within_one_convolution_of_a_vae_pass(bundled_tiny):
+    # a 2048² encode is one network call of ~12 s on the tiny model: the job must not wait for it to end
+    control = JobControl()
+    trigger = ConvTrigger(bundled_tiny.vae.encoder, 3, control.interrupt)
+    try:
+        result = generate(one_image(), bundled_tiny, control=control)
+    finally:
+        trigger.remove()
+    assert trigger.ran == 3 and result.images == []  # the 4th convolution of the encode did not run
+
+
+def test_interrupt_lands_within_one_convolution_of_a_unet_call(bundled_tiny, monkeypatch):
+    control = JobControl()
+    calls = Counter(monkeypatch, bundled_tiny, "apply_model", JobControl(), after=-1)
+    convs = sum(isinstance(m, torch.nn.Conv2d) for m in bundled_tiny.unet.modules())
+    trigger = ConvTrigger(bundled_tiny.unet, convs + 2, control.interrupt)  # inside the second UNet call
+    try:
+        result = generate(one_image(), bundled_tiny, control=control)
+    finally:
+        trigger.remove()
+    assert calls.calls == 2 and trigger.ran == convs + 2
+    assert len(result.images) == 1 and result.interrupted  # the partial image, from the first step's prediction
+
+
+def test_a_second_interrupt_stops_the_partial_images_decode(bundled_tiny):
+    control = JobControl()
+    convs = sum(isinstance(m, torch.nn.Conv2d) for m in bundled_tiny.unet.modules())
+    sampling = ConvTrigger(bundled_tiny.unet, convs + 2, control.interrupt)  # the first: sampling stops …
+    decoding = ConvTrigger(bundled_tiny.vae.decoder, 2, control.interrupt)  # … the second: so does the decode
+    try:
+        result = generate(one_image(), bundled_tiny, control=control)
+    finally:
+        sampling.remove()
+        decoding.remove()
+    assert decoding.ran == 2 and result.images == [] and result.interrupted

@@ -19,7 +19,7 @@ class TaskRegistry:
     def __init__(self) -> None:
         self.waiting: OrderedDict[str, float] = OrderedDict()  # submitted, not started: task id → time
         self.running: dict[str, dict[str, Any]] = {}  # task id → status (replica, pid, progress fields)
-        self.flags: dict[str, dict[str, bool]] = {}  # task id → {"interrupted", "skipped"}
+        self.flags: dict[str, dict[str, Any]] = {}  # task id → {"interrupted", "interrupts", "skipped"}
         self.previews: dict[str, tuple[str, int]] = {}
         self.finished: OrderedDict[str, None] = OrderedDict()
         self.loads: list[dict[str, Any]] = []  # every model load: replica, checkpoint, seconds
@@ -39,12 +39,17 @@ class TaskRegistry:
         """Interrupt one task (None: every running task). False when ``task_id`` is unknown."""
         if task_id is None:
             for running in self.running:
-                self.flags.setdefault(running, {})["interrupted"] = True
+                self._interrupt(running)
             return True
         if task_id in self.running or task_id in self.waiting:
-            self.flags.setdefault(task_id, {})["interrupted"] = True
+            self._interrupt(task_id)
             return True
         return False
+
+    def _interrupt(self, task_id: str) -> None:
+        flags = self.flags.setdefault(task_id, {})
+        flags["interrupted"] = True
+        flags["interrupts"] = flags.get("interrupts", 0) + 1  # a second one also stops the partial decode
 
     def skip(self) -> None:
         for running in self.running:
@@ -98,10 +103,11 @@ class TaskRegistry:
                 status["preview_id"] += 1
                 self.previews[task_id] = (preview, status["preview_id"])
         flags = self.flags.get(task_id, {})
-        if flags.get("skipped"):
+        skipped = bool(flags.get("skipped"))
+        if skipped:
             flags["skipped"] = False  # a skip ends one image's sampling, once
-            return {"interrupted": flags.get("interrupted", False), "skipped": True}
-        return {"interrupted": flags.get("interrupted", False), "skipped": False}
+        return {"interrupted": flags.get("interrupted", False), "interrupts": flags.get("interrupts", 0),
+                "skipped": skipped}
 
     def done(self, task_id: str) -> None:
         self.abandoned(task_id)

@@ -5,9 +5,11 @@ are routed to replicas by :class:`~retouch.cluster.router.CheckpointRouter`) and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import ray
@@ -17,6 +19,8 @@ from retouch.control import JobControl
 from retouch.server.backend import Cancelled, JobOutcome, JobRequest, run_job
 from retouch.server.checkpoints import ModelManager
 from retouch.server.previews import preview_png_b64, wants_preview
+
+FLAG_POLL_SECONDS = 0.25
 
 
 class Worker:
@@ -61,9 +65,31 @@ class Worker:
                     submitted: float) -> JobOutcome:
         with self._lock:  # waiting here is this replica's queue: the task counts as started once it has the lock
             if not ray.get(self.registry.started.remote(request.task_id, self.replica, os.getpid()), timeout=30):
-                raise Cancelled(f"task {request.task_id} was interrupted before it started")
+                raise Cancelled("the job was interrupted before it started")
             self.models.use_vae(model, name, request.options.sd_vae)
-            return run_job(model, request, control, queued_s=time.perf_counter() - submitted)
+            with self._watching(request.task_id, control):
+                return run_job(model, request, control, queued_s=time.perf_counter() - submitted)
+
+    @contextlib.contextmanager
+    def _watching(self, task_id: str, control: JobControl) -> Iterator[None]:
+        """Poll the task's flags every :data:`FLAG_POLL_SECONDS` while it runs: an interrupt then lands within
+        one convolution in every phase (VAE passes too), not only at the next sampling step's report."""
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.wait(FLAG_POLL_SECONDS):
+                try:
+                    take_flags(control, ray.get(self.registry.progress.remote(task_id, {}), timeout=30))
+                except Exception:  # noqa: BLE001 - a lost poll is retried; the step reports poll too
+                    continue
+
+        watcher = threading.Thread(target=watch, name="retouch-flags", daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            done.set()
+            watcher.join()
 
     def _reporter(self, request: JobRequest):
         """Each sampling step: report progress (and a preview when due) and pick up interrupt/skip flags."""
@@ -76,9 +102,7 @@ class Worker:
                 preview = preview_png_b64(denoised[:1].detach().float())
             fields = {"job_count": control.job_count, "job_no": control.job_no,
                       "sampling_step": control.sampling_step, "sampling_steps": control.sampling_steps}
-            flags = ray.get(self.registry.progress.remote(request.task_id, fields, preview), timeout=30)
-            control.interrupted = control.interrupted or flags["interrupted"]
-            control.skipped = control.skipped or flags["skipped"]
+            take_flags(control, ray.get(self.registry.progress.remote(request.task_id, fields, preview), timeout=30))
 
         return on_step
 
@@ -95,6 +119,13 @@ class Worker:
         model = await self.get_model(name)
         model.embeddings.refresh()
         model.loras.refresh()
+
+
+def take_flags(control: JobControl, flags: dict[str, Any]) -> None:
+    """Apply the registry's interrupt/skip flags for a task to its running job."""
+    while control.interrupts < flags.get("interrupts", 0):
+        control.interrupt()
+    control.skipped = control.skipped or flags["skipped"]
 
 
 def worker_class(models_per_replica: int) -> type[Worker]:

@@ -26,6 +26,7 @@ from retouch.control import Interrupted, JobControl, JobHooks
 from retouch.infotext import GenerationInfo, format_infotext, generation_params
 from retouch.models.memory import reuse_freed_memory
 from retouch.models.model import Model
+from retouch.models.padding import stop_when
 from retouch.networks.activation import Activation
 from retouch.options import Options
 from retouch.outputs import Outputs, save_image
@@ -171,7 +172,7 @@ def generate(params: Img2ImgParams | Img2ImgJob, model: Model, *, options: Optio
     if job.params.uses_soft_inpainting:
         assert job.params.soft_inpainting is not None
         log.extra.update(job.params.soft_inpainting.infotext_params())  # a script's process(): before init()
-    with model.tiling(tiling), reuse_freed_memory():
+    with model.tiling(tiling), reuse_freed_memory(), stop_when(lambda: control.interrupted):
         init = _initialize(run)
         run.info = generation_info(job, model, options, init, tiling)
         for batch in batches(job, prompts, negatives, run.batch_size):
@@ -223,14 +224,20 @@ def _run_batch(run: _Job, plan: SamplingPlan, init: InitState, batch: Batch) -> 
     stopped = sampled.interrupted and control.interrupted
     overlays = soft_overlays(run.job, init, sampled.latents, run.options)
     try:
-        for i in range(1 if stopped else len(sampled.latents)):
-            hooks = JobHooks(note=run.log.comment) if stopped else run.hooks  # the one partial decode
-            image = decode_latents(run.model, sampled.latents[i:i + 1], hooks)[0]
+        if stopped:  # the one partial image, as A1111; a second interrupt stops its decode too
+            seen = control.interrupts
+            with stop_when(lambda: control.interrupts > seen):
+                image = decode_latents(run.model, sampled.latents[:1], JobHooks(note=run.log.comment))[0]
+            _add_image(run, init, batch, 0, image, overlays)
+            control.job_no = batch.n + 1
+            return False
+        for i in range(len(sampled.latents)):
+            image = decode_latents(run.model, sampled.latents[i:i + 1], run.hooks)[0]
             _add_image(run, init, batch, i, image, overlays)
     except Interrupted:
         return False
     control.job_no = batch.n + 1
-    return not stopped
+    return True
 
 
 def _conditioning(run: _Job, texts: list[str], negatives: list[str], activation: Activation) -> BatchConditioning:

@@ -26,6 +26,7 @@ from retouch.conditioning import (
 )
 from retouch.control import Interrupted, JobControl
 from retouch.models.model import Model
+from retouch.models.padding import stop_when
 from retouch.options import Options
 from retouch.params import Img2ImgJob
 from retouch.pipeline.latents import InitState, make_rng
@@ -142,7 +143,7 @@ def sample_batch(model: Model, job: Img2ImgJob, options: Options, plan: Sampling
     control.sampling_steps, control.sampling_step = plan.steps_to_run, 0
     interrupted = False
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), stop_when(control.should_stop):  # within one convolution of a UNet call
             samples = run_sampler(plan, Interruptible(denoiser, control.should_stop),
                                   start_latents(plan, init.init_latent, noise), noise_sampler=noise_sampler,
                                   callback=lambda d: _report_step(control, d))

@@ -103,7 +103,7 @@ class JobQueue:
             if task_id is None or (current is not None and current.id == task_id):
                 if current is None:
                     return False
-                current.control.interrupted = True
+                current.control.interrupt()
                 return True
             task = self.pending.get(task_id)
             if task is None:
@@ -125,7 +125,7 @@ class JobQueue:
                 self.pending.pop(task.id, None)
                 if task.cancelled:
                     if not task.future.done():
-                        task.future.set_exception(Cancelled(f"task {task.id} was interrupted before it started"))
+                        task.future.set_exception(Cancelled("the job was interrupted before it started"))
                     continue
                 self.current = task
             task.started_at = time.time()
@@ -151,7 +151,7 @@ class JobQueue:
                 if not task.future.done():
                     task.future.set_exception(Cancelled("the server is shutting down"))
             if self.current is not None:
-                self.current.control.interrupted = True
+                self.current.control.interrupt()
 
     def stop(self) -> None:
         self._queue.put(None)
