@@ -16,8 +16,8 @@ from retouch.server.auth import basic_auth
 from retouch.server.backend import Backend, LocalBackend
 from retouch.server.checkpoints import ModelManager
 from retouch.server.errors import ApiError, envelope
+from retouch.server.limits import RequestLimits
 from retouch.server.routes import catalog, img2img, info, networks, progress
-from retouch.server.routing import BodyLimits
 from retouch.server.state import ServerConfig, ServerState
 from retouch.server.strict_json import json_safe
 
@@ -38,9 +38,10 @@ def create_app(backend: Backend | None = None, config: ServerConfig | None = Non
     backend = backend or local_backend(config)
     app = FastAPI(title="retouch", version=__version__, description="AUTOMATIC1111-compatible img2img / inpainting API")
     app.state.server = ServerState(config=config, backend=backend, options=config.options)
-    app.state.body_limits = BodyLimits(max_bytes=int(config.max_body_mb * 2**20), read_timeout=config.body_timeout)
     if config.api_auth:
         app.middleware("http")(basic_auth(config.api_auth))
+    # outermost (added last): no route, page or API, authenticated or not, reads more than this
+    app.add_middleware(RequestLimits, max_bytes=int(config.max_body_mb * 2**20), read_timeout=config.body_timeout)
     _add_error_handlers(app)
     for module in (img2img, progress, catalog, info, networks):
         app.include_router(module.router)
