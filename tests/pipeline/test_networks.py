@@ -136,6 +136,9 @@ def test_names_not_found_rescan_the_folder_once_per_job(model, monkeypatch):
     ("<lora:style:abc>", "text encoder weight in <lora:style:abc> must be a number"),
     ("<lora:style:1:1:x>", "dyn dimension"),
     ("<lora:te=1>", "names no network"),
+    ("<lora:style:nan>", "text encoder weight in <lora:style:nan> must be a finite number"),
+    ("<lora:style:1:inf>", "UNet weight in <lora:style:1:inf> must be a finite number"),
+    ("<lora:style:te=-Infinity>", "must be a finite number"),
 ])
 def test_malformed_tags_are_bad_input(model, prompt, message):
     with pytest.raises(ValueError, match=message):

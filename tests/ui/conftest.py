@@ -45,10 +45,13 @@ def write_separate_vae(folder: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def ui_server(tmp_path_factory):
-    """``retouch serve --webui`` on the bundled tiny models, with one separate VAE (``other.safetensors``)."""
+    """``retouch serve --webui`` on the bundled tiny models, with one separate VAE (``other.safetensors``) and a
+    folder the Batch sub-tab may use (``batch_root``)."""
     vae = write_separate_vae(tmp_path_factory.mktemp("vae"))
+    batch_root = tmp_path_factory.mktemp("batch-root")
     s = start(tmp_path_factory, "--webui", "--ckpt", "tiny", "--vae-dir", str(vae.parent),
-              "--outdir", str(tmp_path_factory.mktemp("ui-out")))
+              "--outdir", str(tmp_path_factory.mktemp("ui-out")), "--batch-root", str(batch_root))
+    s.batch_root = batch_root
     yield s
     s.stop()
 

@@ -344,19 +344,40 @@ def test_resize_by_shows_the_resolution_and_uses_it(page, ui_server, tmp_path, s
     assert "Size: 96x80" in generate(page)
 
 
-def test_batch_tab_processes_a_folder(page, ui_server, tmp_path):
-    inputs, outputs = tmp_path / "in", tmp_path / "out"
-    inputs.mkdir()
+def test_batch_tab_processes_a_folder(page, ui_server):
+    # names relative to the server's --batch-root; outputs named after their input, A1111's counter first
+    job = ui_server.batch_root / "job1"
+    inputs, outputs = job / "in", job / "out"
+    inputs.mkdir(parents=True)
     for i in range(2):
         source_png(inputs / f"pic{i}.png", seed=i)
     open_tab(page, "img2img_batch_tab")
-    page.locator("#img2img_batch_input_dir textarea, #img2img_batch_input_dir input").first.fill(str(inputs))
-    page.locator("#img2img_batch_output_dir textarea, #img2img_batch_output_dir input").first.fill(str(outputs))
+    page.locator("#img2img_batch_input_dir textarea, #img2img_batch_input_dir input").first.fill("job1/in")
+    page.locator("#img2img_batch_output_dir textarea, #img2img_batch_output_dir input").first.fill("job1/out")
     common(page)
     generate(page)
-    assert sorted(p.name for p in outputs.iterdir()) == ["pic0.png", "pic1.png"]
-    assert "Steps: 4" in Image.open(outputs / "pic0.png").info["parameters"]
+    assert sorted(p.name for p in outputs.iterdir()) == ["00000-pic0.png", "00001-pic1.png"]
+    assert "Steps: 4" in Image.open(outputs / "00000-pic0.png").info["parameters"]
     assert len(gallery_images(page, ui_server)) == 2
+
+
+def test_batch_tab_refuses_folders_outside_its_roots(page, ui_server, tmp_path):
+    outside = tmp_path / "private"
+    outside.mkdir()
+    source_png(outside / "photo.png")
+    open_tab(page, "img2img_batch_tab")
+    box = page.locator("#img2img_batch_input_dir textarea, #img2img_batch_input_dir input").first
+    out = page.locator("#img2img_batch_output_dir textarea, #img2img_batch_output_dir input").first
+    common(page)
+    for given, made in [(str(outside), None), ("../" * 8 + str(outside).lstrip("/"), None),
+                        ("job1/in", str(tmp_path / "made-by-page"))]:
+        box.fill(given)
+        out.fill(made or "")
+        generate(page, expect_error=True)
+        message = page.locator("#img2img_message .error").inner_text()
+        assert "not a folder below this server's batch folders" in message, message
+        assert str(ui_server.batch_root) not in message  # the server's own paths are never shown
+    assert not (tmp_path / "made-by-page").exists()
 
 
 def test_the_page_is_at_root_beside_the_api_and_nowebui_serves_the_api_only(ui_server, tmp_path_factory):

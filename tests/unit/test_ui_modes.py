@@ -81,3 +81,9 @@ def test_paste_reads_an_infotext_into_fields():
     assert (values["width"], values["height"], values["seed"]) == (96, 64, 7)
     assert values["variation"] and values["subseed"] == 3 and values["subseed_strength"] == 0.25
     assert values["mask_blur"] == 2 and values["sampler_name"] == "Euler a"
+
+
+def test_paste_leaves_out_numbers_that_are_not_finite():
+    values = fields_from_infotext("a cat\nSteps: 1e400, CFG scale: inf, Seed: nan, Denoising strength: 0.5")
+    assert values["denoising_strength"] == 0.5  # this raised OverflowError on the page before
+    assert not {"steps", "cfg_scale", "seed"} & set(values)

@@ -70,6 +70,9 @@ def _serve_parser(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     serve.add_argument("--port", type=int, default=7860)
     serve.add_argument("--nowebui", action="store_true", help="serve the API only, without the web page at /")
+    serve.add_argument("--batch-root", action="append", default=None, metavar="DIR",
+                       help="let the page's Batch sub-tab read and write folders below DIR (repeatable; off by "
+                            "default: the page then names no server folder at all)")
     serve.add_argument("--api-auth", default=None, help="USER:PASS[,USER2:PASS2] — HTTP Basic on every route")
     serve.add_argument("--max-queue", type=int, default=16, help="queued jobs before new ones get 503")
     serve.add_argument("--outdir", default=None, help="where save_images=true writes (default outputs/img2img-images)")
@@ -82,10 +85,14 @@ def _serve_parser(serve: argparse.ArgumentParser) -> None:
     limits.add_argument("--max-images", type=int, default=100,
                         help="n_iter × batch_size one request may ask for (default 100)")
     limits.add_argument("--max-job-steps", type=int, default=10_000,
-                        help="n_iter × batch_size × steps one request may ask for (default 10000)")
+                        help="n_iter × batch_size × steps (× AND sub-prompts) one request may ask for "
+                             "(default 10000)")
     limits.add_argument("--max-request-pixels", type=int, default=64 * 2**20,
                         help="pixels one request may hold: its images plus width × height × batch_size × n_iter "
                              "(default 64 Mi)")
+    limits.add_argument("--max-upload-storage-mb", type=float, default=1024.0,
+                        help="disk the page's uploads and shown images may hold at once; unused ones expire after "
+                             "an hour (default 1024)")
     limits.add_argument("--body-timeout", type=float, default=60.0,
                         help="seconds a client has to send a whole request body (default 60)")
     limits.add_argument("--header-timeout", type=float, default=10.0,

@@ -12,6 +12,7 @@ the prompt used.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,9 +41,12 @@ class NetworkCall:
 
 def _number(value: str, what: str, tag: str, kind: type = float) -> Any:
     try:
-        return kind(value)
+        number = kind(value)
     except ValueError:
         raise ValueError(f"prompt: the {what} in {tag} must be a number, got {value!r}") from None
+    if not math.isfinite(number):  # float() reads "nan" and "inf": a NaN weight makes a black picture
+        raise ValueError(f"prompt: the {what} in {tag} must be a finite number, got {value!r}")
+    return number
 
 
 def network_calls(tags: Mapping[str, list[ExtraNetworkParams]]) -> list[NetworkCall]:

@@ -16,13 +16,12 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from retouch.models.checkpoint import CheckpointError, file_sha256, read_safetensors_metadata
-from retouch.models.paths import cache_dir
+from retouch.models.paths import cache_dir, walk_files
 
 logger = logging.getLogger(__name__)
 
@@ -91,24 +90,6 @@ def read_network_file(name: str, path: Path) -> NetworkFile:
             logger.warning("%s", e)
     ordered = dict(sorted(metadata.items(), key=lambda item: _METADATA_ORDER.get(item[0], 999)))
     return NetworkFile(name, path, ordered)
-
-
-def natural_key(text: str) -> list:
-    """A1111's order of names: digit runs compare as numbers, the rest case-insensitively."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
-
-
-def walk_files(folder: Path, suffixes: tuple[str, ...]) -> Iterator[Path]:
-    """Files below ``folder`` with one of ``suffixes``, in A1111's order (``shared.walk_files``): folders in
-    natural order, files in natural order within each (hidden folders too: A1111's ``list_hidden_files``
-    is on by default)."""
-    if not folder.is_dir():
-        return
-    walked = sorted(os.walk(folder, followlinks=True), key=lambda item: natural_key(item[0]))
-    for root, _, files in walked:
-        for name in sorted(files, key=natural_key):
-            if os.path.splitext(name)[1].lower() in suffixes:
-                yield Path(root) / name
 
 
 @dataclass

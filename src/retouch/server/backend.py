@@ -62,6 +62,7 @@ class JobRequest:
     keep_checkpoint: bool = False
     outdir: str | None = None  # save samples and grid here (None: don't save)
     grid: bool = False
+    filename_stem: str | None = None  # name samples after an input file (a folder batch), not their seed
 
 
 @dataclass(frozen=True)
@@ -271,13 +272,14 @@ class LocalBackend(CheckpointCatalogue):
         return self.models.loaded_title
 
     def embeddings(self) -> dict[str, Any]:
-        database = self.models.get().embeddings
+        # the model jobs last ran on, as A1111 lists its loaded model's: never a load (or a switch) of its own
+        database = (self.models.loaded or self.models.get()).embeddings
         database.check_for_changes()
         return {"loaded": {name: e.as_api() for name, e in database.loaded.items()},
                 "skipped": {name: e.as_api() for name, e in database.skipped.items()}}
 
     def refresh_embeddings(self) -> None:
-        self.models.get().embeddings.refresh()
+        (self.models.loaded or self.models.get()).embeddings.refresh()
 
     def refresh_loras(self) -> None:
         model = self.models.loaded
@@ -303,7 +305,8 @@ def run_job(model: Model, request: JobRequest, control: JobControl, queued_s: fl
     """Run a request's job on ``model``; A1111's response values."""
     started = time.perf_counter()
     job = with_images(request)
-    outputs = Outputs(samples_dir=request.outdir, grids_dir=request.outdir, grid=request.grid)
+    outputs = Outputs(samples_dir=request.outdir, grids_dir=request.outdir, grid=request.grid,
+                      filename_stem=request.filename_stem)
     result = generate(job, model, options=request.options, control=control, outputs=outputs)
     info = Processed.from_result(job.params, model, request.options, result).js()
     error = result.save_error

@@ -13,7 +13,7 @@ from retouch.models import Model, load_model
 from retouch.models.checkpoint import cached_sha256
 from retouch.models.loader import TINY_MODELS, load_vae
 from retouch.models.model import dtype_of
-from retouch.networks.files import natural_key
+from retouch.models.paths import natural_key
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")

@@ -39,6 +39,9 @@ class ServerConfig:
     body_timeout: float = 60.0  # seconds to receive a whole request body
     header_timeout: float = 10.0  # seconds to receive a request's headers
     max_connections: int = 512
+    # the page (retouch.ui)
+    max_upload_storage_mb: float = 1024.0  # its uploads and shown images on disk at once
+    batch_roots: tuple[str, ...] = ()  # folders the Batch sub-tab may read and write below (none: it is off)
 
 
 @dataclass

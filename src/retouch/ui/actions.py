@@ -6,11 +6,15 @@ progress, and read infotexts back into the fields. No Gradio imports: handlers g
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import io
+import math
 import time
 import uuid
 from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -18,6 +22,7 @@ from PIL import Image
 from retouch.infotext import generation_parameters
 from retouch.server.backend import Cancelled, DuplicateTask, JobOutcome, QueueFull, Unavailable
 from retouch.server.errors import ApiError
+from retouch.server.images import decode_opened, open_image
 from retouch.server.requests import job_request
 from retouch.server.schemas import Img2ImgRequest
 from retouch.server.state import ServerState
@@ -106,12 +111,16 @@ def new_task_id() -> str:
     return f"task({uuid.uuid4().hex[:15]})"
 
 
-async def run_request(state: ServerState, fields: dict[str, Any]) -> JobOutcome:
-    """Validate and run one request exactly as ``POST /sdapi/v1/img2img`` does; PageError on anything wrong."""
+async def run_request(state: ServerState, fields: dict[str, Any], adjust: dict[str, Any] | None = None
+                      ) -> JobOutcome:
+    """Validate and run one request exactly as ``POST /sdapi/v1/img2img`` does; PageError on anything wrong.
+    ``adjust``: :class:`JobRequest` fields the API does not offer (where a folder batch saves)."""
     from starlette.concurrency import run_in_threadpool
 
     try:
         request = await run_in_threadpool(job_request, Img2ImgRequest(**fields), state)
+        if adjust:
+            request = dataclasses.replace(request, **adjust)
         return await state.backend.run(request)
     except ApiError as e:
         raise PageError(str(e.detail)) from None
@@ -125,15 +134,62 @@ async def run_request(state: ServerState, fields: dict[str, Any]) -> JobOutcome:
 
 async def generate(state: ServerState, mode: Mode, inputs: ModeInputs, fields: Fields, task_id: str
                    ) -> tuple[list[Image.Image], str]:
-    """Run the tab's job; the result images (with their infotext) and A1111's info JSON."""
+    """Run the tab's job; the result images (with their infotext) and A1111's info JSON. Files are read and
+    images made off the event loop."""
+    from starlette.concurrency import run_in_threadpool
+
+    request = await run_in_threadpool(page_request, state.config.max_pixels, mode, inputs, fields, task_id)
+    outcome = await run_request(state, request)
+    return outcome.images, outcome.info
+
+
+def page_request(max_pixels: int, mode: Mode, inputs: ModeInputs, fields: Fields, task_id: str) -> dict[str, Any]:
+    """The API request of the tab's fields and files (``inputs``: paths in the page's upload folder, as Gradio
+    hands them over); each image's header is checked against ``max_pixels`` before it is decoded."""
     if not 0 <= fields.denoising_strength <= 1:
         raise PageError(f"Denoising strength must be between 0 and 1, got {fields.denoising_strength}")
     try:
-        image, mask = image_and_mask(mode, inputs, int(fields.mask_blur), float(fields.mask_alpha))
+        loaded = ModeInputs(**{f.name: read_uploads(getattr(inputs, f.name), max_pixels)
+                               for f in dataclass_fields(ModeInputs)})
+        image, mask = image_and_mask(mode, loaded, int(fields.mask_blur), float(fields.mask_alpha))
+    except ApiError as e:
+        raise PageError(e.detail) from None
     except ValueError as e:
         raise PageError(str(e)) from None
-    outcome = await run_request(state, request_fields(fields, image, mask, task_id))
-    return outcome.images, outcome.info
+    return request_fields(fields, image, mask, task_id)
+
+
+def read_uploads(value: Any, max_pixels: int) -> Any:
+    """``value`` with every file path (also inside an image editor's value) replaced by its decoded image."""
+    if isinstance(value, str):
+        return read_upload(value, max_pixels)
+    if isinstance(value, dict):
+        return {key: read_uploads(item, max_pixels) for key, item in value.items()}
+    if isinstance(value, list):
+        return [read_uploads(item, max_pixels) for item in value]
+    return value
+
+
+def read_upload(path: str | Path, max_pixels: int, field: str = "image") -> Image.Image:
+    """An uploaded file as the API reads an image: header checked first, then decoded (ApiError 413/422)."""
+    return decode_opened(open_image(Path(path).read_bytes(), field, max_pixels), field)
+
+
+def editor_files(inputs: ModeInputs) -> list[Path]:
+    """The files of the image editors' values: the editor uploads them anew for every job, so they are the job's
+    own and can go once it has read them."""
+    found: list[Path] = []
+
+    def collect(value: Any) -> None:
+        if isinstance(value, str):
+            found.append(Path(value))
+        elif isinstance(value, dict | list):
+            for item in value.values() if isinstance(value, dict) else value:
+                collect(item)
+
+    for editor in (inputs.sketch, inputs.inpaint, inputs.inpaint_sketch):
+        collect(editor)
+    return found
 
 
 def info_html(text: str, seconds: float | None = None) -> str:
@@ -197,9 +253,12 @@ def fields_from_infotext(text: str, restore_lora_names=None) -> dict[str, Any]:
         if key not in params:
             continue
         try:
-            out[name] = kind(float(params[key])) if kind is int else kind(params[key])
-        except (TypeError, ValueError):
+            value = kind(float(params[key])) if kind is int else kind(params[key])
+        except (TypeError, ValueError, OverflowError):  # "Steps: 1e400" is no number of steps
             continue
+        if isinstance(value, float) and not math.isfinite(value):
+            continue
+        out[name] = value
     if "Variation seed" in params or "Seed resize from-1" in params:
         out["variation"] = True
     if "Size-1" in params:

@@ -1,97 +1,136 @@
-"""The Batch sub-tab (mode 5, spec §3.3): every image of a folder through the same queue, one job each."""
+"""The Batch sub-tab (mode 5): the images of a server folder through the same queue, one job each, with A1111's
+rules (:mod:`retouch.folder_batch`).
+
+It names folders on the server, so it is off unless ``retouch serve --batch-root DIR`` (A1111 has the opposite
+switch, ``--hide-ui-dir-config``). Its folders are then confined below those roots: a name is relative to a root
+or absolute inside one, links that lead out are not followed, and a message names a folder as the user wrote it,
+never the server's path. Scanning, reading and writing run off the event loop.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import random
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
+from starlette.concurrency import run_in_threadpool
 
-from retouch.infotext import generation_parameters
-from retouch.outputs import encode_image, image_texts
+from retouch.folder_batch import FolderJob, FolderPlan, fixed_seed, plan_folder, png_info_changes
+from retouch.server.errors import ApiError
 from retouch.server.state import ServerState
 from retouch.ui import actions
 from retouch.ui.actions import Fields, PageError
 
-EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff"}
+MAX_BATCH_FILES = 10_000  # images one page batch may scan
 
 
-def list_images(folder: Path) -> list[Path]:
-    """Image files below ``folder`` (recursively), in name order."""
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS)
+class BatchRoots:
+    """The folders the Batch sub-tab may read and write below (``--batch-root``; none: the tab is off)."""
+
+    def __init__(self, roots: tuple[str, ...]):
+        self.roots = tuple(Path(os.path.realpath(r)) for r in roots)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.roots)
+
+    def inside(self, path: Path) -> bool:
+        real = Path(os.path.realpath(path))
+        return any(real.is_relative_to(root) for root in self.roots)
+
+    def folder(self, name: str, what: str, *, create: bool = False) -> Path:
+        """The folder ``name`` means below a root (made when ``create``), or :class:`PageError`."""
+        if not self.enabled:
+            raise PageError("Batch from folders is off on this server (start it with --batch-root DIR)")
+        text = name.strip()
+        if not text:
+            raise PageError(f"{what}: give a folder")
+        candidates = [Path(text)] if os.path.isabs(text) else [root / text for root in self.roots]
+        for candidate in candidates:
+            real = Path(os.path.realpath(candidate))
+            if not self.inside(real):
+                continue
+            if create:
+                try:
+                    real.mkdir(parents=True, exist_ok=True)
+                except OSError:
+                    raise PageError(f"{what}: cannot make the folder {text!r}") from None
+            if real.is_dir():
+                return real
+        raise PageError(f"{what}: {text!r} is not a folder below this server's batch folders")
 
 
-def mask_for(image: Path, masks: list[Path]) -> Path | None:
-    """A single mask file serves every image; otherwise the mask whose stem is the image's."""
-    if len(masks) == 1:
-        return masks[0]
-    return next((m for m in masks if m.stem == image.stem), None)
+@dataclass(frozen=True)
+class BatchInputs:
+    """What the Batch sub-tab holds."""
+
+    input_dir: str = ""
+    output_dir: str = ""
+    mask_dir: str = ""
+    use_png_info: bool = False
+    png_info_props: tuple[str, ...] = ()
 
 
-def png_info_fields(fields: Fields, image: Image.Image, props: list[str]) -> Fields:
-    """"Append png info": the prompts are appended to, the other chosen parameters replaced by the file's."""
-    text = image.info.get("parameters")
-    if not isinstance(text, str) or not text:
-        return fields
-    params = generation_parameters(text)
-    changes: dict[str, Any] = {}
-    if "Prompt" in props and params.get("Prompt"):
-        changes["prompt"] = f"{fields.prompt} {params['Prompt']}".strip()
-    if "Negative prompt" in props and params.get("Negative prompt"):
-        changes["negative_prompt"] = f"{fields.negative_prompt} {params['Negative prompt']}".strip()
-    for prop, name, kind in (("Seed", "seed", int), ("CFG scale", "cfg_scale", float), ("Sampler", "sampler_name", str),
-                             ("Steps", "steps", int)):
-        if prop in props and prop in params:
-            changes[name] = kind(float(params[prop])) if kind is int else kind(params[prop])
-    return dataclasses.replace(fields, **changes)
-
-
-async def run_batch(state: ServerState, fields: Fields, input_dir: str, output_dir: str, mask_dir: str,
-                    use_png_info: bool, props: list[str]) -> tuple[list[Image.Image], str]:
-    if not input_dir or not Path(input_dir).is_dir():
-        raise PageError(f"Batch: input directory {input_dir!r} is not a folder on the server")
-    images = list_images(Path(input_dir))
-    if not images:
-        raise PageError(f"Batch: no images in {input_dir}")
-    masks = list_images(Path(mask_dir)) if mask_dir and Path(mask_dir).is_dir() else []
-    out = Path(output_dir) if output_dir else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-    if fields.seed == -1:  # one seed for the whole batch (A1111's fix_seed)
-        fields = dataclasses.replace(fields, seed=random.randrange(4294967294))
+async def run_batch(state: ServerState, roots: BatchRoots, fields: Fields, inputs: BatchInputs, task_id: str,
+                    should_stop: Callable[[], bool]) -> tuple[list[Image.Image], str, list[str]]:
+    """Run the batch; the images to show (``img2img_batch_show_results_limit``), the last info JSON, warnings."""
+    plan, out = await run_in_threadpool(_plan, roots, inputs)
+    fields = dataclasses.replace(fields, seed=fixed_seed(fields.seed))  # one seed for the whole batch
     shown: list[Image.Image] = []
     info = ""
     limit = state.options.img2img_batch_show_results_limit
-    for path in images:
-        with Image.open(path) as opened:
-            opened.load()
-            image = opened.copy()
-        mask = None
-        if masks:
-            mask_path = mask_for(path, masks)
-            if mask_path is None:
-                continue  # A1111: an image without a mask is skipped
-            with Image.open(mask_path) as opened_mask:
-                opened_mask.load()
-                mask = opened_mask.copy()
-        job_fields = png_info_fields(fields, image, props) if use_png_info else fields
-        request = actions.request_fields(job_fields, image, mask, actions.new_task_id())
-        outcome = await actions.run_request(state, {**request, "save_images": out is None})
+    for job in plan.jobs:
+        if should_stop():
+            break
+        request = await run_in_threadpool(_request, state, fields, inputs, job, task_id)
+        adjust = {"outdir": str(out), "filename_stem": job.image.stem, "grid": False} if out is not None else {}
+        outcome = await actions.run_request(state, request, adjust)
         info = outcome.info
-        for n, result in enumerate(outcome.images):
-            if out is not None:
-                _save(result, out, path.stem if len(outcome.images) == 1 else f"{path.stem}-{n}")
-            if limit < 0 or len(shown) < limit:
-                shown.append(result)
-    return shown, info
+        shown.extend(outcome.images[:max(limit - len(shown), 0)] if limit >= 0 else outcome.images)
+    warnings = [f"no mask for {p.name}; skipped" for p in plan.without_mask]
+    return shown, info, warnings
 
 
-def _save(image: Image.Image, folder: Path, stem: str) -> None:
-    target = folder / f"{stem}.png"
-    number = 1
-    while target.exists():  # never overwrite: a number suffix on a clash
-        target = folder / f"{stem}-{number:04d}.png"
-        number += 1
-    target.write_bytes(encode_image(image, "png", texts=image_texts(image)))
+def _plan(roots: BatchRoots, inputs: BatchInputs) -> tuple[FolderPlan, Path | None]:
+    source = roots.folder(inputs.input_dir, "Input directory")
+    masks = roots.folder(inputs.mask_dir, "Inpaint batch mask directory") if inputs.mask_dir.strip() else None
+    out = roots.folder(inputs.output_dir, "Output directory", create=True) if inputs.output_dir.strip() else None
+    try:
+        plan = plan_folder(source, masks, follow_links=False, limit=MAX_BATCH_FILES)
+    except ValueError as e:
+        raise PageError(f"Input directory {inputs.input_dir.strip()!r}: {e}") from None
+    plan.jobs = [job for job in plan.jobs if roots.inside(job.image) and (job.mask is None or roots.inside(job.mask))]
+    if not plan.jobs:
+        raise PageError(f"Batch: no images to process in {inputs.input_dir.strip()!r}")
+    return plan, out
+
+
+def _request(state: ServerState, fields: Fields, inputs: BatchInputs, job: FolderJob, task_id: str) -> dict[str, Any]:
+    """One file's API request (in a worker thread): its image and mask read as uploads are, header first."""
+    max_pixels = state.config.max_pixels
+    try:
+        image = actions.read_upload(job.image, max_pixels, field=job.image.name)
+        mask = actions.read_upload(job.mask, max_pixels, field=job.mask.name) if job.mask is not None else None
+        overrides: dict[str, Any] = {}
+        if inputs.use_png_info:
+            changes = png_info_changes(image.info.get("parameters"), inputs.png_info_props, fields.prompt,
+                                       fields.negative_prompt)
+            model_hash = changes.pop("sd_model_checkpoint", None)
+            if model_hash is not None:  # A1111: the checkpoint with that hash, if there is one
+                with contextlib.suppress(ValueError):
+                    overrides["sd_model_checkpoint"] = state.backend.find_checkpoint(model_hash)
+            fields = dataclasses.replace(fields, **changes)
+    except ApiError as e:
+        raise PageError(e.detail) from None
+    except ValueError as e:
+        raise PageError(f"{job.image.name}: {e}") from None
+    request = actions.request_fields(fields, image, mask, task_id)
+    request["save_images"] = True
+    if overrides:
+        request["override_settings"] = overrides
+    return request

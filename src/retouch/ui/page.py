@@ -10,23 +10,32 @@ from dataclasses import fields as dataclass_fields
 from typing import Any
 
 import gradio as gr
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
 
+from retouch.folder_batch import PNG_INFO_PROPS
 from retouch.sampling.registry import SAMPLERS
 from retouch.sampling.schedules import SCHEDULERS
 from retouch.server.checkpoints import AUTOMATIC_VAE, vae_settings
+from retouch.server.errors import ApiError
 from retouch.server.state import ServerState
 from retouch.ui import actions
 from retouch.ui.actions import INPAINT_AREAS, INPAINT_FILLS, MASK_MODES, RESIZE_MODES, Fields, PageError
-from retouch.ui.modes import Mode, ModeInputs, to_image
+from retouch.ui.batch import BatchInputs, BatchRoots, run_batch
+from retouch.ui.modes import Mode, ModeInputs
+from retouch.ui.uploads import UploadFolder
 
 # Sub-tab ids, A1111's
 TAB_IDS = {Mode.IMG2IMG: "img2img_img2img_tab", Mode.SKETCH: "img2img_img2img_sketch_tab",
            Mode.INPAINT: "img2img_inpaint_tab", Mode.INPAINT_SKETCH: "img2img_inpaint_sketch_tab",
            Mode.INPAINT_UPLOAD: "img2img_inpaint_upload_tab", Mode.BATCH: "img2img_batch_tab"}
 FIELD_NAMES = [f.name for f in dataclass_fields(Fields)]
+# Image inputs arrive as paths in the page's upload folder (checked by retouch.ui.guard): Gradio neither decodes
+# nor converts them (that would happen on the event loop, before any size check); the handlers read them.
+FILE: dict[str, Any] = {"type": "filepath", "image_mode": None, "format": "png"}
 
 
-def build(state: ServerState) -> gr.Blocks:
+def build(state: ServerState, uploads: UploadFolder) -> gr.Blocks:
     with gr.Blocks(title="retouch", analytics_enabled=False) as page:
         with gr.Row(elem_id="quicksettings"):
             # values are read at each page load: the API (POST /sdapi/v1/options) may have changed them
@@ -42,7 +51,7 @@ def build(state: ServerState) -> gr.Blocks:
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 png = _png_info_tab()
         _wire_checkpoint(state, checkpoint, refresh, vae)
-        _wire_img2img(state, ui)
+        _wire_img2img(state, ui, uploads)
         _wire_png_info(state, png, ui, top_tabs)
     return page
 
@@ -64,7 +73,7 @@ def _img2img_tab(state: ServerState) -> dict[str, Any]:
             ui["paste"] = gr.Button("Read generation parameters", elem_id="img2img_paste", size="sm")
     with gr.Row():
         with gr.Column(scale=1):
-            _mode_tabs(ui)
+            _mode_tabs(ui, bool(state.config.batch_roots))
             _resize_controls(ui)
             _sampling_controls(ui)
             _inpaint_controls(ui)
@@ -73,7 +82,7 @@ def _img2img_tab(state: ServerState) -> dict[str, Any]:
             ui["live_preview"] = gr.Image(label="Live preview", elem_id="img2img_live_preview", format="png",
                                           interactive=False, visible=True, height=160)
             ui["gallery"] = gr.Gallery(label="Output", elem_id="img2img_gallery", format="png", columns=2,
-                                       interactive=False, type="pil")
+                                       interactive=False, type="filepath")
             with gr.Row():
                 ui["send_img2img"] = gr.Button("Send to img2img", elem_id="img2img_send_to_img2img", size="sm")
                 ui["send_inpaint"] = gr.Button("Send to inpaint", elem_id="img2img_send_to_inpaint", size="sm")
@@ -88,43 +97,48 @@ def _img2img_tab(state: ServerState) -> dict[str, Any]:
     return ui
 
 
-def _mode_tabs(ui: dict[str, Any]) -> None:
+def _batch_tab(ui: dict[str, Any], enabled: bool) -> None:
+    if enabled:
+        gr.Markdown("Process the images of a folder on the server (`Input directory`, below the folders this "
+                    "server allows); results go to `Output directory`. With an `Inpaint batch mask directory`, its "
+                    "one mask (or each image's same-named mask) is used.")
+    else:
+        gr.Markdown("Batch from folders is off on this server: it reads and writes server folders, so it is "
+                    "enabled only by starting the server with `--batch-root DIR`.", elem_id="img2img_batch_off")
+    ui["batch_input_dir"] = gr.Textbox(label="Input directory", elem_id="img2img_batch_input_dir",
+                                       interactive=enabled)
+    ui["batch_output_dir"] = gr.Textbox(label="Output directory", elem_id="img2img_batch_output_dir",
+                                        interactive=enabled)
+    ui["batch_mask_dir"] = gr.Textbox(label="Inpaint batch mask directory (required for inpaint batch processing "
+                                      "only)", elem_id="img2img_batch_inpaint_mask_dir", interactive=enabled)
+    ui["batch_use_png_info"] = gr.Checkbox(label="Append png info to prompts", elem_id="img2img_batch_use_png_info",
+                                           interactive=enabled)
+    ui["batch_png_info_props"] = gr.CheckboxGroup(list(PNG_INFO_PROPS), label="Parameters to take from png info",
+                                                  elem_id="img2img_batch_png_info_props", interactive=enabled)
+
+
+def _mode_tabs(ui: dict[str, Any], batch_enabled: bool) -> None:
     brush = gr.Brush(default_size=24, colors=["#ffffff"], color_mode="fixed")
     with gr.Tabs(elem_id="mode_img2img") as ui["mode_tabs"]:
         with gr.Tab("img2img", id=int(Mode.IMG2IMG), elem_id=TAB_IDS[Mode.IMG2IMG]) as tab0:
-            ui["image"] = gr.Image(label="Image for img2img", elem_id="img2img_image", type="pil", image_mode="RGBA",
-                                   format="png", sources=["upload", "clipboard"], height=420)
+            ui["image"] = gr.Image(label="Image for img2img", elem_id="img2img_image", **FILE,
+                                   sources=["upload", "clipboard"], height=420)
         with gr.Tab("Sketch", id=int(Mode.SKETCH), elem_id=TAB_IDS[Mode.SKETCH]) as tab1:
-            ui["sketch"] = gr.ImageEditor(label="Image for img2img", elem_id="img2img_sketch", type="pil",
-                                          image_mode="RGB", format="png", sources=["upload", "clipboard"],
-                                          brush=gr.Brush(default_size=12), height=420)
+            ui["sketch"] = gr.ImageEditor(label="Image for img2img", elem_id="img2img_sketch", **FILE,
+                                          sources=["upload", "clipboard"], brush=gr.Brush(default_size=12),
+                                          height=420)
         with gr.Tab("Inpaint", id=int(Mode.INPAINT), elem_id=TAB_IDS[Mode.INPAINT]) as tab2:
-            ui["inpaint"] = gr.ImageEditor(label="Image for inpainting with mask", elem_id="img2maskimg", type="pil",
-                                           image_mode="RGBA", format="png", sources=["upload", "clipboard"],
-                                           brush=brush, height=420)
+            ui["inpaint"] = gr.ImageEditor(label="Image for inpainting with mask", elem_id="img2maskimg", **FILE,
+                                           sources=["upload", "clipboard"], brush=brush, height=420)
         with gr.Tab("Inpaint sketch", id=int(Mode.INPAINT_SKETCH), elem_id=TAB_IDS[Mode.INPAINT_SKETCH]) as tab3:
-            ui["inpaint_sketch"] = gr.ImageEditor(label="Color sketch inpainting", elem_id="inpaint_sketch",
-                                                  type="pil", image_mode="RGB", format="png",
+            ui["inpaint_sketch"] = gr.ImageEditor(label="Color sketch inpainting", elem_id="inpaint_sketch", **FILE,
                                                   sources=["upload", "clipboard"], brush=gr.Brush(default_size=12),
                                                   height=420)
         with gr.Tab("Inpaint upload", id=int(Mode.INPAINT_UPLOAD), elem_id=TAB_IDS[Mode.INPAINT_UPLOAD]) as tab4:
-            ui["upload_image"] = gr.Image(label="Image", elem_id="img_inpaint_base", type="pil", image_mode="RGBA",
-                                          format="png", sources=["upload"])
-            ui["upload_mask"] = gr.Image(label="Mask", elem_id="img_inpaint_mask", type="pil", image_mode="RGBA",
-                                         format="png", sources=["upload"])
+            ui["upload_image"] = gr.Image(label="Image", elem_id="img_inpaint_base", **FILE, sources=["upload"])
+            ui["upload_mask"] = gr.Image(label="Mask", elem_id="img_inpaint_mask", **FILE, sources=["upload"])
         with gr.Tab("Batch", id=int(Mode.BATCH), elem_id=TAB_IDS[Mode.BATCH]) as tab5:
-            gr.Markdown("Process the images of a folder on the server (`Input directory`); results go to "
-                        "`Output directory`. With an `Inpaint batch mask directory`, its one mask (or each "
-                        "image's same-named mask) is used.")
-            ui["batch_input_dir"] = gr.Textbox(label="Input directory", elem_id="img2img_batch_input_dir")
-            ui["batch_output_dir"] = gr.Textbox(label="Output directory", elem_id="img2img_batch_output_dir")
-            ui["batch_mask_dir"] = gr.Textbox(label="Inpaint batch mask directory (required for inpaint batch "
-                                              "processing only)", elem_id="img2img_batch_inpaint_mask_dir")
-            ui["batch_use_png_info"] = gr.Checkbox(label="Append png info to prompts",
-                                                   elem_id="img2img_batch_use_png_info")
-            ui["batch_png_info_props"] = gr.CheckboxGroup(
-                ["Prompt", "Negative prompt", "Seed", "CFG scale", "Sampler", "Steps", "Model hash"],
-                label="Parameters to take from png info", elem_id="img2img_batch_png_info_props")
+            _batch_tab(ui, batch_enabled)
     ui["mode"] = gr.State(int(Mode.IMG2IMG))
     ui["mode_tab_list"] = [tab0, tab1, tab2, tab3, tab4, tab5]
 
@@ -251,7 +265,7 @@ def _field_components(ui: dict[str, Any]) -> list[Any]:
     return [ui[name] for name in FIELD_NAMES]
 
 
-def _wire_img2img(state: ServerState, ui: dict[str, Any]) -> None:
+def _wire_img2img(state: ServerState, ui: dict[str, Any], uploads: UploadFolder) -> None:
     for mode, tab in enumerate(ui["mode_tab_list"]):
         tab.select(lambda m=mode: _mode_selected(m), None,
                    [ui["mode"], ui["inpaint_controls"], ui["mask_alpha"]])
@@ -270,19 +284,25 @@ def _wire_img2img(state: ServerState, ui: dict[str, Any]) -> None:
               ui["batch_use_png_info"], ui["batch_png_info_props"], *_field_components(ui)]
     started = ui["generate"].click(_start, None, [ui["task"], ui["started"], ui["timer"], ui["message"], ui["info"]],
                                    concurrency_limit=None, queue=False)
-    started.then(_run_job(state), [ui["task"], ui["started"], *inputs],
+    stopping: set[str] = set()  # tasks whose Interrupt was clicked: a folder batch stops between its files
+    started.then(_run_job(state, uploads, stopping), [ui["task"], ui["started"], *inputs],
                  [ui["gallery"], ui["info"], ui["generation_info"], ui["message"], ui["timer"], ui["progress"],
                   ui["live_preview"], ui["task"]],
                  concurrency_limit=None)
     ui["timer"].tick(_progress(state), [ui["task"], ui["started"]], [ui["progress"], ui["live_preview"]],
                      concurrency_limit=None, show_progress="hidden")
-    ui["interrupt"].click(lambda task: state.backend.interrupt(task) and None, ui["task"], None, queue=False)
+    def interrupt(task: str | None) -> None:
+        if task:
+            stopping.add(task)
+        state.backend.interrupt(task)
+
+    ui["interrupt"].click(interrupt, ui["task"], None, queue=False)
     ui["skip"].click(lambda: state.backend.skip(), None, None, queue=False)
     paste_outputs = [*_field_components(ui), ui["seed_extras"]]
     ui["paste"].click(_paste(state), ui["prompt"], paste_outputs)
     for name, mode, target in (("send_img2img", Mode.IMG2IMG, "image"), ("send_inpaint", Mode.INPAINT, "inpaint"),
                                ("send_sketch", Mode.SKETCH, "sketch")):
-        ui[name].click(_send(mode, target == "image"), [ui["gallery"], ui["selected"]],
+        ui[name].click(_send(state, mode, target == "image"), [ui["gallery"], ui["selected"]],
                        [ui[target], ui["mode_tabs"], ui["mode"], ui["inpaint_controls"], ui["mask_alpha"]])
 
 
@@ -296,11 +316,22 @@ def _scale_preview(scale: float, mode: int, *values: Any) -> str:
                    Mode.INPAINT_SKETCH: values[3], Mode.INPAINT_UPLOAD: values[4]}.get(Mode(mode))
     if isinstance(image_value, dict):
         image_value = image_value.get("background")
-    image = to_image(image_value)
-    if image is None:
+    size = _size_of(image_value)
+    if size is None:
         return ""
-    width, height = int(image.width * scale), int(image.height * scale)
-    return f"<span class='resolution'>{image.width}x{image.height} → <b>{width}x{height}</b></span>"
+    width, height = int(size[0] * scale), int(size[1] * scale)
+    return f"<span class='resolution'>{size[0]}x{size[1]} → <b>{width}x{height}</b></span>"
+
+
+def _size_of(value: Any) -> tuple[int, int] | None:
+    """An uploaded image's size, from its header (nothing decoded)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        with Image.open(value) as image:
+            return image.size
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
 
 
 def _reuse_seed(info: str, selected: int) -> int | dict:
@@ -322,25 +353,33 @@ def _start() -> tuple[str, float, gr.Timer, str, str]:
     return actions.new_task_id(), time.time(), gr.Timer(active=True), "", ""
 
 
-def _run_job(state: ServerState):
+def _run_job(state: ServerState, uploads: UploadFolder, stopping: set[str]):
     async def run(task_id: str, started: float, mode: int, image, sketch, inpaint, inpaint_sketch, upload_image,
                   upload_mask, batch_in, batch_out, batch_masks, batch_png, batch_props, *values: Any):
         fields = Fields(**dict(zip(FIELD_NAMES, values, strict=True)))
         done = (gr.Timer(active=False), "", None, None)
+        notes = ""
         try:
             if Mode(mode) == Mode.BATCH:
-                from retouch.ui.batch import run_batch
-
-                images, info = await run_batch(state, fields, batch_in, batch_out, batch_masks, batch_png,
-                                               batch_props or [])
+                batch = BatchInputs(batch_in or "", batch_out or "", batch_masks or "", bool(batch_png),
+                                    tuple(batch_props or ()))
+                try:
+                    images, info, warnings = await run_batch(state, BatchRoots(state.config.batch_roots), fields,
+                                                             batch, task_id, lambda: task_id in stopping)
+                finally:
+                    stopping.discard(task_id)
+                notes = "".join(f"<div class='warning'>{_escape(w)}</div>" for w in warnings)
             else:
                 inputs = ModeInputs(image, sketch, inpaint, inpaint_sketch, upload_image, upload_mask)
-                images, info = await actions.generate(state, Mode(mode), inputs, fields, task_id)
+                try:
+                    images, info = await actions.generate(state, Mode(mode), inputs, fields, task_id)
+                finally:
+                    await run_in_threadpool(uploads.remove, actions.editor_files(inputs))
         except PageError as e:
             message = f"<div class='error' role='alert'>{_escape(str(e))}</div>"
             return (gr.update(), gr.update(), gr.update(), message, *done)
         text = images[0].info.get("parameters", "") if images else ""
-        return (images, actions.info_html(text, time.time() - started), info, "", *done)
+        return (images, actions.info_html(text, time.time() - started), info, notes, *done)
 
     return run
 
@@ -369,12 +408,20 @@ def _paste(state: ServerState):
     return paste
 
 
-def _send(mode: Mode, plain_image: bool):
+def _open(state: ServerState, path: str) -> Image.Image:
+    """An uploaded (or shown) file as an image, its header checked first; a message on the page otherwise."""
+    try:
+        return actions.read_upload(path, state.config.max_pixels)
+    except (ApiError, ValueError) as e:
+        raise gr.Error(e.detail if isinstance(e, ApiError) else str(e)) from None
+
+
+def _send(state: ServerState, mode: Mode, plain_image: bool):
     def send(gallery: list | None, selected: int):
         if not gallery:
             raise gr.Error("No image to send: generate one first")
         item = gallery[max(0, min(int(selected or 0), len(gallery) - 1))]
-        image = to_image(item[0] if isinstance(item, tuple | list) else item)
+        image = _open(state, item[0] if isinstance(item, tuple | list) else item)
         value: Any = image if plain_image else {"background": image, "layers": [], "composite": image}
         return (value, gr.Tabs(selected=int(mode)), int(mode), *_mode_selected(int(mode))[1:])
 
@@ -385,8 +432,7 @@ def _wire_png_info(state: ServerState, png: dict[str, Any], ui: dict[str, Any], 
     def read(path: str | None) -> tuple[str, str]:
         if not path:
             return "", ""
-        image = to_image(path)
-        assert image is not None
+        image = _open(state, path)
         text = image.info.get("parameters", "")
         items = {str(k): v for k, v in image.info.items() if k != "parameters" and isinstance(v, str)}
         if not text and not items:
@@ -402,7 +448,7 @@ def _wire_png_info(state: ServerState, png: dict[str, Any], ui: dict[str, Any], 
                 raise gr.Error("No generation parameters in this image")
             values = actions.fields_from_infotext(text, state.loras.restore_names)
             updates = [gr.update(value=values[name]) if name in values else gr.update() for name in FIELD_NAMES]
-            image = to_image(path) if path else None
+            image = _open(state, path) if path else None
             target: Any = image if mode == Mode.IMG2IMG else {"background": image, "layers": [], "composite": image}
             return (*updates, gr.update(visible=bool(values.get("variation"))), gr.update(value=target),
                     gr.Tabs(selected="img2img"), gr.Tabs(selected=int(mode)), int(mode), *_mode_selected(int(mode))[1:])
