@@ -221,3 +221,9 @@ def test_the_event_loop_answers_while_the_page_is_hammered(guarded):
         pinger.join()
     times.sort()
     assert len(times) >= 10 and times[int(len(times) * 0.99)] < 0.1, times[-5:]
+
+
+def test_a_file_that_is_no_image_is_refused_naming_the_formats(guarded):
+    path = upload(guarded, b"\x89PNG\r\n\x1a\n" + b"broken" * 10).json()[0]  # a PNG signature, then garbage
+    status, text = call(guarded, "read", [file_data(path)])
+    assert status == 422 and "not an image this page reads" in text and " at 0x" not in text, text[:400]

@@ -10,7 +10,8 @@ So, whatever Gradio does:
   proxy, is 404);
 * every file a page request names (any ``{"path": …}`` in its JSON, at any depth) must be a regular file in the
   page's own upload folder (:class:`~retouch.ui.uploads.UploadFolder`), else 403; inline ``data:`` URLs are 403
-  (they would be decoded before any size check); an image's header must be within ``--max-pixels`` (413);
+  (they would be decoded before any size check); it must be an image the API reads (422), whose header is within
+  ``--max-pixels`` (413);
 * ``/gradio_api/file=`` serves only that folder;
 * JSON bodies hold at most ``max_json_bytes`` (the page uploads files; its JSON is small) and are parsed and
   checked off the event loop; uploads must declare their length, fit the folder's quota (507), and a cut-off
@@ -28,6 +29,7 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute, Match
 
+from retouch.imageops.resize import ACCEPTED_FORMATS
 from retouch.server.errors import ApiError
 from retouch.server.limits import BodyRefused, declared_length, send_error
 from retouch.server.strict_json import BodyError, parse_body
@@ -143,12 +145,13 @@ class PageGuard:
         if found is None:
             raise PageRefusal(403, f"{where}: not a file uploaded to this page (or it has expired: upload it again)")
         try:
-            with Image.open(found) as image:
+            with Image.open(found, formats=ACCEPTED_FORMATS) as image:
                 width, height = image.size
         except Image.DecompressionBombError:
             width = height = self.limits.max_pixels + 1
-        except (OSError, SyntaxError, ValueError):
-            return found  # not an image: the component that takes it reports that
+        except (OSError, SyntaxError, ValueError, EOFError):  # every file the page takes is an image
+            raise PageRefusal(422, f"{where}: not an image this page reads (PNG, JPEG, WebP, BMP, TIFF or GIF)",
+                              "ValueError") from None
         if width * height > self.limits.max_pixels:
             raise PageRefusal(413, f"{where}: an image of {width}x{height} is more pixels than this server's limit "
                                    f"of {self.limits.max_pixels} (--max-pixels)", "PayloadTooLarge")

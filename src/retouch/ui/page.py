@@ -17,7 +17,7 @@ from retouch.folder_batch import PNG_INFO_PROPS
 from retouch.sampling.registry import SAMPLERS
 from retouch.sampling.schedules import SCHEDULERS
 from retouch.server.checkpoints import AUTOMATIC_VAE, vae_settings
-from retouch.server.errors import ApiError
+from retouch.server.errors import ApiError, scrub
 from retouch.server.state import ServerState
 from retouch.ui import actions
 from retouch.ui.actions import INPAINT_AREAS, INPAINT_FILLS, MASK_MODES, RESIZE_MODES, Fields, PageError
@@ -376,7 +376,7 @@ def _run_job(state: ServerState, uploads: UploadFolder, stopping: set[str]):
                 finally:
                     await run_in_threadpool(uploads.remove, actions.editor_files(inputs))
         except PageError as e:
-            message = f"<div class='error' role='alert'>{_escape(str(e))}</div>"
+            message = f"<div class='error' role='alert'>{_escape(scrub(str(e)))}</div>"
             return (gr.update(), gr.update(), gr.update(), message, *done)
         text = images[0].info.get("parameters", "") if images else ""
         return (images, actions.info_html(text, time.time() - started), info, notes, *done)
