@@ -171,8 +171,14 @@ def read_uploads(value: Any, max_pixels: int) -> Any:
 
 
 def read_upload(path: str | Path, max_pixels: int, field: str = "image") -> Image.Image:
-    """An uploaded file as the API reads an image: header checked first, then decoded (ApiError 413/422)."""
-    return decode_opened(open_image(Path(path).read_bytes(), field, max_pixels), field)
+    """An uploaded file as the API reads an image: header checked first, then decoded (ApiError 413/422;
+    PageError when the file is gone)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        raise PageError(f"{field}: the file is no longer on the server (unused uploads expire after an hour); "
+                        "upload it again") from None
+    return decode_opened(open_image(data, field, max_pixels), field)
 
 
 def editor_files(inputs: ModeInputs) -> list[Path]:
