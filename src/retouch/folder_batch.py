@@ -3,7 +3,8 @@ the command line (``retouch img2img --input-dir``) and the page's Batch sub-tab.
 
 * **Images:** every ``.png/.jpg/.jpeg/.webp/.tif/.tiff`` below the input folder, recursively, in A1111's walk
   order (folders, then files within each, in natural order).
-* **Seed:** one for the whole batch: ``-1`` is drawn once (A1111's ``fix_seed``), not once per file.
+* **Seed:** one for the whole batch: ``-1`` is drawn once (A1111's ``fix_seed``: :func:`retouch.params.fixed_seed`),
+  not once per file.
 * **Masks:** the files directly in the mask folder (A1111's ``listfiles``: not below it, hidden ones left out).
   A single file is every image's mask; otherwise an image's mask is the first file named ``<image stem>.*``,
   and an image without one is skipped with a warning.
@@ -15,7 +16,6 @@ the command line (``retouch img2img --input-dir``) and the page's Batch sub-tab.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +26,6 @@ from retouch.models.paths import list_files, natural_key, walk_files
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
 PNG_INFO_PROPS = ("Prompt", "Negative prompt", "Seed", "CFG scale", "Sampler", "Steps", "Model hash")
-MAX_SEED = 4294967294  # A1111's get_fixed_seed draws below this
 
 
 @dataclass(frozen=True)
@@ -41,11 +40,6 @@ class FolderJob:
 class FolderPlan:
     jobs: list[FolderJob] = field(default_factory=list)
     without_mask: list[Path] = field(default_factory=list)  # skipped (A1111 warns and goes on)
-
-
-def fixed_seed(seed: int | None) -> int:
-    """A1111's ``get_fixed_seed``: ``-1`` (or nothing) is a random seed, drawn once; others are kept."""
-    return random.randrange(MAX_SEED) if seed is None or seed == -1 else int(seed)
 
 
 def plan_folder(input_dir: Path, mask_dir: Path | None = None, *, follow_links: bool = True,

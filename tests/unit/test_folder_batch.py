@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from retouch.folder_batch import fixed_seed, plan_folder, png_info_changes
+from retouch.folder_batch import plan_folder, png_info_changes
+from retouch.params import fixed_seed
 from retouch.ui.actions import PageError
 from retouch.ui.batch import BatchInputs, BatchRoots, _plan
 

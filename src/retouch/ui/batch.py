@@ -20,7 +20,8 @@ from typing import Any
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
-from retouch.folder_batch import FolderJob, FolderPlan, fixed_seed, plan_folder, png_info_changes
+from retouch.folder_batch import FolderJob, FolderPlan, plan_folder, png_info_changes
+from retouch.params import fixed_seed
 from retouch.server.errors import ApiError
 from retouch.server.state import ServerState
 from retouch.ui import actions
