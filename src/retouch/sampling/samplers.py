@@ -317,7 +317,7 @@ def sample_dpmpp_3m_sde(model, x, sigmas, *, extra_args=None, callback=None, noi
             h = s - t
             h_eta = h * (eta + 1)
             x = torch.exp(-h_eta) * x + (-h_eta).expm1().neg() * denoised
-            if h_2 is not None:
+            if h_2 is not None and denoised_1 is not None and denoised_2 is not None:
                 r0, r1 = h_1 / h, h_2 / h
                 d1_0 = (denoised - denoised_1) / r0
                 d1_1 = (denoised_1 - denoised_2) / r1

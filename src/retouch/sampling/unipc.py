@@ -108,15 +108,15 @@ class UniPC:
         h_phi_1 = torch.expm1(hh)
         h_phi_k = h_phi_1 / hh - 1
         b_h = hh if self.variant == "bh1" else torch.expm1(hh)
-        r_rows, b = [], []
+        r_rows, b_values = [], []
         factorial_i = 1
         for i in range(1, order + 1):
             r_rows.append(torch.pow(rks, i - 1))
-            b.append(h_phi_k * factorial_i / b_h)
+            b_values.append(h_phi_k * factorial_i / b_h)
             factorial_i *= i + 1
             h_phi_k = h_phi_k / hh - 1 / factorial_i
         r_mat = torch.stack(r_rows)
-        b = torch.tensor(b, device=x.device)
+        b = torch.tensor(b_values, device=x.device)
         d1s_t = torch.stack(d1s, dim=1) if d1s else None
         rhos_p = None
         if d1s_t is not None:
@@ -154,7 +154,7 @@ class UniPC:
             factorial_k *= k + 1
         x_t_ = sigma_t / sigma_prev_0 * x - alpha_t * h_phi_1 * model_prev_0
         x_t = x_t_
-        if d1s_t is not None:
+        if d1s_t is not None and a_p is not None:
             for k in range(k_len - 1):
                 x_t = x_t - alpha_t * h_phi_ks[k + 1] * torch.einsum("bkchw,k->bchw", d1s_t, a_p[k])
         model_t = None
