@@ -139,7 +139,9 @@ def _mode_tabs(ui: dict[str, Any], batch_enabled: bool) -> None:
             ui["upload_mask"] = gr.Image(label="Mask", elem_id="img_inpaint_mask", **FILE, sources=["upload"])
         with gr.Tab("Batch", id=int(Mode.BATCH), elem_id=TAB_IDS[Mode.BATCH]) as tab5:
             _batch_tab(ui, batch_enabled)
-    ui["mode"] = gr.State(int(Mode.IMG2IMG))
+    # the selected sub-tab, held in the browser: set by the tab click itself, so a Generate right after a click
+    # can never run the previous tab's mode (a server-side State is updated a round trip later)
+    ui["mode"] = gr.Number(int(Mode.IMG2IMG), precision=0, visible=False, elem_id="img2img_selected_mode")
     ui["mode_tab_list"] = [tab0, tab1, tab2, tab3, tab4, tab5]
 
 
@@ -267,8 +269,8 @@ def _field_components(ui: dict[str, Any]) -> list[Any]:
 
 def _wire_img2img(state: ServerState, ui: dict[str, Any], uploads: UploadFolder) -> None:
     for mode, tab in enumerate(ui["mode_tab_list"]):
-        tab.select(lambda m=mode: _mode_selected(m), None,
-                   [ui["mode"], ui["inpaint_controls"], ui["mask_alpha"]])
+        tab.select(None, None, ui["mode"], js=f"() => {mode}", queue=False)
+        tab.select(lambda m=mode: _mode_selected(m)[1:], None, [ui["inpaint_controls"], ui["mask_alpha"]])
     for by, tab in enumerate(ui["resize_tab_list"]):
         tab.select(lambda b=bool(by): b, None, ui["resize_by"])
     preview_inputs = [ui["scale"], ui["mode"], ui["image"], ui["sketch"], ui["inpaint"], ui["inpaint_sketch"],
@@ -313,7 +315,7 @@ def _mode_selected(mode: int) -> tuple[int, dict, dict]:
 
 def _scale_preview(scale: float, mode: int, *values: Any) -> str:
     image_value = {Mode.IMG2IMG: values[0], Mode.SKETCH: values[1], Mode.INPAINT: values[2],
-                   Mode.INPAINT_SKETCH: values[3], Mode.INPAINT_UPLOAD: values[4]}.get(Mode(mode))
+                   Mode.INPAINT_SKETCH: values[3], Mode.INPAINT_UPLOAD: values[4]}.get(Mode(int(mode or 0)))
     if isinstance(image_value, dict):
         image_value = image_value.get("background")
     size = _size_of(image_value)
@@ -360,7 +362,7 @@ def _run_job(state: ServerState, uploads: UploadFolder, stopping: set[str]):
         done = (gr.Timer(active=False), "", None, None)
         notes = ""
         try:
-            if Mode(mode) == Mode.BATCH:
+            if Mode(int(mode or 0)) == Mode.BATCH:
                 batch = BatchInputs(batch_in or "", batch_out or "", batch_masks or "", bool(batch_png),
                                     tuple(batch_props or ()))
                 try:
@@ -372,7 +374,7 @@ def _run_job(state: ServerState, uploads: UploadFolder, stopping: set[str]):
             else:
                 inputs = ModeInputs(image, sketch, inpaint, inpaint_sketch, upload_image, upload_mask)
                 try:
-                    images, info = await actions.generate(state, Mode(mode), inputs, fields, task_id)
+                    images, info = await actions.generate(state, Mode(int(mode or 0)), inputs, fields, task_id)
                 finally:
                     await run_in_threadpool(uploads.remove, actions.editor_files(inputs))
         except PageError as e:
