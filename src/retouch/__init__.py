@@ -12,7 +12,7 @@ __all__ = ["Img2ImgParams", "Img2ImgResult", "JobControl", "Model", "Options", "
            "StableDiffusionProcessingImg2Img", "__version__", "generate", "load_model", "process_images"]
 
 _LAZY = {  # heavy imports (torch, diffusers) only when they are used
-    "load_model": "retouch.models", "Model": "retouch.models",
+    "load_model": "retouch.loading", "Model": "retouch.models",
     "StableDiffusionProcessingImg2Img": "retouch.processing", "process_images": "retouch.processing",
     "Processed": "retouch.processing", "generate": "retouch.pipeline", "Img2ImgResult": "retouch.pipeline",
     "Img2ImgParams": "retouch.params", "JobControl": "retouch.control", "Outputs": "retouch.outputs",

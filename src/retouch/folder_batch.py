@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from retouch.infotext import generation_parameters
+from retouch.infotext import infotext_values, parse_infotext
 from retouch.models.paths import list_files, natural_key, walk_files
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
@@ -75,22 +75,21 @@ def mask_for(image: Path, masks: list[Path], mask_dir: Path | None) -> Path | No
 def png_info_changes(infotext: str | None, props: Collection[str], prompt: str, negative_prompt: str
                      ) -> dict[str, Any]:
     """What "Append png info" changes, as A1111 field names → values; ``{}`` when the file has no infotext.
-    ``Model hash`` becomes ``sd_model_checkpoint`` (for the caller to find a checkpoint by)."""
+    ``Model hash`` becomes ``sd_model_checkpoint`` (for the caller to find a checkpoint by). ``ValueError`` for a
+    chosen value that is no number."""
     if not infotext:
         return {}
-    params = {k: v for k, v in generation_parameters(infotext).items() if k in props}
-    changes: dict[str, Any] = {}
-    if "Prompt" in params:
-        changes["prompt"] = prompt + " " + str(params["Prompt"])
-    if "Negative prompt" in params:
-        changes["negative_prompt"] = negative_prompt + " " + str(params["Negative prompt"])
-    for key, name, kind in (("Seed", "seed", int), ("CFG scale", "cfg_scale", float),
-                            ("Sampler", "sampler_name", str), ("Steps", "steps", int)):
-        if key in params:
-            try:
-                changes[name] = int(float(params[key])) if kind is int else kind(params[key])
-            except (TypeError, ValueError, OverflowError):
-                raise ValueError(f"png info: {key} {str(params[key])[:40]!r} is not a number") from None
-    if "Model hash" in params:
-        changes["sd_model_checkpoint"] = str(params["Model hash"])
+    text, negative, params = parse_infotext(infotext)
+    chosen = {key: value for key, value in params.items() if key in props}
+    fields, _ = infotext_values({k: v for k, v in chosen.items() if k in _REPLACED})
+    changes: dict[str, Any] = {name: fields[name] for name in _REPLACED.values() if name in fields}
+    if "Prompt" in props:
+        changes["prompt"] = prompt + " " + text
+    if "Negative prompt" in props:
+        changes["negative_prompt"] = negative_prompt + " " + negative
+    if "Model hash" in chosen:
+        changes["sd_model_checkpoint"] = str(chosen["Model hash"])
     return changes
+
+
+_REPLACED = {"Seed": "seed", "CFG scale": "cfg_scale", "Sampler": "sampler_name", "Steps": "steps"}

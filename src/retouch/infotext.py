@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -59,29 +60,29 @@ def generation_params(info: GenerationInfo, *, seed: int, subseed: int | None, e
     """The ordered key/value pairs of the parameters line (spec §6.2). ``extra`` is
     ``extra_generation_params``: keys already in the fixed prefix are updated in place."""
     params: dict[str, Any] = {
-        "Steps": info.steps,
-        "Sampler": info.sampler_name,
-        "Schedule type": info.scheduler_label,
-        "CFG scale": info.cfg_scale,
-        "Image CFG scale": info.image_cfg_scale,
-        "Seed": seed,
+        KEYS["steps"]: info.steps,
+        KEYS["sampler_name"]: info.sampler_name,
+        KEYS["scheduler"]: info.scheduler_label,
+        KEYS["cfg_scale"]: info.cfg_scale,
+        KEYS["image_cfg_scale"]: info.image_cfg_scale,
+        KEYS["seed"]: seed,
         "Face restoration": None,
         "Size": f"{info.width}x{info.height}",
         "Model hash": info.model_hash if options.add_model_hash_to_info else None,
-        "Model": info.model_name if options.add_model_name_to_info else None,
+        KEYS["sd_model_checkpoint"]: info.model_name if options.add_model_name_to_info else None,
         "FP8 weight": None,
         "Cache FP16 weight for LoRA": None,
         "VAE hash": info.vae_hash if options.add_vae_hash_to_info else None,
         "VAE": info.vae_name if options.add_vae_name_to_info else None,
         **_seed_params(info, subseed),
-        "Denoising strength": extra.get("Denoising strength"),
+        KEYS["denoising_strength"]: extra.get(KEYS["denoising_strength"]),
         "Conditional mask weight": info.conditional_mask_weight,
-        "Clip skip": None if info.clip_skip <= 1 else info.clip_skip,
-        "ENSD": info.ensd,
+        KEYS["CLIP_stop_at_last_layers"]: None if info.clip_skip <= 1 else info.clip_skip,
+        KEYS["eta_noise_seed_delta"]: info.ensd,
         "Token merging ratio": None if info.token_merging_ratio == 0 else info.token_merging_ratio,
         "Token merging ratio hr": None,
         "Init image hash": info.init_img_hash,
-        "RNG": info.randn_source if info.randn_source != "GPU" else None,
+        KEYS["randn_source"]: info.randn_source if info.randn_source != "GPU" else None,
         "Tiling": "True" if info.tiling else None,
     }
     params.update(extra)
@@ -93,8 +94,8 @@ def _seed_params(info: GenerationInfo, subseed: int | None) -> dict[str, Any]:
     varied = info.subseed_strength != 0
     resized = info.seed_resize_from_w > 0 and info.seed_resize_from_h > 0
     return {
-        "Variation seed": subseed if varied else None,
-        "Variation seed strength": info.subseed_strength if varied else None,
+        KEYS["subseed"]: subseed if varied else None,
+        KEYS["subseed_strength"]: info.subseed_strength if varied else None,
         "Seed resize from": f"{info.seed_resize_from_w}x{info.seed_resize_from_h}" if resized else None,
     }
 
@@ -216,3 +217,82 @@ def generation_parameters(text: str, restore_lora_names: Callable[[str, str | No
     for key, value in _PASTE_DEFAULTS:
         out.setdefault(key, value)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Infotext keys ↔ A1111's fields and options: the one table the writer above writes by, and the API's
+# ``infotext`` field, the page's paste button and PNG Info, and the folder batch's "Append png info" read by.
+@dataclass(frozen=True)
+class InfotextField:
+    key: str  # as written: "CFG scale"
+    name: str  # A1111's field (or, with ``option``, its setting): "cfg_scale"
+    kind: type  # int, float or str
+    option: bool = False  # an option (``override_settings``) rather than a field
+
+
+INFOTEXT_FIELDS: tuple[InfotextField, ...] = (
+    InfotextField("Steps", "steps", int), InfotextField("Sampler", "sampler_name", str),
+    InfotextField("Schedule type", "scheduler", str), InfotextField("CFG scale", "cfg_scale", float),
+    InfotextField("Image CFG scale", "image_cfg_scale", float), InfotextField("Seed", "seed", int),
+    InfotextField("Variation seed", "subseed", int), InfotextField("Variation seed strength", "subseed_strength", float),
+    InfotextField("Denoising strength", "denoising_strength", float), InfotextField("Mask blur", "mask_blur", int),
+    InfotextField("Masked area padding", "inpaint_full_res_padding", int),
+    InfotextField("Noise multiplier", "initial_noise_multiplier", float),
+    InfotextField("Clip skip", "CLIP_stop_at_last_layers", int, option=True),
+    InfotextField("ENSD", "eta_noise_seed_delta", int, option=True),
+    InfotextField("RNG", "randn_source", str, option=True),
+    InfotextField("Model", "sd_model_checkpoint", str, option=True),
+)
+KEYS = {f.name: f.key for f in INFOTEXT_FIELDS}
+# keys whose value is a pair (``WxH``) or a label of an integer field
+SIZE_FIELDS = {"Size": ("width", "height"), "Seed resize from": ("seed_resize_from_w", "seed_resize_from_h")}
+LABELS = {
+    "Mask mode": ("inpainting_mask_invert", ("Inpaint masked", "Inpaint not masked")),
+    "Masked content": ("inpainting_fill", ("fill", "original", "latent noise", "latent nothing")),
+    "Inpaint area": ("inpaint_full_res", ("Whole picture", "Only masked")),
+}
+
+
+def infotext_values(params: Mapping[str, str], *, strict: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The A1111 fields and the options an infotext's pairs (:func:`parse_infotext`) set, typed. A value that is
+    not a (finite) number of its kind is a ``ValueError`` naming the key when ``strict``, else left out."""
+    fields: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+    for entry in INFOTEXT_FIELDS:
+        if entry.key in params and (value := _typed(params[entry.key], entry.kind, entry.key, strict)) is not None:
+            (options if entry.option else fields)[entry.name] = value
+    for key, names in SIZE_FIELDS.items():
+        if key in params:
+            first, _, second = str(params[key]).partition("x")
+            pair = [_typed(first, int, key, strict), _typed(second, int, key, strict)]
+            if None not in pair:
+                fields.update(zip(names, pair, strict=True))
+    for key, (name, labels) in LABELS.items():
+        if params.get(key) in labels:
+            index = labels.index(params[key])
+            fields[name] = bool(index) if name == "inpaint_full_res" else index
+    return fields, options
+
+
+def _typed(text: Any, kind: type, key: str, strict: bool) -> Any:
+    try:  # the API takes a value as written; a pasted one may be "12.0" for 12
+        value = int(float(text)) if kind is int and not strict else kind(text)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError
+        return value
+    except (TypeError, ValueError, OverflowError):
+        if strict:
+            raise ValueError(f"infotext: bad value for {key!r}: {str(text)[:40]!r}") from None
+        return None
+
+
+def paste_values(text: str, restore_lora_names: Callable[[str, str | None], str] | None = None
+                 ) -> tuple[str, str, dict[str, Any], dict[str, Any]]:
+    """What A1111's paste puts in the fields: ``(prompt, negative prompt, fields, options)``, with the defaults
+    A1111's parser assumes for the keys a text does not have; values that are not numbers are left out."""
+    prompt, negative, params = parse_infotext(text)
+    if restore_lora_names is not None:
+        prompt = restore_lora_names(prompt, params.get("Lora hashes"))
+    defaults = {key: str(value) for key, value in _PASTE_DEFAULTS if "-" not in key}
+    fields, options = infotext_values({**defaults, **params}, strict=False)
+    return prompt, negative, fields, options

@@ -9,8 +9,10 @@ and the seeds expanded. Nothing below the edges validates again.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any
@@ -19,6 +21,7 @@ from PIL import Image
 
 from retouch.imageops.resize import oriented_size
 from retouch.modes import InpaintFill, ResizeMode
+from retouch.options import Options
 from retouch.prompt_parser import check_prompt_size
 from retouch.soft_inpainting import SoftInpainting
 
@@ -26,7 +29,8 @@ if TYPE_CHECKING:
     from retouch.sampling.registry import SamplerSpec
     from retouch.sampling.schedules import Scheduler
 
-__all__ = ["Img2ImgJob", "Img2ImgParams", "InpaintFill", "ResizeMode", "expand_seeds", "fixed_seed"]
+__all__ = ["Img2ImgJob", "Img2ImgParams", "InpaintFill", "Resolved", "ResizeMode", "check_supported", "expand_seeds",
+           "fixed_seed"]
 
 MAX_SIDE = 16384
 MAX_STEPS = 1000
@@ -98,11 +102,20 @@ class Img2ImgParams:
         """``mask_round`` as the job uses it: soft inpainting switches it off."""
         return self.mask_round and not self.uses_soft_inpainting
 
-    def validate(self) -> Img2ImgJob:
-        """Check every field; raise ``ValueError("<field> …, got <value>")`` on the first bad one.
+    def validate(self, options: Options | None = None) -> Img2ImgJob:
+        """Check every field against ``options`` (the job's: ``override_settings`` applied; default
+        :class:`Options`); raise ``ValueError("<field> …, got <value>")`` on the first bad one, or naming an
+        option retouch does not support.
 
-        Returns the resolved job (sampler and schedule objects; seeds expanded, -1 drawn at random).
+        Returns the resolved job: sampler and schedule objects, seeds expanded (-1 drawn at random), and what
+        every field left to the options means (:class:`Resolved`). Nothing below decides these again.
         """
+        options = options or Options()
+        job = self._validated_job()
+        check_supported(job, options)
+        return dataclasses.replace(job, resolved=resolve(self, job.sampler, options))
+
+    def _validated_job(self) -> Img2ImgJob:
         _check_text("prompt", self.prompt)
         _check_text("negative_prompt", self.negative_prompt, allow_none=True)
         if not isinstance(self.styles, list | tuple) or not all(isinstance(s, str) for s in self.styles):
@@ -160,11 +173,65 @@ class Img2ImgParams:
         return [f.name for f in fields(cls)]
 
 
+CHURN_DEFAULTS = {"s_churn": 0.0, "s_tmin": 0.0, "s_tmax": float("inf"), "s_noise": 1.0}
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What a job's fields left to the options mean (A1111: ``None`` = the option), decided once in
+    :meth:`Img2ImgParams.validate` under the job's options."""
+
+    tiling: bool = False
+    noise_multiplier: float = 1.0  # initial_noise_multiplier
+    s_min_uncond: float = 0.0  # NGMS
+    eta: float = 1.0  # the sampler family's eta (eta_ddim or eta_ancestral) unless the job gives one
+    churn: Mapping[str, float] = field(default_factory=lambda: dict(CHURN_DEFAULTS))  # s_churn, s_tmin, s_tmax, s_noise
+    churn_from_options: frozenset[str] = frozenset()  # the ones a non-default option forced (A1111 quirk, §9.13)
+
+
+def resolve(params: Img2ImgParams, sampler: SamplerSpec, options: Options) -> Resolved:
+    """The job's :class:`Resolved` values (spec §2.1, §9.13)."""
+    def given(name: str) -> Any:
+        value = getattr(params, name)
+        return value if value is not None else getattr(options, name)
+
+    churn = {name: given(name) for name in CHURN_DEFAULTS}
+    from_options = {name: getattr(options, name) for name in CHURN_DEFAULTS}
+    churn["s_tmax"], from_options["s_tmax"] = churn["s_tmax"] or float("inf"), from_options["s_tmax"] or float("inf")
+    forced = {name for name, default in CHURN_DEFAULTS.items() if from_options[name] != default}
+    churn.update({name: from_options[name] for name in forced})  # a non-default option wins (A1111 quirk)
+    eta = params.eta if params.eta is not None else (options.eta_ddim if sampler.uses_timesteps
+                                                     else options.eta_ancestral)
+    return Resolved(tiling=bool(given("tiling")), noise_multiplier=float(given("initial_noise_multiplier")),
+                    s_min_uncond=float(given("s_min_uncond")), eta=float(eta), churn=churn,
+                    churn_from_options=frozenset(forced))
+
+
+def check_supported(job: Img2ImgJob, options: Options) -> None:
+    """Settings A1111 honours that retouch cannot: refuse them rather than ignore them."""
+    o = job.params
+    unsupported = {
+        "sd_vae_encode_method": options.sd_vae_encode_method != "Full",
+        "sd_vae_decode_method": options.sd_vae_decode_method != "Full",
+        "upscaler_for_img2img": options.upscaler_for_img2img not in (None, "", "None"),
+        "token_merging_ratio": options.token_merging_ratio > 0 or options.token_merging_ratio_img2img > 0,
+        "use_old_emphasis_implementation": options.use_old_emphasis_implementation,
+        "face_restoration": bool(o.restore_faces) or (o.restore_faces is None and options.face_restoration),
+        "sd_hypernetwork": options.sd_hypernetwork not in ("", "None"),
+    }
+    for name, used in unsupported.items():
+        if used:
+            raise ValueError(f"{name}: not supported by retouch (TAESD, upscaler models, token merging, face "
+                             "restoration, refiner switching, hypernetworks and the pre-1.0 emphasis are out of "
+                             "scope); leave it at its default")
+
+
 @dataclass(frozen=True)
 class Img2ImgJob:
     """Validated parameters with everything resolved that can be resolved without a model.
 
-    ``seeds`` / ``subseeds``: one per image of the job (A1111 ``all_seeds`` / ``all_subseeds``).
+    ``seeds`` / ``subseeds``: one per image of the job (A1111 ``all_seeds`` / ``all_subseeds``); ``resolved``:
+    what the fields left to the options mean.
     """
 
     params: Img2ImgParams
@@ -172,6 +239,7 @@ class Img2ImgJob:
     scheduler: Scheduler
     seeds: list[int]
     subseeds: list[int]
+    resolved: Resolved = field(default_factory=Resolved)
 
 
 def image_count(params: Img2ImgParams) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from retouch.a1111 import img2img_params
 from retouch.control import JobControl, JobHooks
 from retouch.options import Options
 from retouch.outputs import Outputs
@@ -27,7 +28,6 @@ from retouch.pipeline import (
     Img2ImgResult,
     InitState,
     JobLog,
-    check_supported,
     generate,
     initialize,
     plan_job_sampling,
@@ -36,7 +36,6 @@ from retouch.pipeline import (
 from retouch.pipeline.inputs import EMPTY_MASK_COMMENT
 from retouch.pipeline.latents import LATENT_FACTOR
 from retouch.processed import Processed
-from retouch.soft_inpainting import parse_alwayson_scripts
 
 __all__ = ["JobControl", "Processed", "StableDiffusionProcessingImg2Img", "process_images", "process_images_with_result"]
 logger = logging.getLogger(__name__)
@@ -104,10 +103,10 @@ class StableDiffusionProcessingImg2Img(Img2ImgParams):
         return (self.sd_model.latent_channels, self.height // LATENT_FACTOR, self.width // LATENT_FACTOR)
 
     def resolve(self) -> Img2ImgJob:
-        """Validate the fields once for this job (the library's edge): the job options (base options +
-        ``override_settings``), the sampler and schedule (their canonical names are written back, as
-        A1111 does) and the seeds. (Whether the options are supported is checked by ``generate``, or by
-        ``init()`` when it is called directly.)"""
+        """Validate the fields once for this job (the library's edge, through :mod:`retouch.a1111`): the job
+        options (base options + ``override_settings``, checked to be supported), the sampler and schedule
+        (their canonical names are written back, as A1111 does), the seeds and what the fields left to the
+        options mean."""
         if self.sd_model is None:
             raise ValueError("sd_model: no model given; pass sd_model=retouch.load_model(...)")
         if self.refiner_checkpoint not in (None, "", "None", "none"):
@@ -119,25 +118,21 @@ class StableDiffusionProcessingImg2Img(Img2ImgParams):
         if wanted and wanted not in (model.name, model.title, model.path.name):
             logger.warning("override_settings.sd_model_checkpoint=%r is not the model passed in (%s); using %s",
                            wanted, model.title, model.title)
-        if self.sampler_name is None and self.sampler_index is not None:
-            self.sampler_name = self.sampler_index
-        soft = parse_alwayson_scripts(self.alwayson_scripts)
-        if soft is not None:
-            if self.soft_inpainting not in (None, soft):
-                raise ValueError("soft_inpainting: given both as a field and in alwayson_scripts; use one")
-            self.soft_inpainting = soft
         if self.script_args:
             raise ValueError("script_args: scripts are not supported by retouch (soft inpainting is set through "
                              "alwayson_scripts or soft_inpainting)")
-        job = Img2ImgParams(**{name: getattr(self, name) for name in Img2ImgParams.field_names()}).validate()
+        values = {name: getattr(self, name) for name in (*Img2ImgParams.field_names(), "sampler_index",
+                                                          "alwayson_scripts")}
+        params = img2img_params(values, base_options=self.options)
+        job = params.validate(self.job_options)
         self.sampler_name, self.scheduler = job.sampler.name, job.scheduler.label
+        self.soft_inpainting = params.soft_inpainting
         self._job = job
         return job
 
     # -- A1111 init(): preprocess and encode, once per job ------------------------------------
     def init(self, all_prompts: list[str], all_seeds: list[int], all_subseeds: list[int]) -> None:
         job = dataclasses.replace(self.resolve(), seeds=list(all_seeds), subseeds=list(all_subseeds))
-        check_supported(job, self.job_options)
         self._job = job
         self.all_prompts, self.all_seeds, self.all_subseeds = list(all_prompts), job.seeds, job.subseeds
         state = initialize(job, self.sd_model, self.job_options, JobHooks(note=self.comment))
@@ -179,7 +174,8 @@ class StableDiffusionProcessingImg2Img(Img2ImgParams):
     def _adopt_result(self, result: Img2ImgResult) -> None:
         self.all_prompts, self.all_negative_prompts = result.prompts, result.negative_prompts
         self.all_seeds, self.all_subseeds = result.seeds, result.subseeds
-        self.tiling = bool(self.tiling if self.tiling is not None else self.job_options.tiling)
+        if self._job is not None:
+            self.tiling = self._job.resolved.tiling
         if result.init is not None:
             self._adopt_init(result.init)
 

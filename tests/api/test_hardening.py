@@ -174,7 +174,8 @@ def test_a_failed_save_answers_507_with_the_images(tmp_path):
     import uvicorn
 
     from retouch.server.app import ServerConfig, create_app
-    from retouch.server.backend import JobOutcome, LocalBackend
+    from retouch.serving.local import LocalBackend
+    from retouch.serving.values import JobOutcome
 
     class DiskFullBackend(LocalBackend):
         async def run(self, request):
@@ -183,7 +184,7 @@ def test_a_failed_save_answers_507_with_the_images(tmp_path):
                               disk_full=True)
 
     config = ServerConfig(ckpt="tiny")
-    from retouch.server.checkpoints import ModelManager
+    from retouch.serving.models import ModelManager
 
     app = create_app(DiskFullBackend(ModelManager(ckpt="tiny")), config)
     port = free_port()

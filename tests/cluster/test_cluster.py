@@ -107,6 +107,28 @@ def test_each_request_gets_the_vae_it_names(cluster):
     assert r.status_code == 422 and "unknown VAE 'missing.safetensors'" in r.text
 
 
+def test_the_local_server_and_the_cluster_run_the_same_job(cluster, tmp_path_factory):
+    # one run_job for both: the same request gives the same pixels and infotext on `serve` and on a Ray replica
+    from tests.api.conftest import start
+    from tests.api.test_vae_api import write_vae
+
+    vaes = tmp_path_factory.mktemp("local-vaes")
+    write_vae(vaes / "other.safetensors", "decoder.conv_out.bias")
+    local = start(tmp_path_factory, "--ckpt-dir", str(MODELS), "--vae-dir", str(vaes), "--ckpt", SD1, "--threads", "1")
+    try:
+        for extra in ({}, {"override_settings": {"sd_vae": "other.safetensors"}},
+                      {"override_settings": {"sd_model_checkpoint": SD1_INPAINT}, "mask": b64_png(source_image(64, 64, 5)),
+                       "inpainting_fill": 1, "sampler_name": "DPM++ 2M", "scheduler": "Karras"}):
+            body = {**job(), **extra, "override_settings": {**job()["override_settings"], **extra.get("override_settings", {})}}
+            ours, theirs = (server.post("/sdapi/v1/img2img", json=body) for server in (local, cluster))
+            assert ours.status_code == theirs.status_code == 200, (ours.text[:200], theirs.text[:200])
+            local_image, cluster_image = decode(ours.json()["images"][0]), decode(theirs.json()["images"][0])
+            assert np.array_equal(pixels(local_image), pixels(cluster_image)), extra
+            assert local_image.info["parameters"] == cluster_image.info["parameters"]
+    finally:
+        local.stop()
+
+
 def holders(cluster) -> dict[str, str]:
     """Which replica holds each checkpoint (one model per replica): the replica of its latest load, unless a
     later load on that replica evicted it."""

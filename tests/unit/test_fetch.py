@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from retouch.server.images import FetchError, fetch_url
+from retouch.serving.images import FetchError, fetch_url
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"x" * 100
 

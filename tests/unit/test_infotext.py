@@ -1,5 +1,7 @@
 """Infotext formatting: spec §6 (items 66–67)."""
 
+import pytest
+
 from retouch import Options
 from retouch.infotext import GenerationInfo, format_infotext, generation_params, parse_infotext, quote
 
@@ -50,3 +52,33 @@ def test_parse_round_trip():
     prompt, negative, values = parse_infotext(text)
     assert prompt == "a cat, sitting\nmore" and negative == "bad: x"
     assert values["Steps"] == "20" and values["Lora hashes"] == "a: 1, b: 2" and values["Size"] == "512x512"
+
+
+def test_every_key_the_writer_writes_reads_back_to_its_field():
+    # one table of keys: what the writer writes, the API's infotext field, paste and PNG info read back
+    from retouch.infotext import INFOTEXT_FIELDS, infotext_values
+
+    written = params(subseed_strength=0.3, seed_resize_from_w=256, seed_resize_from_h=384, clip_skip=2, ensd=31337,
+                     randn_source="CPU", image_cfg_scale=1.5,
+                     extra={"Denoising strength": 0.75, "Mask blur": 4, "Mask mode": "Inpaint not masked",
+                            "Masked content": "latent noise", "Inpaint area": "Only masked",
+                            "Masked area padding": 32, "Noise multiplier": 0.9})
+    _, _, pairs = parse_infotext(format_infotext("a cat", "", written))
+    fields, options = infotext_values(pairs)
+    assert fields == {"steps": 20, "sampler_name": "Euler a", "scheduler": "Automatic", "cfg_scale": 7.0,
+                      "image_cfg_scale": 1.5, "seed": 1234, "subseed": 5, "subseed_strength": 0.3,
+                      "denoising_strength": 0.75, "mask_blur": 4, "inpaint_full_res_padding": 32,
+                      "initial_noise_multiplier": 0.9, "width": 512, "height": 512, "seed_resize_from_w": 256,
+                      "seed_resize_from_h": 384, "inpainting_mask_invert": 1, "inpainting_fill": 2,
+                      "inpaint_full_res": True}
+    assert options == {"CLIP_stop_at_last_layers": 2, "eta_noise_seed_delta": 31337, "randn_source": "CPU",
+                       "sd_model_checkpoint": "v1-5-pruned-emaonly"}
+    assert {f.key for f in INFOTEXT_FIELDS} <= set(pairs)  # every key of the table was written
+
+
+def test_values_that_are_no_numbers():
+    from retouch.infotext import infotext_values
+
+    with pytest.raises(ValueError, match="bad value for 'Steps'"):
+        infotext_values({"Steps": "1e400"})
+    assert infotext_values({"Steps": "1e400", "CFG scale": "inf", "Seed": "7.0"}, strict=False) == ({"seed": 7}, {})

@@ -1,4 +1,5 @@
-"""The shape of the source tree (issue 10): no import cycles, no function over 60 lines."""
+"""The shape of the source tree (issues 10, 23): no import cycles (type-only imports count too), the faces over the
+serving layer, no function over 60 lines."""
 
 from __future__ import annotations
 
@@ -16,23 +17,12 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def _is_type_checking(node: ast.If) -> bool:
-    test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
-
-
 def _imports(tree: ast.AST, module: str, is_package: bool, known: set[str]) -> set[str]:
-    """Every retouch module imported anywhere in ``tree`` (inside functions too), except under TYPE_CHECKING."""
+    """Every retouch module imported anywhere in ``tree``: inside functions and under ``TYPE_CHECKING`` too (a
+    type-only import is still a dependency of the design)."""
     found: set[str] = set()
-    skip: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and _is_type_checking(node):
-            skip.update(id(n) for child in node.body for n in ast.walk(child))
     package = module if is_package else module.rpartition(".")[0]
     for node in ast.walk(tree):
-        if id(node) in skip:
-            continue
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -47,8 +37,10 @@ def _imports(tree: ast.AST, module: str, is_package: bool, known: set[str]) -> s
         for name in names:
             while name and name not in known:
                 name = name.rpartition(".")[0]
-            if name and name != module:
-                found.add(name)
+            while name:  # importing a.b.c runs a and a.b (their __init__) first
+                if name != module and name in known:
+                    found.add(name)
+                name = name.rpartition(".")[0]
     return found
 
 
@@ -105,6 +97,23 @@ def test_no_import_cycles():
     for name, deps in graph.items():
         deps -= _ancestors_are_packages(name)
     assert _cycles(graph) == []
+
+
+def test_the_faces_use_the_server_only_through_its_app():
+    # the page and the cluster talk to the serving layer; of the HTTP server they may use only its app
+    graph = _graph()
+    found = {(name, dep) for name, deps in graph.items() for dep in deps
+             if name.startswith(("retouch.ui", "retouch.cluster")) and dep.startswith("retouch.server")
+             and dep not in ("retouch.server", "retouch.server.app")}
+    assert found == set()
+
+
+def test_the_serving_layer_speaks_no_http_and_draws_no_page():
+    graph = _graph()
+    found = {(name, dep) for name, deps in graph.items() for dep in deps
+             if name.startswith("retouch.serving") and dep.startswith(("retouch.server", "retouch.ui", "retouch.cli",
+                                                                        "retouch.cluster"))}
+    assert found == set()
 
 
 def test_cycle_detector_finds_a_cycle():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from retouch.server.checkpoints import ModelManager
+from retouch.serving.models import ModelManager
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from retouch.a1111 import img2img_params
 from retouch.cli.common import UsageError, flag, model_kwargs, network_folders, parse_settings
 from retouch.control import JobControl
 from retouch.imageops.resize import ACCEPTED_FORMATS, fix_image
@@ -73,13 +74,12 @@ def param_values(args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from retouch.models import load_model
-    from retouch.pipeline import check_supported, generate
+    from retouch.loading import load_model
+    from retouch.pipeline import generate
 
     options = _options(args)
     styles = load_styles(args.styles_file)
-    jobs = _validated_jobs(args)  # fail fast, before the model is loaded
-    check_supported(jobs[0][1], options)
+    jobs = _validated_jobs(args, options)  # fail fast, before the model is loaded
     outdir = None if args.no_save else (args.output_dir or args.outdir)
     if outdir is not None and (problem := writable_problem(outdir)) is not None:
         raise UsageError(f"{'--output-dir' if args.output_dir else '-o/--outdir'}: {problem}")
@@ -109,13 +109,13 @@ def _options(args: argparse.Namespace) -> Options:
         raise UsageError(f"--set: {e}") from None
 
 
-def _validated_jobs(args: argparse.Namespace) -> list[tuple[str | None, Img2ImgJob]]:
+def _validated_jobs(args: argparse.Namespace, options: Options) -> list[tuple[str | None, Img2ImgJob]]:
     values = param_values(args)
-    if values.get("initial_noise_multiplier") is None:  # A1111: from the options before overrides apply
-        values["initial_noise_multiplier"] = Options().initial_noise_multiplier
     latent_mask = read_image(args.latent_mask_path, "--latent-mask") if args.latent_mask_path else None
     values["soft_inpainting"] = _soft_inpainting(args)
-    return [(stem, Img2ImgParams(**values, init_images=images, image_mask=mask, latent_mask=latent_mask).validate())
+    base = Options()  # A1111 reads initial_noise_multiplier from the options before --set applies
+    return [(stem, img2img_params({**values, "init_images": images, "image_mask": mask, "latent_mask": latent_mask},
+                                  base_options=base).validate(options))
             for stem, images, mask in _jobs(args)]
 
 

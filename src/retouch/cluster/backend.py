@@ -1,4 +1,4 @@
-""":class:`RayBackend`: the :class:`~retouch.server.backend.Backend` the HTTP app uses when jobs run on a Ray
+""":class:`RayBackend`: the :class:`~retouch.serving.backend.Backend` the HTTP app uses when jobs run on a Ray
 Serve deployment of :class:`~retouch.cluster.worker.Worker` replicas.
 
 A request goes to a replica chosen by its checkpoint (``multiplexed_model_id``, see :mod:`retouch.cluster.router`);
@@ -17,16 +17,10 @@ from typing import Any
 import ray
 from ray import serve
 
-from retouch.server.backend import (
-    CheckpointCatalogue,
-    JobOutcome,
-    JobRequest,
-    QueueFull,
-    TaskLookup,
-    TaskStatus,
-    Unavailable,
-)
-from retouch.server.checkpoints import ModelManager
+from retouch.serving.catalogue import CheckpointCatalogue
+from retouch.serving.errors import QueueFull, Unavailable
+from retouch.serving.models import ModelManager
+from retouch.serving.values import JobOutcome, JobRequest, TaskLookup, TaskStatus
 
 logger = logging.getLogger(__name__)
 CALL_TIMEOUT = 30  # seconds for a registry or replica bookkeeping call
@@ -51,9 +45,7 @@ class RayBackend(CheckpointCatalogue):
     async def run(self, request: JobRequest) -> JobOutcome:
         if self.closed:
             raise Unavailable("the server is shutting down")
-        name = self.models.find(request.checkpoint).name if request.checkpoint else self.models.default
-        if request.checkpoint and request.keep_checkpoint:
-            self.models.default = name
+        name = self.models.checkpoint_for(request.checkpoint, request.keep_checkpoint)
         await self.registry.submitted.remote(request.task_id)
         try:
             for attempt in (1, 2):

@@ -11,8 +11,8 @@ from retouch.cluster import APP_NAME, NAMESPACE, ClusterOptions, add_cluster_rou
 from retouch.cluster.backend import RayBackend
 from retouch.cluster.registry import registry_actor
 from retouch.server.app import create_app
-from retouch.server.checkpoints import ModelManager
-from retouch.server.state import ServerConfig
+from retouch.serving.models import ModelManager
+from retouch.serving.state import ServerConfig
 
 
 def make_app(config: ServerConfig, handle: Any, registry: Any):

@@ -1,6 +1,6 @@
 """The Serve deployment that runs jobs: each replica holds up to K checkpoints (Serve's model multiplexing; requests
 are routed to replicas by :class:`~retouch.cluster.router.CheckpointRouter`) and runs one job at a time, exactly as
-``retouch serve`` runs it (:func:`retouch.server.backend.run_job`)."""
+``retouch serve`` runs it (:func:`retouch.serving.backend.run_job`)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ import ray
 from ray import serve
 
 from retouch.control import JobControl
-from retouch.server.backend import Cancelled, JobOutcome, JobRequest, run_job
-from retouch.server.checkpoints import ModelManager
-from retouch.server.previews import preview_png_b64, wants_preview
+from retouch.serving.errors import Cancelled
+from retouch.serving.models import ModelManager
+from retouch.serving.previews import preview_png_b64, wants_preview
+from retouch.serving.run import run_job
+from retouch.serving.values import JobOutcome, JobRequest
 
 FLAG_POLL_SECONDS = 0.25
 
@@ -66,9 +68,9 @@ class Worker:
         with self._lock:  # waiting here is this replica's queue: the task counts as started once it has the lock
             if not ray.get(self.registry.started.remote(request.task_id, self.replica, os.getpid()), timeout=30):
                 raise Cancelled("the job was interrupted before it started")
-            self.models.use_vae(model, name, request.options.sd_vae)
+            job_model = self.models.with_vae(model, name, request.options.sd_vae)
             with self._watching(request.task_id, control):
-                return run_job(model, request, control, queued_s=time.perf_counter() - submitted)
+                return run_job(job_model, request, control, queued_s=time.perf_counter() - submitted)
 
     @contextlib.contextmanager
     def _watching(self, task_id: str, control: JobControl) -> Iterator[None]:

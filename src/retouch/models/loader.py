@@ -30,10 +30,9 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     vae_dtype: torch.dtype | None = None,
     channels_last: bool = False,
-    lora_dir: str | os.PathLike | None = None,
-    embeddings_dir: str | os.PathLike | None = None,
 ) -> Model:
-    """Load a Stable Diffusion model.
+    """Load a Stable Diffusion model (its networks only: :func:`retouch.load_model` also gives it its LoRA and
+    embeddings folders).
 
     Args:
         path: ``None`` or ``"tiny"`` for the bundled tiny model (``"tiny-inpainting"`` /
@@ -46,8 +45,6 @@ def load_model(
         vae_dtype: the VAE's precision (default: float32 on CPU, ``dtype`` elsewhere); a decode that
             produces NaN/inf in a lower precision is redone in float32 (A1111's auto-revert).
         channels_last: UNet and VAE in channels-last memory format (faster on CPU, bf16 most; measure).
-        lora_dir: a folder of LoRA-family networks for ``<lora:name:weight>`` tags (A1111 ``--lora-dir``).
-        embeddings_dir: a folder of textual-inversion embeddings (A1111 ``--embeddings-dir``).
 
     Raises:
         ValueError (:class:`CheckpointError`): a missing, corrupt, unsafe or unsupported file; the
@@ -73,9 +70,7 @@ def load_model(
     if channels_last:
         model.unet.to(memory_format=torch.channels_last)
         model.vae.to(memory_format=torch.channels_last)
-    model = _to_device(model, device)
-    model.set_network_folders(lora_dir, embeddings_dir)
-    return model
+    return _to_device(model, device)
 
 
 def _load_single_file(path: Path, dtype: torch.dtype, vae_dtype: torch.dtype) -> Model:

@@ -12,13 +12,13 @@ seamless tiling is switched per job and thread (:mod:`retouch.models.padding`).
 from __future__ import annotations
 
 import contextlib
-import os
+import copy
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import psutil
@@ -32,9 +32,6 @@ from retouch.models.padding import circular_padding, make_padding_switchable
 from retouch.models.sdxl import SDXLConditioner
 from retouch.models.text_encoder import SDTextConditioner, TextEncoder
 from retouch.models.tiling import OVERLAP, TILE_SIZES, tiled_pass
-
-if TYPE_CHECKING:  # retouch.networks reads files through retouch.models: imported when a model is made
-    from retouch.networks import EmbeddingDatabase, ExtraNetworks, LoraFolder
 
 
 @dataclass(frozen=True)
@@ -68,8 +65,9 @@ class Model:
         is_inpainting / is_pix2pix: 9-channel inpainting UNet / 8-channel instruct-pix2pix UNet.
         conditioner: turns prompt texts into :class:`~retouch.conditioning.Conditioning` (default: one
             CLIP/OpenCLIP encoder, cross-attention only).
-        extra_networks: its LoRA folder, embeddings and applied networks (:attr:`loras`,
-            :attr:`embeddings`); see :meth:`set_network_folders`.
+        extra_networks: beside the model, not part of it: its LoRA folder, embeddings and applied networks
+            (:attr:`loras`, :attr:`embeddings`), attached by :func:`retouch.networks.attach` (``load_model``
+            does); a checkpoint knows nothing of LoRA types.
     """
 
     name: str
@@ -94,9 +92,8 @@ class Model:
     vae_tile_size: int | None = None  # image pixels per tile side; None: the largest that fits the budget
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     conditioner: PromptEncoder | None = None
-    extra_networks: ExtraNetworks = field(init=False, repr=False)
+    extra_networks: Any = field(default=None, repr=False)  # retouch.networks.ExtraNetworks
     _vae_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _own_vae: AutoencoderKL | None = field(default=None, repr=False)  # the checkpoint's, while another is used
 
     def __post_init__(self) -> None:
         if self.conditioner is None:
@@ -105,22 +102,14 @@ class Model:
             else:
                 self.conditioner = SDTextConditioner(self.text_encoder)
         make_padding_switchable(self.unet, self.vae)
-        self.set_network_folders(None, None)
-
-    def set_network_folders(self, lora_dir: str | os.PathLike | None, embeddings_dir: str | os.PathLike | None) -> None:
-        """Where this model finds LoRA-family networks and textual-inversion embeddings (A1111's
-        ``--lora-dir`` and ``--embeddings-dir``); both are scanned now."""
-        from retouch.networks import ExtraNetworks
-
-        self.extra_networks = ExtraNetworks(self, lora_dir, embeddings_dir)
 
     @property
-    def loras(self) -> LoraFolder:
+    def loras(self) -> Any:
         """The networks found in the LoRA folder: ``.names``, ``.aliases``, ``.files`` (with hashes)."""
         return self.extra_networks.loras
 
     @property
-    def embeddings(self) -> EmbeddingDatabase:
+    def embeddings(self) -> Any:
         """The embeddings found: ``.loaded``, ``.skipped`` (width does not fit), ``.problems`` (unreadable)."""
         return self.extra_networks.embeddings
 
@@ -152,20 +141,22 @@ class Model:
             return UNetInput.INPAINTING
         return UNetInput.PIX2PIX if self.is_pix2pix else UNetInput.PLAIN
 
-    def replace_vae(self, vae: AutoencoderKL, info: VaeInfo | None, *, keep_own: bool = False) -> None:
-        """Use another VAE (A1111 ``sd_vae``), e.g. at load time. ``keep_own``: keep the checkpoint's VAE in
-        memory for :meth:`restore_own_vae` (as A1111 keeps its weights when a server switches VAEs)."""
+    def replace_vae(self, vae: AutoencoderKL, info: VaeInfo | None) -> None:
+        """Use another VAE from now on (``load_model(vae=…)``, at load time). A job that wants another VAE
+        gets a :meth:`with_vae` view instead: the shared model is not changed."""
         make_padding_switchable(vae)
         with self._vae_lock:
-            if keep_own and self._own_vae is None and self.vae_info is None:
-                self._own_vae = self.vae
             self.vae, self.vae_info = vae, info
 
-    def restore_own_vae(self) -> None:
-        """Back to the checkpoint's own VAE after :meth:`replace_vae` with ``keep_own``."""
-        with self._vae_lock:
-            if self._own_vae is not None:
-                self.vae, self.vae_info, self._own_vae = self._own_vae, None, None
+    def with_vae(self, vae: AutoencoderKL | None, info: VaeInfo | None) -> Model:
+        """This model with another VAE (A1111 ``sd_vae``; None: the checkpoint's own), for one job: a view that
+        shares every network, the LoRA state and the VAE lock with this model, which is left as it is."""
+        if vae is None or vae is self.vae:
+            return self
+        make_padding_switchable(vae)
+        view = copy.copy(self)
+        view.vae, view.vae_info = vae, info
+        return view
 
     @contextlib.contextmanager
     def tiling(self, enabled: bool) -> Iterator[None]:

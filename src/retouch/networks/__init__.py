@@ -21,7 +21,20 @@ if TYPE_CHECKING:
     from retouch.models.model import Model
 
 __all__ = ["ActiveNetwork", "Embedding", "EmbeddingDatabase", "ExtraNetworks", "LoadedNetwork", "LoraFolder",
-           "NetworkError", "NetworkFile"]
+           "NetworkError", "NetworkFile", "attach", "networks_of"]
+
+
+def attach(model: Model, lora_dir: str | os.PathLike | None = None,
+           embeddings_dir: str | os.PathLike | None = None) -> ExtraNetworks:
+    """Give ``model`` its LoRA folder and embeddings (A1111's ``--lora-dir`` and ``--embeddings-dir``), both scanned
+    now; they live beside the model (``model.extra_networks``), which knows nothing of them."""
+    model.extra_networks = ExtraNetworks(model, lora_dir, embeddings_dir)
+    return model.extra_networks
+
+
+def networks_of(model: Model) -> ExtraNetworks:
+    """``model``'s extra networks (empty folders when none were attached)."""
+    return model.extra_networks if model.extra_networks is not None else attach(model)
 
 
 class ExtraNetworks:

@@ -2,7 +2,7 @@
 explicit values (see :mod:`retouch.pipeline.generate` for the order)."""
 
 from retouch.pipeline.finish import FinishedImage, finish_image, generation_info, make_grid
-from retouch.pipeline.generate import Img2ImgResult, JobLog, check_supported, generate
+from retouch.pipeline.generate import Img2ImgResult, JobLog, generate
 from retouch.pipeline.inputs import EMPTY_MASK_COMMENT, PreparedInputs, prepare_inputs
 from retouch.pipeline.latents import (
     LATENT_FACTOR,
@@ -27,7 +27,7 @@ from retouch.pipeline.sample import (
 __all__ = [
     "EMPTY_MASK_COMMENT", "LATENT_FACTOR", "Batch", "BatchConditioning", "FinishedImage", "Img2ImgResult",
     "InitState", "JobLog", "PreparedInputs", "SampledBatch", "apply_masked_content", "batch_pixels", "batches",
-    "check_supported", "decode_latents", "encode_conditioning", "encode_images", "expand_prompts", "finish_image",
+    "decode_latents", "encode_conditioning", "encode_images", "expand_prompts", "finish_image",
     "generate", "generation_info", "initialize", "make_grid", "make_latent_masks", "make_rng", "plan_job_sampling",
     "prepare_inputs", "sample_batch",
 ]

@@ -20,7 +20,6 @@ from retouch.options import Options
 from retouch.params import Img2ImgJob
 from retouch.pipeline.latents import InitState
 from retouch.pipeline.sample import image_cfg_scale
-from retouch.sampling.plan import effective_eta
 
 
 @dataclass(frozen=True)
@@ -119,8 +118,7 @@ def generation_info(job: Img2ImgJob, model: Model, options: Options, init: InitS
                     tiling: bool) -> GenerationInfo:
     """The infotext facts of a job (A1111 ``create_infotext``'s inputs other than the per-image ones)."""
     params, sampler = job.params, job.sampler
-    uses_ensd = options.eta_noise_seed_delta != 0 and sampler.uses_ensd and effective_eta(sampler, params.eta,
-                                                                                           options) != 0
+    uses_ensd = options.eta_noise_seed_delta != 0 and sampler.uses_ensd and job.resolved.eta != 0
     vae = model.vae_info
     return GenerationInfo(
         steps=params.steps, sampler_name=sampler.name, scheduler_label=job.scheduler.label, cfg_scale=params.cfg_scale,

@@ -27,6 +27,7 @@ from retouch.infotext import GenerationInfo, format_infotext, generation_params
 from retouch.models.memory import reuse_freed_memory
 from retouch.models.model import Model
 from retouch.models.padding import stop_when
+from retouch.networks import networks_of
 from retouch.networks.activation import Activation
 from retouch.options import Options
 from retouch.outputs import Outputs, save_image
@@ -149,9 +150,8 @@ def generate(params: Img2ImgParams | Img2ImgJob, model: Model, *, options: Optio
     Raises:
         ValueError: a bad parameter or an option retouch does not support, before any work.
     """
-    job = params if isinstance(params, Img2ImgJob) else params.validate()
     options = options or Options()
-    check_supported(job, options)
+    job = params if isinstance(params, Img2ImgJob) else params.validate(options)
     log = log if log is not None else JobLog()
     control = control or JobControl()
     timestamp = time.strftime("%Y%m%d%H%M%S")
@@ -159,13 +159,14 @@ def generate(params: Img2ImgParams | Img2ImgJob, model: Model, *, options: Optio
     prompts, negatives = expand_prompts(job, styles, comments)
     for text in comments:
         log.comment(text)
-    networks = JobNetworks(model.extra_networks, options, job.params.disable_extra_networks)
+    extra = networks_of(model)
+    networks = JobNetworks(extra, options, job.params.disable_extra_networks)
     batch_size = len(job.params.init_images) if len(job.params.init_images or ()) > 1 else job.params.batch_size
-    prompts = default_network_prompts(prompts, model.extra_networks, options, prompts[:batch_size], networks.disabled)
+    prompts = default_network_prompts(prompts, extra, options, prompts[:batch_size], networks.disabled)
     networks.prepare(prompts[::batch_size][:job.params.n_iter])
     run = _Job(job, model, options, control, outputs or Outputs(), log, prompts, negatives, networks)
     plan = plan_job_sampling(job, model, options)
-    tiling = bool(job.params.tiling if job.params.tiling is not None else options.tiling)
+    tiling = job.resolved.tiling
     if control.job_count == -1:
         control.job_count = job.params.n_iter
     last = Batch(0, prompts[:1], negatives[:1], job.seeds[:1], job.subseeds[:1])
@@ -213,7 +214,7 @@ def _run_batch(run: _Job, plan: SamplingPlan, init: InitState, batch: Batch) -> 
         run.log.comment(text)
     if activation.hashes and run.options.lora_add_hashes_to_infotext:
         run.log.extra["Lora hashes"] = ", ".join(f"{k}: {v}" for k, v in activation.hashes.items())
-    with run.model.extra_networks.patcher.applied(activation.networks):
+    with run.networks.extra.patcher.applied(activation.networks):
         try:
             conds = _conditioning(run, texts, batch.negative_prompts, activation)
         except Interrupted:
@@ -336,21 +337,3 @@ def _result(run: _Job, init: InitState | None, last: Batch, timestamp: str) -> I
         index_of_first_image=first, job_timestamp=timestamp, interrupted=run.control.interrupted,
         save_error=run.save_error, files=outputs.files, init=init, latents=run.latents)
 
-
-def check_supported(job: Img2ImgJob, options: Options) -> None:
-    """Settings A1111 honours that retouch cannot: refuse them rather than ignore them."""
-    o = job.params
-    unsupported = {
-        "sd_vae_encode_method": options.sd_vae_encode_method != "Full",
-        "sd_vae_decode_method": options.sd_vae_decode_method != "Full",
-        "upscaler_for_img2img": options.upscaler_for_img2img not in (None, "", "None"),
-        "token_merging_ratio": options.token_merging_ratio > 0 or options.token_merging_ratio_img2img > 0,
-        "use_old_emphasis_implementation": options.use_old_emphasis_implementation,
-        "face_restoration": bool(o.restore_faces) or (o.restore_faces is None and options.face_restoration),
-        "sd_hypernetwork": options.sd_hypernetwork not in ("", "None"),
-    }
-    for name, used in unsupported.items():
-        if used:
-            raise ValueError(f"{name}: not supported by retouch (TAESD, upscaler models, token merging, face "
-                             "restoration, refiner switching, hypernetworks and the pre-1.0 emphasis are out of "
-                             "scope); leave it at its default")

@@ -71,10 +71,11 @@ def plan_job_sampling(job: Img2ImgJob, model: Model, options: Options) -> Sampli
     if options.sd_noise_schedule == "Zero Terminal SNR":
         extra["Noise Schedule"] = options.sd_noise_schedule
         alphas_cumprod = rescale_zero_terminal_snr(alphas_cumprod)
+    resolved = job.resolved
     settings = SamplerSettings(
         sampler=job.sampler, scheduler=job.scheduler, steps=params.steps,
-        denoising_strength=params.denoising_strength, eta=params.eta, s_churn=params.s_churn,
-        s_tmin=params.s_tmin, s_tmax=params.s_tmax, s_noise=params.s_noise)
+        denoising_strength=params.denoising_strength, eta=resolved.eta, churn=resolved.churn,
+        churn_from_options=resolved.churn_from_options)
     plan = plan_sampling(settings, alphas_cumprod, model.parameterization == "v", options)
     return dataclasses.replace(plan, extra_params={**extra, **plan.extra_params})
 
@@ -116,18 +117,13 @@ def image_cfg_scale(job: Img2ImgJob, model: Model) -> float | None:
     return job.params.image_cfg_scale if model.is_pix2pix else None
 
 
-def noise_multiplier(job: Img2ImgJob, options: Options) -> float:
-    value = job.params.initial_noise_multiplier
-    return options.initial_noise_multiplier if value is None else value
-
-
 def sample_batch(model: Model, job: Img2ImgJob, options: Options, plan: SamplingPlan, init: InitState,
                  conds: BatchConditioning, batch: Batch, control: JobControl) -> SampledBatch:
     """Noise the init latents with the batch's seeds and denoise them (A1111 ``sample()`` + the blend)."""
     extra: dict[str, Any] = {}
     rng = make_rng(job, model, options, batch.seeds, batch.subseeds)
     noise = rng.next()
-    multiplier = noise_multiplier(job, options)
+    multiplier = job.resolved.noise_multiplier
     if multiplier != 1.0:
         extra["Noise multiplier"] = multiplier
         noise = noise * multiplier
@@ -162,7 +158,7 @@ def _guidance(model: Model, job: Img2ImgJob, options: Options, plan: SamplingPla
     empty: Conditioning | None = None
     if options.pad_cond_uncond:
         empty = model.encode_prompts([""], PromptContext(options, params.width, params.height))[0]
-    s_min_uncond = params.s_min_uncond if params.s_min_uncond is not None else options.s_min_uncond
+    s_min_uncond = job.resolved.s_min_uncond
     return Guidance(conds.cond, conds.uncond, params.cfg_scale * plan.spec.cfg_scale_multiplier,
                     init.image_conditioning, image_cfg_scale(job, model), s_min_uncond, empty)
 

@@ -9,7 +9,7 @@ the sampler function as its :class:`~retouch.sampling.registry.SamplerSpec` says
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,20 +29,20 @@ from retouch.sampling.registry import CallStyle, SamplerKind, SamplerSpec
 from retouch.sampling.schedules import DiscreteSchedule, Scheduler, compute_sigmas
 from retouch.sampling.timesteps import ddim_timesteps
 
+_SAMPLER_DEFAULTS = {"s_churn": 0.0, "s_tmin": 0.0, "s_tmax": float("inf"), "s_noise": 1.0}
+
 
 @dataclass(frozen=True)
 class SamplerSettings:
-    """The sampler-related parameters of one job, resolved (``None`` = take the option's default)."""
+    """The sampler-related parameters of one job, as :meth:`retouch.params.Img2ImgParams.validate` resolved them."""
 
     sampler: SamplerSpec
     scheduler: Scheduler
     steps: int
     denoising_strength: float
-    eta: float | None = None
-    s_churn: float | None = None
-    s_tmin: float | None = None
-    s_tmax: float | None = None
-    s_noise: float | None = None
+    eta: float = 1.0
+    churn: Mapping[str, float] = field(default_factory=lambda: dict(_SAMPLER_DEFAULTS))  # s_churn, s_tmin, …
+    churn_from_options: frozenset[str] = frozenset()  # forced by a non-default option: written to the infotext
 
 
 def img2img_steps(steps: int, denoising_strength: float, fix_steps: bool) -> tuple[int, int]:
@@ -97,7 +97,7 @@ def plan_sampling(settings: SamplerSettings, alphas_cumprod: torch.Tensor, v_pre
         noise_scale = schedule[0]
     if options.img2img_extra_noise > 0:
         extra["Extra noise"] = options.img2img_extra_noise
-    kwargs = {**sampler_kwargs(spec, settings, options, extra), **spec.fixed_kwargs()}
+    kwargs = {**sampler_kwargs(spec, settings, extra), **spec.fixed_kwargs()}
     kwargs.update({key: getattr(options, name) for key, name in spec.option_kwargs.items()})
     return SamplingPlan(spec=spec, alphas_cumprod=alphas_cumprod, v_prediction=v_prediction, schedule=schedule,
                         full_sigmas=full_sigmas, discrete=discrete, latent_scale=latent_scale,
@@ -164,38 +164,21 @@ def _scheduled_sigmas(resolved: Scheduler, steps: int, schedule: DiscreteSchedul
                           beta_alpha=options.beta_dist_alpha, beta_beta=options.beta_dist_beta)
 
 
-_SAMPLER_DEFAULTS = {"s_churn": 0.0, "s_tmin": 0.0, "s_tmax": float("inf"), "s_noise": 1.0}
 _INFOTEXT_KEYS = {"s_churn": "Sigma churn", "s_tmin": "Sigma tmin", "s_tmax": "Sigma tmax", "s_noise": "Sigma noise"}
 
 
-def sampler_kwargs(sampler: SamplerSpec, settings: SamplerSettings, options: Options, extra: dict) -> dict:
-    """eta and the churn parameters, with A1111's precedence (spec §2.1, §9.13)."""
+def sampler_kwargs(sampler: SamplerSpec, settings: SamplerSettings, extra: dict) -> dict:
+    """eta and the churn parameters the sampler takes, and their infotext keys (spec §2.1, §9.13)."""
     kwargs: dict = {}
     if sampler.takes_eta:
-        kwargs["eta"] = effective_eta(sampler, settings.eta, options)
+        kwargs["eta"] = settings.eta
         if kwargs["eta"] != (0.0 if sampler.uses_timesteps else 1.0):
             extra["Eta DDIM" if sampler.uses_timesteps else "Eta"] = kwargs["eta"]
-    requested = {
-        "s_churn": settings.s_churn if settings.s_churn is not None else options.s_churn,
-        "s_tmin": settings.s_tmin if settings.s_tmin is not None else options.s_tmin,
-        "s_tmax": (settings.s_tmax if settings.s_tmax is not None else options.s_tmax) or float("inf"),
-        "s_noise": settings.s_noise if settings.s_noise is not None else options.s_noise,
-    }
-    from_options = {"s_churn": options.s_churn, "s_tmin": options.s_tmin,
-                    "s_tmax": options.s_tmax or float("inf"), "s_noise": options.s_noise}
     for name in sampler.churn_params:
-        kwargs[name] = requested[name]
-        if from_options[name] != _SAMPLER_DEFAULTS[name]:  # a non-default option wins (A1111 quirk)
-            kwargs[name] = from_options[name]
-            extra[_INFOTEXT_KEYS[name]] = from_options[name]
+        kwargs[name] = settings.churn[name]
+        if name in settings.churn_from_options:
+            extra[_INFOTEXT_KEYS[name]] = settings.churn[name]
     return kwargs
-
-
-def effective_eta(sampler: SamplerSpec, eta: float | None, options: Options) -> float:
-    """The job's eta, else the option for the sampler's family (``eta_ddim`` / ``eta_ancestral``)."""
-    if eta is not None:
-        return eta
-    return options.eta_ddim if sampler.uses_timesteps else options.eta_ancestral
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The A1111-compatible HTTP API: ``create_app(backend)``.
 
-The app is the HTTP edge only: it validates requests (:mod:`retouch.server.requests`), hands jobs to a
-:class:`~retouch.server.backend.Backend` (which owns jobs, progress and interrupts), and renders
+The app is the HTTP edge only: it validates requests (:mod:`retouch.serving.requests`), hands jobs to a
+:class:`~retouch.serving.backend.Backend` (which owns jobs, progress and interrupts), and renders
 results and errors in A1111's shapes. Routes live in :mod:`retouch.server.routes`.
 """
 
@@ -13,13 +13,15 @@ from fastapi.responses import JSONResponse
 
 from retouch import __version__
 from retouch.server.auth import basic_auth
-from retouch.server.backend import Backend, LocalBackend
-from retouch.server.checkpoints import ModelManager
-from retouch.server.errors import ApiError, envelope
+from retouch.server.errors import envelope
 from retouch.server.limits import RequestLimits
 from retouch.server.routes import catalog, img2img, info, networks, progress
-from retouch.server.state import ServerConfig, ServerState
-from retouch.server.strict_json import json_safe
+from retouch.serving.errors import RequestError
+from retouch.serving.local import LocalBackend
+from retouch.serving.models import ModelManager
+from retouch.serving.protocols import Backend
+from retouch.serving.state import ServerConfig, ServerState
+from retouch.serving.strict_json import json_safe
 
 __all__ = ["ServerConfig", "create_app", "local_backend"]
 
@@ -55,8 +57,8 @@ def _add_error_handlers(app: FastAPI) -> None:
         errors = [{k: _brief(v) if k == "input" else v for k, v in error.items() if k != "ctx"} for error in e.errors()]
         return JSONResponse(status_code=422, content=json_safe({"detail": errors}))
 
-    @app.exception_handler(ApiError)
-    async def api_error(_: Request, e: ApiError):
+    @app.exception_handler(RequestError)
+    async def api_error(_: Request, e: RequestError):
         return envelope(e.status_code, e.error, e.detail, headers=e.headers or None)
 
     @app.exception_handler(HTTPException)

@@ -15,7 +15,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from retouch.server.errors import ApiError, envelope
+from retouch.server.errors import envelope
+from retouch.serving.errors import RequestError
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -24,28 +25,28 @@ Message = dict[str, Any]
 class BodyRefused(Exception):  # noqa: N818 - raised into the app's body reads, never to a client
     """The body being read broke a limit; the middleware answers with :attr:`error`."""
 
-    def __init__(self, error: ApiError):
+    def __init__(self, error: RequestError):
         super().__init__(error.detail)
         self.error = error
 
 
-def too_large(size: int, max_bytes: int) -> ApiError:
-    return ApiError(413, f"request body of {size} bytes is larger than this server's limit of {max_bytes} bytes "
+def too_large(size: int, max_bytes: int) -> RequestError:
+    return RequestError(413, f"request body of {size} bytes is larger than this server's limit of {max_bytes} bytes "
                          "(--max-body-mb)", "PayloadTooLarge")
 
 
-def too_slow(read_timeout: float) -> ApiError:
-    return ApiError(408, f"the request body was not received within {read_timeout:g} s (--body-timeout)",
+def too_slow(read_timeout: float) -> RequestError:
+    return RequestError(408, f"the request body was not received within {read_timeout:g} s (--body-timeout)",
                     "RequestTimeout")
 
 
 def declared_length(scope: Scope) -> int | None:
-    """The request's ``Content-Length`` (None when absent); :class:`ApiError` 400 when it is not a number."""
+    """The request's ``Content-Length`` (None when absent); :class:`RequestError` 400 when it is not a number."""
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
             text = value.decode("latin-1")
             if not text.isdigit():
-                raise ApiError(400, f"Content-Length: not a number: {text[:32]!r}")
+                raise RequestError(400, f"Content-Length: not a number: {text[:32]!r}")
             return int(text)
     return None
 
@@ -62,7 +63,7 @@ class _Exchange:
     size: int = 0
     done: bool = False
     deadline: float | None = None
-    refused: ApiError | None = None
+    refused: RequestError | None = None
     started: bool = False
 
 
@@ -80,7 +81,7 @@ class RequestLimits:
             return
         try:
             declared = declared_length(scope)
-        except ApiError as e:
+        except RequestError as e:
             await send_error(send, e)
             return
         if declared is not None and declared > self.max_bytes:
@@ -126,7 +127,7 @@ class RequestLimits:
         return message
 
 
-async def send_error(send: Any, error: ApiError) -> None:
+async def send_error(send: Any, error: RequestError) -> None:
     """Answer with ``error`` in A1111's envelope, and close the connection (its unread body goes with it)."""
     response = envelope(error.status_code, error.error, error.detail, headers={**error.headers, "Connection": "close"})
     await response({"type": "http"}, _no_receive, send)

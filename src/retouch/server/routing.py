@@ -1,4 +1,4 @@
-"""Every API route's JSON body is parsed strictly (:mod:`retouch.server.strict_json`) off the event loop,
+"""Every API route's JSON body is parsed strictly (:mod:`retouch.serving.strict_json`) off the event loop,
 before FastAPI sees it; FastAPI then reuses the parsed value. Its size and read time are bounded for every
 route of the app by :class:`retouch.server.limits.RequestLimits`."""
 
@@ -11,8 +11,8 @@ from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
-from retouch.server.errors import ApiError
-from retouch.server.strict_json import BodyError, parse_body
+from retouch.serving.errors import RequestError
+from retouch.serving.strict_json import BodyError, parse_body
 
 
 class GuardedRoute(APIRoute):
@@ -28,7 +28,7 @@ class GuardedRoute(APIRoute):
                     try:
                         request._json = await run_in_threadpool(parse_body, body)
                     except BodyError as e:
-                        raise ApiError(422, str(e), "ValueError") from None
+                        raise RequestError(422, str(e), "ValueError") from None
             return await handler(request)
 
         return guarded

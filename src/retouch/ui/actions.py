@@ -9,7 +9,6 @@ import base64
 import dataclasses
 import html
 import io
-import math
 import time
 import uuid
 from dataclasses import dataclass
@@ -19,13 +18,13 @@ from typing import Any
 
 from PIL import Image
 
-from retouch.infotext import generation_parameters
-from retouch.server.backend import Cancelled, DuplicateTask, JobOutcome, QueueFull, Unavailable
-from retouch.server.errors import ApiError
-from retouch.server.images import decode_opened, open_image
-from retouch.server.requests import job_request
-from retouch.server.schemas import Img2ImgRequest
-from retouch.server.state import ServerState
+from retouch.infotext import paste_values
+from retouch.serving.errors import Cancelled, DuplicateTask, QueueFull, RequestError, Unavailable
+from retouch.serving.images import decode_opened, open_image
+from retouch.serving.requests import job_request
+from retouch.serving.schemas import Img2ImgRequest
+from retouch.serving.state import ServerState
+from retouch.serving.values import JobOutcome
 from retouch.ui.modes import Mode, ModeInputs, image_and_mask, scaled_size
 
 RESIZE_MODES = ["Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)"]
@@ -122,7 +121,7 @@ async def run_request(state: ServerState, fields: dict[str, Any], adjust: dict[s
         if adjust:
             request = dataclasses.replace(request, **adjust)
         return await state.backend.run(request)
-    except ApiError as e:
+    except RequestError as e:
         raise PageError(str(e.detail)) from None
     except QueueFull:
         raise PageError("The queue is full; try again in a moment.") from None
@@ -152,7 +151,7 @@ def page_request(max_pixels: int, mode: Mode, inputs: ModeInputs, fields: Fields
         loaded = ModeInputs(**{f.name: read_uploads(getattr(inputs, f.name), max_pixels)
                                for f in dataclass_fields(ModeInputs)})
         image, mask = image_and_mask(mode, loaded, int(fields.mask_blur), float(fields.mask_alpha))
-    except ApiError as e:
+    except RequestError as e:
         raise PageError(e.detail) from None
     except ValueError as e:
         raise PageError(str(e)) from None
@@ -171,7 +170,7 @@ def read_uploads(value: Any, max_pixels: int) -> Any:
 
 
 def read_upload(path: str | Path, max_pixels: int, field: str = "image") -> Image.Image:
-    """An uploaded file as the API reads an image: header checked first, then decoded (ApiError 413/422;
+    """An uploaded file as the API reads an image: header checked first, then decoded (RequestError 413/422;
     PageError when the file is gone)."""
     try:
         data = Path(path).read_bytes()
@@ -239,34 +238,24 @@ def preview_image(state: ServerState, task_id: str | None) -> Image.Image | None
 
 # ---------------------------------------------------------------------------------------------
 # Infotext → fields (A1111's paste)
-PASTE_FIELDS: dict[str, tuple[str, type]] = {
-    "Prompt": ("prompt", str), "Negative prompt": ("negative_prompt", str), "Steps": ("steps", int),
-    "Sampler": ("sampler_name", str), "Schedule type": ("scheduler", str), "CFG scale": ("cfg_scale", float),
-    "Image CFG scale": ("image_cfg_scale", float), "Seed": ("seed", int), "Size-1": ("width", int),
-    "Size-2": ("height", int), "Denoising strength": ("denoising_strength", float), "Mask blur": ("mask_blur", int),
-    "Variation seed": ("subseed", int), "Variation seed strength": ("subseed_strength", float),
-    "Seed resize from-1": ("seed_resize_from_w", int), "Seed resize from-2": ("seed_resize_from_h", int),
-    "Mask mode": ("mask_mode", str), "Masked content": ("inpainting_fill", str), "Inpaint area": ("inpaint_area", str),
-    "Masked area padding": ("inpaint_full_res_padding", int),
-}
+_PASTED = ("steps", "sampler_name", "scheduler", "cfg_scale", "image_cfg_scale", "seed", "width", "height",
+           "denoising_strength", "mask_blur", "subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h",
+           "inpaint_full_res_padding")
 
 
 def fields_from_infotext(text: str, restore_lora_names=None) -> dict[str, Any]:
-    """The page fields an infotext sets (``Fields`` names → values); fields it does not mention are left out."""
-    params = generation_parameters(text, restore_lora_names)
-    out: dict[str, Any] = {}
-    for key, (name, kind) in PASTE_FIELDS.items():
-        if key not in params:
-            continue
-        try:
-            value = kind(float(params[key])) if kind is int else kind(params[key])
-        except (TypeError, ValueError, OverflowError):  # "Steps: 1e400" is no number of steps
-            continue
-        if isinstance(value, float) and not math.isfinite(value):
-            continue
-        out[name] = value
-    if "Variation seed" in params or "Seed resize from-1" in params:
+    """The page fields an infotext sets (``Fields`` names → values, read by :func:`retouch.infotext.paste_values`);
+    fields it does not mention are left out."""
+    prompt, negative, values, _ = paste_values(text, restore_lora_names)
+    out: dict[str, Any] = {"prompt": prompt, "negative_prompt": negative}
+    out.update({name: values[name] for name in _PASTED if name in values})
+    for name, field, labels in (("inpainting_mask_invert", "mask_mode", MASK_MODES),
+                                ("inpainting_fill", "inpainting_fill", INPAINT_FILLS),
+                                ("inpaint_full_res", "inpaint_area", INPAINT_AREAS)):
+        if name in values:
+            out[field] = labels[int(values[name])]
+    if "subseed" in values or "seed_resize_from_w" in values:
         out["variation"] = True
-    if "Size-1" in params:
+    if "width" in values:
         out["resize_by"] = False
     return out

@@ -22,8 +22,8 @@ from starlette.concurrency import run_in_threadpool
 
 from retouch.folder_batch import FolderJob, FolderPlan, plan_folder, png_info_changes
 from retouch.params import fixed_seed
-from retouch.server.errors import ApiError
-from retouch.server.state import ServerState
+from retouch.serving.errors import RequestError
+from retouch.serving.state import ServerState
 from retouch.ui import actions
 from retouch.ui.actions import Fields, PageError
 
@@ -126,7 +126,7 @@ def _request(state: ServerState, fields: Fields, inputs: BatchInputs, job: Folde
                 with contextlib.suppress(ValueError):
                     overrides["sd_model_checkpoint"] = state.backend.find_checkpoint(model_hash)
             fields = dataclasses.replace(fields, **changes)
-    except ApiError as e:
+    except RequestError as e:
         raise PageError(e.detail) from None
     except ValueError as e:
         raise PageError(f"{job.image.name}: {e}") from None

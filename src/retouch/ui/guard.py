@@ -1,5 +1,5 @@
 """What the page's routes accept, checked before Gradio sees a request (an ASGI middleware inside the app's
-:class:`~retouch.server.limits.RequestLimits` and ``--api-auth``).
+:class:`~retouch.server.limits.RequestLimits` and ``--api-auth``, which bound the body's size and time).
 
 Gradio 6 answers on about fifty routes, and its own "only files uploaded by a user" check is skipped for an app
 mounted in another (``blocks.has_launched`` is never set): a request naming ``/etc/passwd`` as an image had the
@@ -27,12 +27,13 @@ from typing import Any
 from gradio.route_utils import MultiPartException
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Match
 
 from retouch.imageops.resize import ACCEPTED_FORMATS
-from retouch.server.errors import ApiError
-from retouch.server.limits import BodyRefused, declared_length, send_error
-from retouch.server.strict_json import BodyError, parse_body
+from retouch.serving.errors import RequestError, error_body
+from retouch.serving.strict_json import BodyError, parse_body
 from retouch.ui.uploads import UploadFolder
 
 API = "/gradio_api"
@@ -47,7 +48,7 @@ UPLOAD_ROUTE = f"{API}/upload"
 class PageRefusal(Exception):  # noqa: N818 - becomes the response
     def __init__(self, status: int, detail: str, error: str = "Forbidden"):
         super().__init__(detail)
-        self.error = ApiError(status, detail, error)
+        self.error = RequestError(status, detail, error)
 
 
 @dataclass(frozen=True)
@@ -79,10 +80,10 @@ class PageGuard:
         try:
             receive = await self._admit(scope, receive)
         except PageRefusal as e:
-            await send_error(send, e.error)
+            await _refuse(send, e.error)
             return
-        except ApiError as e:
-            await send_error(send, e)
+        except RequestError as e:
+            await _refuse(send, e)
             return
         await self.app(scope, receive, send)
 
@@ -109,7 +110,8 @@ class PageGuard:
             raise PageRefusal(403, "File not allowed: only the page's own uploads and results are served")
 
     async def _admit_upload(self, scope: dict[str, Any], receive: Any) -> Any:
-        size = declared_length(scope)
+        declared = Headers(scope=scope).get("content-length")
+        size = int(declared) if declared is not None and declared.isdigit() else None
         if size is None:
             raise PageRefusal(411, "an upload must declare its Content-Length", "LengthRequired")
         if not await run_in_threadpool(self.uploads.make_room, size):
@@ -120,8 +122,8 @@ class PageGuard:
         async def parsed_receive() -> dict[str, Any]:
             try:
                 return await receive()
-            except BodyRefused as e:  # Gradio's parser deletes its partial files for this error (and only it)
-                raise MultiPartException(str(e)) from e
+            except Exception as e:  # a body cut off (too large, too slow): Gradio's parser deletes its partial
+                raise MultiPartException(str(e)) from e  # files for this error, and only for it
 
         return parsed_receive
 
@@ -169,6 +171,17 @@ def _file_references(value: Any, where: str):
     elif isinstance(value, list):
         for i, item in enumerate(value):
             yield from _file_references(item, f"{where}[{i}]")
+
+
+async def _refuse(send: Any, error: RequestError) -> None:
+    """Answer in A1111's error envelope and close the connection (an unread body goes with it)."""
+    response = JSONResponse(error_body(error.error, error.detail), status_code=error.status_code,
+                            headers={**error.headers, "Connection": "close"})
+    await response({"type": "http"}, _disconnected, send)
+
+
+async def _disconnected() -> dict[str, Any]:
+    return {"type": "http.disconnect"}
 
 
 async def _read_body(receive: Any, limit: int) -> bytes:

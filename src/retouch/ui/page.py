@@ -16,9 +16,9 @@ from starlette.concurrency import run_in_threadpool
 from retouch.folder_batch import PNG_INFO_PROPS
 from retouch.sampling.registry import SAMPLERS
 from retouch.sampling.schedules import SCHEDULERS
-from retouch.server.checkpoints import AUTOMATIC_VAE, vae_settings
-from retouch.server.errors import ApiError, scrub
-from retouch.server.state import ServerState
+from retouch.serving.errors import RequestError, scrub
+from retouch.serving.models import AUTOMATIC_VAE, vae_settings
+from retouch.serving.state import ServerState
 from retouch.ui import actions
 from retouch.ui.actions import INPAINT_AREAS, INPAINT_FILLS, MASK_MODES, RESIZE_MODES, Fields, PageError
 from retouch.ui.batch import BatchInputs, BatchRoots, run_batch
@@ -414,8 +414,8 @@ def _open(state: ServerState, path: str) -> Image.Image:
     """An uploaded (or shown) file as an image, its header checked first; a message on the page otherwise."""
     try:
         return actions.read_upload(path, state.config.max_pixels)
-    except (ApiError, ValueError) as e:
-        raise gr.Error(e.detail if isinstance(e, ApiError) else str(e)) from None
+    except (RequestError, ValueError) as e:
+        raise gr.Error(e.detail if isinstance(e, RequestError) else str(e)) from None
 
 
 def _send(state: ServerState, mode: Mode, plain_image: bool):

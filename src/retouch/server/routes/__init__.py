@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from retouch.server.state import ServerState
+from retouch.serving.state import ServerState
 
 
 def server_state(request: Request) -> ServerState:

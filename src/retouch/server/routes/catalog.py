@@ -8,9 +8,9 @@ from fastapi import APIRouter
 
 from retouch.sampling import registry
 from retouch.sampling.schedules import SCHEDULERS
-from retouch.server.errors import ApiError
 from retouch.server.routes import State
 from retouch.server.routing import GuardedRoute
+from retouch.serving.errors import RequestError
 from retouch.soft_inpainting import SCRIPT_NAME
 
 router = APIRouter(route_class=GuardedRoute)
@@ -75,7 +75,7 @@ async def set_options(values: dict[str, Any], state: State):
         if checkpoint:
             state.backend.set_default_checkpoint(checkpoint)
     except ValueError as e:
-        raise ApiError(422, str(e), "ValueError") from None
+        raise RequestError(422, str(e), "ValueError") from None
     state.options = new
     return None
 

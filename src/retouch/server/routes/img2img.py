@@ -10,13 +10,12 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from retouch.outputs import encode_image, image_texts
-from retouch.server.backend import Cancelled, DuplicateTask, QueueFull, Unavailable
-from retouch.server.errors import ApiError
-from retouch.server.requests import job_request
 from retouch.server.routes import State
 from retouch.server.routing import GuardedRoute
-from retouch.server.schemas import ImageToImageResponse, Img2ImgRequest
-from retouch.server.strict_json import json_safe
+from retouch.serving.errors import Cancelled, DuplicateTask, QueueFull, RequestError, Unavailable
+from retouch.serving.requests import job_request
+from retouch.serving.schemas import ImageToImageResponse, Img2ImgRequest
+from retouch.serving.strict_json import json_safe
 
 router = APIRouter(route_class=GuardedRoute)
 
@@ -32,15 +31,15 @@ async def img2img(req: Img2ImgRequest, response: Response, state: State):
     try:
         outcome = await state.backend.run(request)
     except QueueFull:
-        raise ApiError(503, "the queue is full; retry later", headers={"Retry-After": "5"}) from None
+        raise RequestError(503, "the queue is full; retry later", headers={"Retry-After": "5"}) from None
     except Unavailable as e:
-        raise ApiError(503, str(e), "ServiceUnavailable", headers={"Retry-After": "5"}) from None
+        raise RequestError(503, str(e), "ServiceUnavailable", headers={"Retry-After": "5"}) from None
     except DuplicateTask as e:
-        raise ApiError(409, str(e), "Conflict") from None
+        raise RequestError(409, str(e), "Conflict") from None
     except Cancelled as e:
-        raise ApiError(409, str(e), "Interrupted") from None
+        raise RequestError(409, str(e), "Interrupted") from None
     except ValueError as e:
-        raise ApiError(422, str(e), "ValueError") from None
+        raise RequestError(422, str(e), "ValueError") from None
     timing.update(queue=outcome.queued_s, job=outcome.ran_s)
     state.job_timestamp = outcome.job_timestamp
     options = state.options

@@ -6,11 +6,11 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from retouch.infotext import generation_parameters
-from retouch.server.images import decode_image
 from retouch.server.routes import State
 from retouch.server.routing import GuardedRoute
-from retouch.server.schemas import PNGInfoRequest
-from retouch.server.strict_json import json_safe
+from retouch.serving.images import decode_image
+from retouch.serving.schemas import PNGInfoRequest
+from retouch.serving.strict_json import json_safe
 
 router = APIRouter(route_class=GuardedRoute)
 

@@ -7,11 +7,11 @@ import time
 
 from fastapi import APIRouter
 
-from retouch.server.backend import TaskStatus
-from retouch.server.errors import ApiError
 from retouch.server.routes import State
 from retouch.server.routing import GuardedRoute
-from retouch.server.schemas import InterruptRequest, ProgressRequest
+from retouch.serving.errors import RequestError
+from retouch.serving.schemas import InterruptRequest, ProgressRequest
+from retouch.serving.values import TaskStatus
 
 router = APIRouter(route_class=GuardedRoute)
 
@@ -73,7 +73,7 @@ async def interrupt(state: State, req: InterruptRequest | None = None, id_task: 
     task_id = id_task or (req.id_task if req else None)
     found = state.backend.interrupt(task_id)
     if task_id and not found:
-        raise ApiError(404, f"no queued or running task {task_id!r}")
+        raise RequestError(404, f"no queued or running task {task_id!r}")
     return {}
 
 

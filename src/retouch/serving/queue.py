@@ -23,25 +23,10 @@ from typing import Any
 import torch
 
 from retouch.control import JobControl
+from retouch.serving.errors import Cancelled, DuplicateTask, QueueFull
 
 logger = logging.getLogger(__name__)
 FINISHED_KEPT = 16
-
-
-class QueueFull(Exception):  # noqa: N818
-    pass
-
-
-class Unavailable(Exception):  # noqa: N818
-    """No worker can take the job now (a replica died and the retry failed too): 503, retry later."""
-
-
-class DuplicateTask(Exception):  # noqa: N818
-    """A task with this id is already queued or running."""
-
-
-class Cancelled(Exception):  # noqa: N818
-    """The task was interrupted while still waiting in the queue."""
 
 
 def new_task_id() -> str:

@@ -1,4 +1,4 @@
-"""An A1111 img2img request → a validated :class:`~retouch.server.backend.JobRequest` (the HTTP edge).
+"""An A1111 img2img request → a validated :class:`~retouch.serving.backend.JobRequest` (the HTTP edge).
 
 Every check happens here, before anything is queued: the request's fields (A1111's *API* defaults,
 spec §7.1), its ``infotext``, ``override_settings``, the checkpoint it names, its images.
@@ -11,25 +11,25 @@ from typing import Any
 
 from PIL import Image
 
+from retouch.a1111 import img2img_params
 from retouch.options import Options
 from retouch.outputs import writable_problem
 from retouch.params import MAX_BATCH, MAX_ITERATIONS, MAX_STEPS, Img2ImgParams
-from retouch.pipeline import check_supported
 from retouch.prompt_parser import count_prompt_parts
-from retouch.server.backend import JobRequest, RequestImages
-from retouch.server.errors import ApiError
-from retouch.server.images import image_bytes, open_image
-from retouch.server.infotext_fields import apply_infotext
-from retouch.server.jobs import new_task_id
-from retouch.server.schemas import IGNORED_FIELDS, Img2ImgRequest
-from retouch.server.state import ServerConfig, ServerState
-from retouch.soft_inpainting import SCRIPT_NAME, parse_alwayson_scripts
+from retouch.serving.errors import RequestError
+from retouch.serving.images import image_bytes, open_image
+from retouch.serving.infotext_fields import apply_infotext
+from retouch.serving.queue import new_task_id
+from retouch.serving.schemas import IGNORED_FIELDS, Img2ImgRequest
+from retouch.serving.state import ServerConfig, ServerState
+from retouch.serving.values import JobRequest, RequestImages
+from retouch.soft_inpainting import SCRIPT_NAME
 
 _IMAGE_FIELDS = ("init_images", "image_mask", "latent_mask")
 
 
 def job_request(req: Img2ImgRequest, state: ServerState) -> JobRequest:
-    """Validate ``req`` completely; raise :class:`ApiError` (4xx) on anything bad. Images are read only as
+    """Validate ``req`` completely; raise :class:`RequestError` (4xx) on anything bad. Images are read only as
     far as their headers (format, size): they are decoded when the job starts."""
     _check_request_shape(req)
     values = req.model_dump()
@@ -45,15 +45,14 @@ def job_request(req: Img2ImgRequest, state: ServerState) -> JobRequest:
             checkpoint = state.backend.find_checkpoint(checkpoint)
         options = state.options.with_overrides(overrides)
         state.backend.find_vae(options.sd_vae)
-        job = request_params(values, opened, state.options).validate()
-        check_supported(job, options)
+        job = request_params(values, opened, state.options).validate(options)
     except ValueError as e:
-        raise ApiError(422, str(e), "ValueError") from None
+        raise RequestError(422, str(e), "ValueError") from None
     save = bool(req.save_images)
     outdir = (state.config.outdir or "outputs/img2img-images") if save else None
     problem = writable_problem(outdir) if outdir is not None else None
     if problem is not None:
-        raise ApiError(507, f"save_images: {problem}; nothing was done", "InsufficientStorage")
+        raise RequestError(507, f"save_images: {problem}; nothing was done", "InsufficientStorage")
     empty = dataclasses.replace(job.params, init_images=[], image_mask=None, latent_mask=None)
     return JobRequest(task_id=req.force_task_id or new_task_id(), job=dataclasses.replace(job, params=empty),
                       images=encoded, options=options, checkpoint=checkpoint,
@@ -63,16 +62,16 @@ def job_request(req: Img2ImgRequest, state: ServerState) -> JobRequest:
 def _check_request_shape(req: Img2ImgRequest) -> None:
     extra = set(req.model_extra or {}) - IGNORED_FIELDS
     if extra:
-        raise ApiError(422, f"unknown fields: {', '.join(sorted(extra))}", "ValueError")
+        raise RequestError(422, f"unknown fields: {', '.join(sorted(extra))}", "ValueError")
     if not req.init_images:
-        raise ApiError(404, "Init image not found")
+        raise RequestError(404, "Init image not found")
     if req.script_name:
-        raise ApiError(422, f"Script '{req.script_name}' not found")
+        raise RequestError(422, f"Script '{req.script_name}' not found")
     for name in req.alwayson_scripts or {}:
         if str(name).lower() != SCRIPT_NAME:
-            raise ApiError(422, f"always on script {name} not found")
+            raise RequestError(422, f"always on script {name} not found")
     if req.refiner_checkpoint not in (None, "", "None", "none"):
-        raise ApiError(422, "refiner_checkpoint: not supported by retouch (refiner switching is out of scope); "
+        raise RequestError(422, "refiner_checkpoint: not supported by retouch (refiner switching is out of scope); "
                             "leave it at its default", "ValueError")
 
 
@@ -81,11 +80,11 @@ def _check_api_values(values: dict[str, Any]) -> None:
     for name in ("width", "height"):
         v = values.get(name)
         if isinstance(v, int) and (v < 64 or v > 8192 or v % 8):
-            raise ApiError(422, f"{name} must be a multiple of 8 between 64 and 8192, got {v}", "ValueError")
+            raise RequestError(422, f"{name} must be a multiple of 8 between 64 and 8192, got {v}", "ValueError")
     init = values.get("init_images") or []
     batch = values.get("batch_size")
     if isinstance(batch, int) and len(init) > max(batch, 1):
-        raise ApiError(422, f"init_images: bad number of images passed: {len(init)}; expecting {batch} or less",
+        raise RequestError(422, f"init_images: bad number of images passed: {len(init)}; expecting {batch} or less",
                        "ValueError")
 
 
@@ -97,7 +96,7 @@ def _check_cost(values: dict[str, Any], config: ServerConfig) -> None:
         return  # a value out of its own range: the parameters' validation names the field
     assert isinstance(n_iter, int) and isinstance(batch_size, int) and isinstance(steps, int)
     if n_iter * batch_size > config.max_images:
-        raise ApiError(422, f"n_iter × batch_size: {n_iter} × {batch_size} = {n_iter * batch_size} images, more "
+        raise RequestError(422, f"n_iter × batch_size: {n_iter} × {batch_size} = {n_iter * batch_size} images, more "
                             f"than this server's limit of {config.max_images} per request (--max-images)",
                        "ValueError")
     prompt = values.get("prompt")
@@ -105,7 +104,7 @@ def _check_cost(values: dict[str, Any], config: ServerConfig) -> None:
     cost = n_iter * batch_size * steps * parts
     if cost > config.max_job_steps:
         what = "n_iter × batch_size × steps" + (" × AND sub-prompts" if parts > 1 else "")
-        raise ApiError(422, f"{what}: {cost} sampling steps, more than this server's limit of "
+        raise RequestError(422, f"{what}: {cost} sampling steps, more than this server's limit of "
                             f"{config.max_job_steps} per request (--max-job-steps)", "ValueError")
 
 
@@ -135,28 +134,18 @@ def _check_pixel_budget(values: dict[str, Any], opened: dict[str, Any], config: 
         return  # the parameters' own validation names the bad field
     assert isinstance(width, int) and isinstance(height, int) and isinstance(batch, int) and isinstance(n_iter, int)
     if width * height > config.max_pixels:
-        raise ApiError(413, f"width × height: {width}x{height} is more pixels than this server's limit of "
+        raise RequestError(413, f"width × height: {width}x{height} is more pixels than this server's limit of "
                             f"{config.max_pixels} per image (--max-pixels)", "PayloadTooLarge")
     outputs = width * height * batch * n_iter
     if inputs + outputs > config.max_request_pixels:
-        raise ApiError(413, f"the request's images hold {inputs} pixels and it asks for {outputs} more "
+        raise RequestError(413, f"the request's images hold {inputs} pixels and it asks for {outputs} more "
                             f"(width × height × batch_size × n_iter), over this server's limit of "
                             f"{config.max_request_pixels} pixels per request (--max-request-pixels)",
                        "PayloadTooLarge")
 
 
 def request_params(values: dict[str, Any], images: dict[str, Any], base_options: Options) -> Img2ImgParams:
-    """The job parameters of a request, as A1111's API builds its processing object."""
-    kwargs = {k: values[k] for k in Img2ImgParams.field_names() if k in values and k not in _IMAGE_FIELDS}
-    for name, empty in (("prompt", ""), ("negative_prompt", ""), ("styles", [])):
-        if kwargs.get(name) is None:
-            kwargs[name] = empty
-    if kwargs.get("sampler_name") is None:
-        kwargs["sampler_name"] = values.get("sampler_index") or "Euler"
-    if isinstance(values.get("mask_blur"), int):  # A1111's mask_blur property sets both axes
-        kwargs["mask_blur_x"] = kwargs["mask_blur_y"] = values["mask_blur"]
-    if kwargs.get("initial_noise_multiplier") is None:
-        # A1111 reads it from the options when the request object is built, before override_settings apply
-        kwargs["initial_noise_multiplier"] = base_options.initial_noise_multiplier
-    kwargs["soft_inpainting"] = parse_alwayson_scripts(values.get("alwayson_scripts"))
-    return Img2ImgParams(**kwargs, **images)
+    """The job parameters of a request, as A1111's API builds its processing object (:mod:`retouch.a1111`); the
+    fields A1111's API ignores are ignored here too."""
+    fields = {k: v for k, v in values.items() if k not in (*_IMAGE_FIELDS, "mask", *IGNORED_FIELDS)}
+    return img2img_params({**fields, **images}, base_options=base_options, api=True)

@@ -8,17 +8,20 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from retouch.models import Model, load_model
+from retouch.loading import load_model
+from retouch.models import Model
 from retouch.models.checkpoint import cached_sha256
 from retouch.models.loader import TINY_MODELS, load_vae
-from retouch.models.model import dtype_of
+from retouch.models.model import VaeInfo, dtype_of
 from retouch.models.paths import natural_key
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 VAE_SUFFIXES = (".safetensors", ".ckpt", ".pt")
 AUTOMATIC_VAE = ("Automatic", "auto")  # "auto": A1111's name in old settings files
+KEPT_VAES = 2  # separate VAEs kept loaded (each with the checkpoint it was last used with)
 
 
 def vae_settings(vaes: Iterable[str]) -> list[str]:
@@ -72,6 +75,8 @@ class ModelManager:
     vaes: dict[str, Path] = field(default_factory=dict)  # by file name, as A1111's sd_vae values
     _loaded: tuple[str, Model] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _vaes: dict[str, tuple[Path, Any, VaeInfo]] = field(default_factory=dict)  # checkpoint → its separate VAE
+    _vae_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.refresh()
@@ -137,20 +142,32 @@ class ModelManager:
             return next((path for name, path in self.vaes.items() if name.startswith(stem)), None)
         return None
 
-    def use_vae(self, model: Model, checkpoint_name: str, setting: str) -> None:
-        """Give ``model`` (loaded from ``checkpoint_name``) the VAE ``sd_vae = setting`` asks for; the
-        checkpoint's own is kept in memory while another is used. Call it between jobs, never during one."""
+    def with_vae(self, model: Model, checkpoint_name: str, setting: str) -> Model:
+        """``model`` (loaded from ``checkpoint_name``) with the VAE ``sd_vae = setting`` asks for: a view for one
+        job (:meth:`Model.with_vae`); the shared model keeps its own VAE. The last separate VAE used with each of
+        the last :data:`KEPT_VAES` checkpoints stays loaded."""
         wanted = self.vae_for(self.find(checkpoint_name), setting)
-        current = model.vae_info.path if model.vae_info else None
-        if wanted == current:
-            return
         if wanted is None:
-            model.restore_own_vae()
-            return
-        dtype = self.load_kwargs.get("vae_dtype") or dtype_of(model.vae)
-        model.replace_vae(*load_vae(wanted, model, dtype, channels_last=bool(self.load_kwargs.get("channels_last"))),
-                          keep_own=True)
-        logger.info("VAE for %s: %s", checkpoint_name, wanted)
+            return model
+        with self._vae_lock:
+            cached = self._vaes.pop(checkpoint_name, None)
+            if cached is None or cached[0] != wanted:
+                dtype = self.load_kwargs.get("vae_dtype") or dtype_of(model.vae)
+                vae, info = load_vae(wanted, model, dtype, channels_last=bool(self.load_kwargs.get("channels_last")))
+                cached = (wanted, vae, info)
+                logger.info("VAE for %s: %s", checkpoint_name, wanted)
+            self._vaes[checkpoint_name] = cached  # most recently used last
+            while len(self._vaes) > KEPT_VAES:
+                self._vaes.pop(next(iter(self._vaes)))
+        return model.with_vae(cached[1], cached[2])
+
+    def checkpoint_for(self, requested: str | None, keep: bool) -> str:
+        """The checkpoint a request runs on (``requested`` or the default); ``keep`` makes it the default
+        (A1111's ``override_settings_restore_afterwards: false``)."""
+        name = self.find(requested).name if requested else self.default
+        if requested and keep:
+            self.default = name
+        return name
 
     def find(self, name: str) -> Checkpoint:
         """A checkpoint by title, file name, stem or short hash (as A1111 matches them)."""
@@ -167,18 +184,18 @@ class ModelManager:
                          f"{', '.join(c.name for c in self.checkpoints.values())}")
 
     def get(self, name: str | None = None, vae: str | None = None) -> Model:
-        """The checkpoint ``name`` (None: the default), loaded if needed; with ``vae`` (a job's ``sd_vae``), the
-        VAE it asks for (None: the VAE is left as it is — a job may be using it)."""
+        """The checkpoint ``name`` (None: the default), loaded if needed (the one loaded before is let go); with
+        ``vae`` (a job's ``sd_vae``), a view of it with that VAE (:meth:`with_vae`)."""
         ckpt = self.find(name) if name else self.find(self.default)
         with self._lock:
             if self._loaded is None or self._loaded[0] != ckpt.name:
                 self._loaded = None  # free the old model before loading the next
+                self._vaes.clear()
                 model = load_model(ckpt.path, **self.load_kwargs)
                 model.vae_tiling = self.vae_tiling
                 self._loaded = (ckpt.name, model)
-            if vae is not None:
-                self.use_vae(self._loaded[1], ckpt.name, vae)
-            return self._loaded[1]
+            loaded = self._loaded[1]
+        return self.with_vae(loaded, ckpt.name, vae) if vae is not None else loaded
 
     @property
     def loaded(self) -> Model | None:

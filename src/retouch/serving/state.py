@@ -9,7 +9,7 @@ from retouch.networks.files import LoraFolder
 from retouch.options import Options
 
 if TYPE_CHECKING:
-    from retouch.server.backend import Backend
+    from retouch.serving.protocols import Backend
 
 
 @dataclass

@@ -16,13 +16,13 @@ from collections.abc import Callable
 from PIL import Image, UnidentifiedImageError
 
 from retouch.imageops.resize import ACCEPTED_FORMATS, fix_image
-from retouch.server.errors import ApiError, scrub
+from retouch.serving.errors import RequestError, scrub
 
 MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
 
 
 def decode_image(value: object, field: str, *, max_pixels: int, allow_urls: bool) -> Image.Image:
-    """A request image → PIL (EXIF-transposed, palette transparency → RGBA), or an :class:`ApiError`."""
+    """A request image → PIL (EXIF-transposed, palette transparency → RGBA), or an :class:`RequestError`."""
     return decode_opened(open_image(image_bytes(value, field, allow_urls=allow_urls), field, max_pixels), field)
 
 
@@ -39,18 +39,18 @@ def decode_opened(image: Image.Image, field: str) -> Image.Image:
 def image_bytes(value: object, field: str, *, allow_urls: bool) -> bytes:
     """The encoded image a request field carries: base64, a ``data:image/…;base64,`` URI, or a URL."""
     if not isinstance(value, str) or not value:
-        raise ApiError(422, f"{field}: expected a base64-encoded image, got {type(value).__name__}", "ValueError")
+        raise RequestError(422, f"{field}: expected a base64-encoded image, got {type(value).__name__}", "ValueError")
     if value.startswith(("http://", "https://")):
         return _fetch(value, field, allow_urls)
     if value.startswith("data:image/"):
         try:
             value = value.split(";", 1)[1].split(",", 1)[1]
         except IndexError:
-            raise ApiError(422, f"{field}: malformed data URI", "ValueError") from None
+            raise RequestError(422, f"{field}: malformed data URI", "ValueError") from None
     try:
         return base64.b64decode(value, validate=False)
     except (binascii.Error, ValueError) as e:
-        raise ApiError(422, f"{field}: invalid base64 ({e})", "ValueError") from None
+        raise RequestError(422, f"{field}: invalid base64 ({e})", "ValueError") from None
 
 
 def open_image(data: bytes, field: str, max_pixels: int) -> Image.Image:
@@ -58,25 +58,25 @@ def open_image(data: bytes, field: str, max_pixels: int) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except Image.DecompressionBombError as e:
-        raise ApiError(413, f"{field}: image larger than this server's limit of {max_pixels} pixels ({e})",
+        raise RequestError(413, f"{field}: image larger than this server's limit of {max_pixels} pixels ({e})",
                        "PayloadTooLarge") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
-        raise ApiError(422, f"{field}: invalid encoded image ({e}); send PNG, JPEG, WebP, BMP, TIFF or GIF",
+        raise RequestError(422, f"{field}: invalid encoded image ({e}); send PNG, JPEG, WebP, BMP, TIFF or GIF",
                        "ValueError") from None
     if image.width * image.height > max_pixels:
-        raise ApiError(413, f"{field}: image of {image.width}x{image.height} pixels is larger than this "
+        raise RequestError(413, f"{field}: image of {image.width}x{image.height} pixels is larger than this "
                             f"server's limit of {max_pixels} pixels", "PayloadTooLarge")
     return image
 
 
 def _fetch(url: str, field: str, allow_urls: bool) -> bytes:
     if not allow_urls:
-        raise ApiError(422, f"{field}: image URLs are not accepted by this server (start it with "
+        raise RequestError(422, f"{field}: image URLs are not accepted by this server (start it with "
                             "--allow-image-urls to allow them); send the image base64-encoded", "ValueError")
     try:
         return fetch_url(url)
     except FetchError as e:
-        raise ApiError(e.status, f"{field}: {e}", "ValueError" if e.status == 422 else "PayloadTooLarge") from None
+        raise RequestError(e.status, f"{field}: {e}", "ValueError" if e.status == 422 else "PayloadTooLarge") from None
 
 
 # -- fetching image URLs ----------------------------------------------------------------------------

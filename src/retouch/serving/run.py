@@ -1,0 +1,55 @@
+"""Running one request: the same function in the local worker thread and in every Ray replica."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import time
+
+from PIL import Image
+
+from retouch.control import JobControl
+from retouch.models.model import Model
+from retouch.outputs import Outputs, is_disk_full
+from retouch.params import Img2ImgJob
+from retouch.pipeline import generate
+from retouch.processed import Processed
+from retouch.serving.images import ACCEPTED_FORMATS, decode_opened
+from retouch.serving.models import ModelManager
+from retouch.serving.values import JobOutcome, JobRequest
+
+
+def run_request(models: ModelManager, request: JobRequest, control: JobControl, queued_s: float = 0.0) -> JobOutcome:
+    """The local worker's part of a request: load its checkpoint (with its VAE) and run the job."""
+    name = models.checkpoint_for(request.checkpoint, request.keep_checkpoint)
+    return run_job(models.get(name, vae=request.options.sd_vae), request, control, queued_s)
+
+
+def run_job(model: Model, request: JobRequest, control: JobControl, queued_s: float = 0.0) -> JobOutcome:
+    """Run a request's job on ``model``; A1111's response values."""
+    started = time.perf_counter()
+    job = with_images(request)
+    outputs = Outputs(samples_dir=request.outdir, grids_dir=request.outdir, grid=request.grid,
+                      filename_stem=request.filename_stem)
+    result = generate(job, model, options=request.options, control=control, outputs=outputs)
+    info = Processed.from_result(job.params, model, request.options, result).js()
+    error = result.save_error
+    return JobOutcome(result.images, info, result.job_timestamp, queued_s=queued_s,
+                      ran_s=time.perf_counter() - started,
+                      save_error=f"could not save images: {error.strerror or error}" if error else None,
+                      disk_full=bool(error and is_disk_full(error)))
+
+
+def with_images(request: JobRequest) -> Img2ImgJob:
+    """The request's job with its images decoded (``ValueError`` naming the field for broken data)."""
+    images = request.images
+
+    def decode(data: bytes, field: str) -> Image.Image:
+        return decode_opened(Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS), field)
+
+    params = dataclasses.replace(
+        request.job.params,
+        init_images=[decode(data, f"init_images[{i}]") for i, data in enumerate(images.init_images)],
+        image_mask=decode(images.mask, "mask") if images.mask is not None else None,
+        latent_mask=decode(images.latent_mask, "latent_mask") if images.latent_mask is not None else None)
+    return dataclasses.replace(request.job, params=params)
