@@ -31,7 +31,7 @@ from retouch.sampling import registry
 from retouch.sampling.guidance import CFGDenoiser, Guidance
 from retouch.sampling.inpaint import InpaintBlend, Interruptible, Masked
 from retouch.sampling.plan import SamplerSettings, plan_sampling, run_sampler, start_latents
-from retouch.sampling.schedules import SCHEDULERS
+from retouch.sampling.schedules import SCHEDULERS, NoiseSchedule
 from tests.pipeline.helpers import pixels, source_image
 
 
@@ -202,7 +202,7 @@ def test_every_sampler_in_the_table_runs_through_its_call_style(spec):
     """Dispatch is by the spec: each sampler is called the way its function expects, with CFG around a toy model."""
     alphas_cumprod = torch.linspace(0.9991, 0.0047, 1000)
     settings = SamplerSettings(spec, SCHEDULERS[0], steps=6, denoising_strength=0.8)
-    plan = plan_sampling(settings, alphas_cumprod, False, Options())
+    plan = plan_sampling(settings, NoiseSchedule(alphas_cumprod), Options())
     cfg = CFGDenoiser(_ToyModel(plan), guidance(scale=2.0), Options(), total_steps=spec.total_steps(6))
     x = start_latents(plan, torch.zeros(1, 4, 2, 2), torch.randn(1, 4, 2, 2, generator=torch.Generator().manual_seed(0)))
     noise = torch.Generator().manual_seed(1)

@@ -28,10 +28,12 @@ from PIL import Image
 
 from retouch.conditioning import Conditioning, PromptContext, PromptEncoder
 from retouch.control import JobHooks
+from retouch.models.formats import SD_RGB, SDXL_RGB, LatentFormat
 from retouch.models.padding import circular_padding, make_padding_switchable
 from retouch.models.sdxl import SDXLConditioner
 from retouch.models.text_encoder import SDTextConditioner, TextEncoder
 from retouch.models.tiling import OVERLAP, TILE_SIZES, tiled_pass
+from retouch.sampling.schedules import AYS_SD15, NoiseSchedule
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,16 @@ class Model:
     @property
     def latent_channels(self) -> int:
         return int(self.vae.config.latent_channels)
+
+    @property
+    def latent_format(self) -> LatentFormat:
+        """What this model's latents look like (channels, scale, preview colours)."""
+        return LatentFormat(self.latent_channels, self.scale_factor, SDXL_RGB if self.is_sdxl else SD_RGB)
+
+    @property
+    def schedule(self) -> NoiseSchedule:
+        """This model's noise schedule, as samplers and schedules see it."""
+        return NoiseSchedule(self.alphas_cumprod, self.parameterization, AYS_SD15)
 
     @property
     def unet_input(self) -> UNetInput:

@@ -63,7 +63,8 @@ class SampledBatch:
 def plan_job_sampling(job: Img2ImgJob, model: Model, options: Options) -> SamplingPlan:
     """The job's sampling plan on this model's noise schedule (with the schedule options applied)."""
     params = job.params
-    alphas_cumprod = model.alphas_cumprod
+    noise = model.schedule
+    alphas_cumprod = noise.alphas_cumprod
     extra: dict[str, Any] = {}
     if options.use_downcasted_alpha_bar:
         extra["Downcast alphas_cumprod"] = True
@@ -76,7 +77,7 @@ def plan_job_sampling(job: Img2ImgJob, model: Model, options: Options) -> Sampli
         sampler=job.sampler, scheduler=job.scheduler, steps=params.steps,
         denoising_strength=params.denoising_strength, eta=resolved.eta, churn=resolved.churn,
         churn_from_options=resolved.churn_from_options)
-    plan = plan_sampling(settings, alphas_cumprod, model.parameterization == "v", options)
+    plan = plan_sampling(settings, dataclasses.replace(noise, alphas_cumprod=alphas_cumprod), options)
     return dataclasses.replace(plan, extra_params={**extra, **plan.extra_params})
 
 

@@ -26,7 +26,7 @@ from retouch.sampling.denoisers import (
     VDenoiser,
 )
 from retouch.sampling.registry import CallStyle, SamplerKind, SamplerSpec
-from retouch.sampling.schedules import DiscreteSchedule, Scheduler, compute_sigmas
+from retouch.sampling.schedules import AYS_SD15, DiscreteSchedule, NoiseSchedule, Scheduler, compute_sigmas
 from retouch.sampling.timesteps import ddim_timesteps
 
 _SAMPLER_DEFAULTS = {"s_churn": 0.0, "s_tmin": 0.0, "s_tmax": float("inf"), "s_noise": 1.0}
@@ -75,11 +75,11 @@ class SamplingPlan:
     steps_to_run: int = 0  # what the progress bar counts (A1111: t_enc + 1)
 
 
-def plan_sampling(settings: SamplerSettings, alphas_cumprod: torch.Tensor, v_prediction: bool,
-                  options: Options) -> SamplingPlan:
+def plan_sampling(settings: SamplerSettings, noise: NoiseSchedule, options: Options) -> SamplingPlan:
     """The plan for a job: schedule, starting noise level, sampler arguments and their infotext keys
     (added in A1111's order: schedule, extra noise, sampler arguments)."""
     spec = settings.sampler
+    alphas_cumprod = noise.alphas_cumprod
     extra: dict[str, Any] = {}
     steps, t_enc = img2img_steps(settings.steps, settings.denoising_strength, options.img2img_fix_steps)
     discrete, full_sigmas, latent_scale = None, None, None
@@ -90,7 +90,7 @@ def plan_sampling(settings: SamplerSettings, alphas_cumprod: torch.Tensor, v_pre
     else:
         discrete = LCMSchedule(alphas_cumprod) if spec.kind is SamplerKind.LCM else \
             DiscreteSchedule.from_alphas_cumprod(alphas_cumprod, options.enable_quantization)
-        full_sigmas = get_sigmas(spec, settings.scheduler, steps, discrete, options, extra)
+        full_sigmas = get_sigmas(spec, settings.scheduler, steps, discrete, options, extra, noise.ays_sigmas)
         schedule = full_sigmas[steps - t_enc - 1:]
         if len(schedule) == 0:
             raise ValueError(f"denoising_strength {settings.denoising_strength} leaves no sampling steps")
@@ -99,7 +99,7 @@ def plan_sampling(settings: SamplerSettings, alphas_cumprod: torch.Tensor, v_pre
         extra["Extra noise"] = options.img2img_extra_noise
     kwargs = {**sampler_kwargs(spec, settings, extra), **spec.fixed_kwargs()}
     kwargs.update({key: getattr(options, name) for key, name in spec.option_kwargs.items()})
-    return SamplingPlan(spec=spec, alphas_cumprod=alphas_cumprod, v_prediction=v_prediction, schedule=schedule,
+    return SamplingPlan(spec=spec, alphas_cumprod=alphas_cumprod, v_prediction=noise.v_prediction, schedule=schedule,
                         full_sigmas=full_sigmas, discrete=discrete, latent_scale=latent_scale,
                         noise_scale=noise_scale, extra_noise=options.img2img_extra_noise, kwargs=kwargs,
                         extra_params=extra, steps_to_run=t_enc + 1)
@@ -120,8 +120,9 @@ def _timestep_tail(spec: SamplerSpec, steps: int, t_enc: int, options: Options,
 
 
 def get_sigmas(sampler: SamplerSpec, scheduler: Scheduler, steps: int, schedule: DiscreteSchedule,
-               options: Options, extra: dict) -> torch.Tensor:
-    """The full σ schedule of ``steps`` steps, A1111 ``KDiffusionSampler.get_sigmas``."""
+               options: Options, extra: dict, ays_sigmas: tuple[float, ...] = AYS_SD15) -> torch.Tensor:
+    """The full σ schedule of ``steps`` steps, A1111 ``KDiffusionSampler.get_sigmas`` (``ays_sigmas``: the
+    model family's Align Your Steps levels)."""
     discard = sampler.discard_next_to_last_sigma
     if options.always_discard_next_to_last_sigma and not discard:
         discard = True
@@ -134,14 +135,14 @@ def get_sigmas(sampler: SamplerSpec, scheduler: Scheduler, steps: int, schedule:
     if resolved.name == "automatic":
         sigmas = schedule.get_sigmas(steps)
     else:
-        sigmas = _scheduled_sigmas(resolved, steps, schedule, options, extra)
+        sigmas = _scheduled_sigmas(resolved, steps, schedule, options, extra, ays_sigmas)
     if discard:
         sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
     return sigmas.cpu()
 
 
 def _scheduled_sigmas(resolved: Scheduler, steps: int, schedule: DiscreteSchedule, options: Options,
-                      extra: dict) -> torch.Tensor:
+                      extra: dict, ays_sigmas: tuple[float, ...]) -> torch.Tensor:
     """A named schedule type, with the option overrides A1111 honours (and records)."""
     m_sigma_min, m_sigma_max = schedule.sigmas[0].item(), schedule.sigmas[-1].item()
     sigma_min, sigma_max = (0.1, 10) if options.use_old_karras_scheduler_sigmas else (m_sigma_min, m_sigma_max)
@@ -161,7 +162,7 @@ def _scheduled_sigmas(resolved: Scheduler, steps: int, schedule: DiscreteSchedul
         extra["Beta schedule alpha"] = options.beta_dist_alpha
         extra["Beta schedule beta"] = options.beta_dist_beta
     return compute_sigmas(resolved.name, steps, schedule, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho,
-                          beta_alpha=options.beta_dist_alpha, beta_beta=options.beta_dist_beta)
+                          beta_alpha=options.beta_dist_alpha, beta_beta=options.beta_dist_beta, ays_sigmas=ays_sigmas)
 
 
 _INFOTEXT_KEYS = {"s_churn": "Sigma churn", "s_tmin": "Sigma tmin", "s_tmax": "Sigma tmax", "s_noise": "Sigma noise"}

@@ -88,12 +88,29 @@ def sgm_uniform(n: int, sigma_min: float, sigma_max: float, schedule: DiscreteSc
     return torch.FloatTensor(sigmas + [0.0])
 
 
-_AYS_SD15 = [14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029]
+# NVIDIA's Align Your Steps σ lists (11 levels), by model family (A1111 ``get_align_your_steps_sigmas``)
+AYS_SD15 = (14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029)
+AYS_SDXL = (14.615, 6.315, 3.771, 2.181, 1.342, 0.862, 0.555, 0.380, 0.234, 0.113, 0.029)
 
 
-def align_your_steps(n: int) -> torch.Tensor:
-    """NVIDIA's Align Your Steps σ for SD1.5, log-linearly resampled to ``n`` steps."""
-    sigmas = list(_AYS_SD15)
+@dataclass(frozen=True)
+class NoiseSchedule:
+    """What samplers and schedules may know of a model's noise schedule (:attr:`retouch.models.Model.schedule`):
+    discrete ᾱ of its training, what its UNet predicts, and its family's Align Your Steps levels. A
+    flow-matching family would describe itself here, and no sampler would ask which family it runs."""
+
+    alphas_cumprod: torch.Tensor  # (1000,) float32
+    prediction: str = "eps"  # "eps" or "v"
+    ays_sigmas: tuple[float, ...] = AYS_SD15
+
+    @property
+    def v_prediction(self) -> bool:
+        return self.prediction == "v"
+
+
+def align_your_steps(n: int, levels: tuple[float, ...] = AYS_SD15) -> torch.Tensor:
+    """NVIDIA's Align Your Steps σ (``levels``: the model family's list), log-linearly resampled to ``n`` steps."""
+    sigmas = list(levels)
     if n == len(sigmas):
         return torch.FloatTensor(sigmas + [0.0])
     xs = np.linspace(0, 1, len(sigmas))
@@ -167,6 +184,7 @@ def compute_sigmas(
     rho: float | None = None,
     beta_alpha: float = 0.6,
     beta_beta: float = 0.6,
+    ays_sigmas: tuple[float, ...] = AYS_SD15,
 ) -> torch.Tensor:
     """σ for ``n`` steps of the named schedule (``scheduler`` is a name from :data:`SCHEDULERS`;
     ``automatic`` / ``uniform`` are the model's discrete schedule)."""
@@ -183,7 +201,7 @@ def compute_sigmas(
     if scheduler == "kl_optimal":
         return kl_optimal(n, sigma_min, sigma_max)
     if scheduler == "align_your_steps":
-        return align_your_steps(n)
+        return align_your_steps(n, ays_sigmas)
     if scheduler == "simple":
         return simple(n, schedule)
     if scheduler == "normal":
