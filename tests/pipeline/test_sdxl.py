@@ -231,3 +231,25 @@ def test_sd2_v_batches_and_clip_skip_is_ignored(models):
     _, result = process_images_with_result(job(model, batch_size=2, override_settings={"deterministic_batches": True}))
     _, single = process_images_with_result(job(model, seed=6))
     assert torch.equal(result.latents[0][1], single.latents[0][0])
+
+
+def a1111_align_your_steps(levels: list[float], n: int) -> torch.Tensor:
+    """A1111 v1.10.1's ``get_align_your_steps_sigmas``: the family's 11 levels, log-linearly interpolated to n."""
+    if n == len(levels):
+        return torch.FloatTensor([*levels, 0.0])
+    xs, ys = np.linspace(0, 1, len(levels)), np.log(levels[::-1])
+    return torch.FloatTensor(np.append(np.exp(np.interp(np.linspace(0, 1, n), xs, ys))[::-1].copy(), [0.0]))
+
+
+@pytest.mark.parametrize("steps", [11, 7, 20])
+def test_align_your_steps_uses_the_sdxl_levels_on_sdxl(sdxl, tiny_sd1, steps):
+    from retouch.pipeline.sample import plan_job_sampling
+
+    sdxl_levels = [14.615, 6.315, 3.771, 2.181, 1.342, 0.862, 0.555, 0.380, 0.234, 0.113, 0.029]
+    sd15_levels = [14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029]
+    for model, levels in ((sdxl, sdxl_levels), (tiny_sd1, sd15_levels)):
+        job = StableDiffusionProcessingImg2Img(
+            sd_model=model, init_images=[source_image()], sampler_name="Euler", scheduler="Align Your Steps",
+            steps=steps, denoising_strength=1.0, width=64, height=64).resolve()
+        plan = plan_job_sampling(job, model, Options())
+        assert torch.equal(plan.full_sigmas, a1111_align_your_steps(levels, steps)), model.family

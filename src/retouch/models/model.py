@@ -33,7 +33,7 @@ from retouch.models.padding import circular_padding, make_padding_switchable
 from retouch.models.sdxl import SDXLConditioner
 from retouch.models.text_encoder import SDTextConditioner, TextEncoder
 from retouch.models.tiling import OVERLAP, TILE_SIZES, tiled_pass
-from retouch.sampling.schedules import AYS_SD15, NoiseSchedule
+from retouch.sampling.schedules import AYS_SD15, AYS_SDXL, NoiseSchedule
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ class Model:
     @property
     def schedule(self) -> NoiseSchedule:
         """This model's noise schedule, as samplers and schedules see it."""
-        return NoiseSchedule(self.alphas_cumprod, self.parameterization, AYS_SD15)
+        return NoiseSchedule(self.alphas_cumprod, self.parameterization, AYS_SDXL if self.is_sdxl else AYS_SD15)
 
     @property
     def unet_input(self) -> UNetInput:
