@@ -28,6 +28,7 @@ class JobControl:
     sampling_step: int = 0
     sampling_steps: int = 0
     on_step: Callable[[JobControl, dict[str, Any]], None] | None = None
+    latent_format: Any = None  # the job's model's LatentFormat (what a live preview of ``info["denoised"]`` needs)
 
     def interrupt(self) -> None:
         """Stop the job within one convolution (sampling keeps its last prediction, as A1111's partial image)."""

@@ -253,3 +253,29 @@ def test_align_your_steps_uses_the_sdxl_levels_on_sdxl(sdxl, tiny_sd1, steps):
             steps=steps, denoising_strength=1.0, width=64, height=64).resolve()
         plan = plan_job_sampling(job, model, Options())
         assert torch.equal(plan.full_sigmas, a1111_align_your_steps(levels, steps)), model.family
+
+
+def test_live_previews_of_sdxl_use_sdxl_colours(sdxl, tiny_sd1):
+    # A1111's cheap approximation has SDXL factors of its own; previews used SD1's for every family
+    import base64
+    import io
+
+    from retouch import generate
+    from retouch.control import JobControl
+    from retouch.serving.previews import preview_png_b64
+
+    a1111_sdxl = [[0.3448, 0.4168, 0.4395], [-0.1953, -0.0290, 0.0250], [0.1074, 0.0886, -0.0163],
+                  [-0.3730, -0.2499, -0.2088]]
+    a1111_sd = [[0.298, 0.207, 0.208], [0.187, 0.286, 0.173], [-0.158, 0.189, 0.264], [-0.184, -0.271, -0.473]]
+    for model, factors in ((sdxl, a1111_sdxl), (tiny_sd1, a1111_sd)):
+        seen = []
+        control = JobControl(on_step=lambda c, info: seen.append((info["denoised"][:1].clone(), c.latent_format)))
+        from retouch import Img2ImgParams
+
+        generate(Img2ImgParams(init_images=[source_image()], steps=3, width=64, height=64, sampler_name="Euler"),
+                 model, control=control)
+        latent, latent_format = seen[-1]
+        png = Image.open(io.BytesIO(base64.b64decode(preview_png_b64(latent, latent_format))))
+        rgb = torch.einsum("...lxy,lr -> ...rxy", latent, torch.tensor(factors))
+        expected = (255.0 * torch.clamp((rgb + 1) / 2, 0, 1)[0].permute(1, 2, 0).numpy()).astype(np.uint8)
+        assert np.array_equal(np.array(png), expected), model.family

@@ -101,7 +101,7 @@ class Worker:
             preview = None
             denoised = info.get("denoised")
             if wants_preview(options, info["i"]) and denoised is not None:
-                preview = preview_png_b64(denoised[:1].detach().float())
+                preview = preview_png_b64(denoised[:1].detach().float(), control.latent_format)
             fields = {"job_count": control.job_count, "job_no": control.job_no,
                       "sampling_step": control.sampling_step, "sampling_steps": control.sampling_steps}
             take_flags(control, ray.get(self.registry.progress.remote(request.task_id, fields, preview), timeout=30))

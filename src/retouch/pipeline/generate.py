@@ -169,6 +169,7 @@ def generate(params: Img2ImgParams | Img2ImgJob, model: Model, *, options: Optio
     tiling = job.resolved.tiling
     if control.job_count == -1:
         control.job_count = job.params.n_iter
+    control.latent_format = model.latent_format
     last = Batch(0, prompts[:1], negatives[:1], job.seeds[:1], job.subseeds[:1])
     if job.params.uses_soft_inpainting:
         assert job.params.soft_inpainting is not None

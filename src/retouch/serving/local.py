@@ -36,6 +36,7 @@ class LocalBackend(CheckpointCatalogue):
         def on_step(task: Task, info: dict) -> None:
             if wants_preview(options, info["i"]) and isinstance(info.get("denoised"), torch.Tensor):
                 task.preview_latent = info["denoised"][:1].detach().clone()
+                task.preview_format = task.control.latent_format
                 task.preview_id += 1
 
         task = self.queue.submit(request.task_id, lambda control: self._work(request, control, submitted),
@@ -60,7 +61,7 @@ class LocalBackend(CheckpointCatalogue):
         task = self.queue.current
         if task is None or (task_id is not None and task.id != task_id) or task.preview_latent is None:
             return None, task.preview_id if task is not None else -1
-        return preview_png_b64(task.preview_latent), task.preview_id
+        return preview_png_b64(task.preview_latent, task.preview_format), task.preview_id
 
     def pending(self) -> list[str]:
         return list(self.queue.pending)

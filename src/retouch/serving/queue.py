@@ -42,6 +42,7 @@ class Task:
     queued_at: float = field(default_factory=time.time)
     started_at: float | None = None
     preview_latent: torch.Tensor | None = None
+    preview_format: Any = None  # the LatentFormat of preview_latent
     preview_id: int = 0
     cancelled: bool = False
 
