@@ -95,6 +95,23 @@ def test_batch_from_folders_with_per_image_masks(tmp_path):
     assert "no mask for c.png" in result.stderr
 
 
+def test_a_folder_batch_has_one_seed_and_takes_masks_from_the_mask_folder_itself(tmp_path):
+    # A1111's process_batch: seed -1 is drawn once for the whole folder; masks are the files of the mask folder, not
+    # of its subfolders (this command searched masks only by image suffix, and drew a seed per file)
+    inputs, masks, out = tmp_path / "in", tmp_path / "masks", tmp_path / "out"
+    (inputs / "sub").mkdir(parents=True), (masks / "deeper").mkdir(parents=True)
+    for name in ("a", "sub/b"):
+        source_image(64, 64, seed=len(name)).save(inputs / f"{name}.png")
+    Image.new("L", (64, 64), 255).save(masks / "a.mask", format="PNG")  # any file named <stem>.*, as A1111's glob
+    Image.new("L", (64, 64), 255).save(masks / "b.png")
+    Image.new("L", (64, 64), 255).save(masks / "deeper" / "a.png")
+    result = run("img2img", "--input-dir", str(inputs), "--mask-dir", str(masks), "--output-dir", str(out),
+                 "--ckpt", "tiny", "--width", "64", "--height", "64", "--steps", "2", "--seed", "-1")
+    assert result.returncode == 0, result.stderr
+    seeds = {Image.open(p).info["parameters"].split("Seed: ")[1].split(",")[0] for p in out.iterdir()}
+    assert len(list(out.iterdir())) == 2 and len(seeds) == 1
+
+
 def test_help_lists_generated_flags():
     result = run("img2img", "--help")
     for option in ("--denoising-strength", "--inpainting-fill", "--mask-blur-x", "--cfg-scale", "--s-churn"):

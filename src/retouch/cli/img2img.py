@@ -18,14 +18,14 @@ from PIL import Image, UnidentifiedImageError
 from retouch.a1111 import img2img_params
 from retouch.cli.common import UsageError, flag, model_kwargs, network_folders, parse_settings
 from retouch.control import JobControl
+from retouch.folder_batch import plan_folder
 from retouch.imageops.resize import ACCEPTED_FORMATS, fix_image
 from retouch.options import Options
 from retouch.outputs import Outputs, writable_problem
-from retouch.params import Img2ImgJob, Img2ImgParams
+from retouch.params import Img2ImgJob, Img2ImgParams, fixed_seed
 from retouch.soft_inpainting import SoftInpainting
 
 logger = logging.getLogger(__name__)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
 
 
 def read_image(path: str | Path, what: str) -> Image.Image:
@@ -111,6 +111,9 @@ def _options(args: argparse.Namespace) -> Options:
 
 def _validated_jobs(args: argparse.Namespace, options: Options) -> list[tuple[str | None, Img2ImgJob]]:
     values = param_values(args)
+    if args.input_dir:  # one seed for the whole folder (A1111's fix_seed), not one per file
+        values["seed"] = fixed_seed(values.get("seed", -1))
+        values["subseed"] = fixed_seed(values.get("subseed", -1))
     latent_mask = read_image(args.latent_mask_path, "--latent-mask") if args.latent_mask_path else None
     values["soft_inpainting"] = _soft_inpainting(args)
     base = Options()  # A1111 reads initial_noise_multiplier from the options before --set applies
@@ -145,31 +148,26 @@ def _jobs(args: argparse.Namespace):
 
 
 def _folder_jobs(args: argparse.Namespace):
+    """Each file of ``--input-dir`` with its mask, by A1111's rules (:mod:`retouch.folder_batch`)."""
     folder = Path(args.input_dir)
     if not folder.is_dir():
         raise UsageError(f"--input-dir: not a folder: {folder}")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
+    mask_folder = Path(args.mask_dir) if args.mask_dir else None
+    if mask_folder is not None and not mask_folder.is_dir():
+        raise UsageError(f"--mask-dir: not a folder: {mask_folder}")
+    plan = plan_folder(folder, mask_folder)
+    if not plan.jobs and not plan.without_mask:
         raise UsageError(f"--input-dir: no images (png/jpg/jpeg/webp/tif) in {folder}")
-    masks: list[Path] = []
-    if args.mask_dir:
-        mask_folder = Path(args.mask_dir)
-        if not mask_folder.is_dir():
-            raise UsageError(f"--mask-dir: not a folder: {mask_folder}")
-        masks = sorted(p for p in mask_folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    single = read_image(masks[0], "--mask-dir") if len(masks) == 1 else None
-    by_stem = {p.stem: p for p in masks}
-    for path in files:
+    for path in plan.without_mask:
+        print(f"retouch: warning: no mask for {path.name} in {args.mask_dir}; skipped", file=sys.stderr)
+    masks: dict[Path, Image.Image] = {}
+    for job in plan.jobs:
         mask = None
-        if masks:
-            if single is not None:
-                mask = single
-            elif path.stem in by_stem:
-                mask = read_image(by_stem[path.stem], "--mask-dir")
-            else:
-                print(f"retouch: warning: no mask for {path.name} in {args.mask_dir}; skipped", file=sys.stderr)
-                continue
-        yield path.stem, [read_image(path, "--input-dir")], mask
+        if job.mask is not None:
+            if job.mask not in masks:
+                masks[job.mask] = read_image(job.mask, "--mask-dir")
+            mask = masks[job.mask]
+        yield job.image.stem, [read_image(job.image, "--input-dir")], mask
 
 
 def _progress_bar() -> JobControl:
