@@ -15,7 +15,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from PIL import Image
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from retouch.sampling.registry import SamplerSpec
     from retouch.sampling.schedules import Scheduler
 
-__all__ = ["Img2ImgJob", "Img2ImgParams", "InpaintFill", "Resolved", "ResizeMode", "check_supported", "expand_seeds",
+__all__ = ["GenerationParams", "Img2ImgJob", "Img2ImgParams", "Job", "InpaintFill", "Resolved", "ResizeMode", "check_supported", "expand_seeds",
            "fixed_seed"]
 
 MAX_SIDE = 16384
@@ -49,7 +49,10 @@ def _f(default: Any = None, help: str = "", cli: bool = True, factory: Any = Non
 
 
 @dataclass
-class Img2ImgParams:
+class GenerationParams:
+    """What every generation shares (A1111's ``StableDiffusionProcessing``): prompts, seeds, sampler, size,
+    batches. :class:`Img2ImgParams` adds where the first latents come from (init images, masks, strength)."""
+
     prompt: str | list[str] = _f("", "the prompt (A1111 syntax: (emphasis:1.2), [from:to:when], AND, BREAK)")
     negative_prompt: str | list[str] = _f("", "the negative prompt")
     styles: list[str] = _f(help="names of saved styles to apply", factory=list)
@@ -74,35 +77,13 @@ class Img2ImgParams:
     s_tmin: float | None = _f(None, "sigma tmin")
     s_tmax: float | None = _f(None, "sigma tmax (0 = infinity)")
     s_noise: float | None = _f(None, "sigma noise")
-    denoising_strength: float = _f(0.75, "how much of the image to repaint: 0 keeps it, 1 repaints it all")
-    init_images: list[Image.Image] = _f(help="source images", factory=list, cli=False)
-    resize_mode: int = _f(0, "0 just resize, 1 crop and resize, 2 resize and fill, 3 latent upscale")
-    image_cfg_scale: float | None = _f(None, "image guidance for instruct-pix2pix models")
-    image_mask: Image.Image | None = _f(None, "inpainting mask (white = repaint)", cli=False)
-    mask_blur_x: int = _f(4, "horizontal mask blur (Gaussian sigma, px)")
-    mask_blur_y: int = _f(4, "vertical mask blur (Gaussian sigma, px)")
-    mask_round: bool = _f(True, "binarise the mask")
-    inpainting_fill: int = _f(0, "masked content: 0 fill, 1 original, 2 latent noise, 3 latent nothing")
-    inpaint_full_res: bool = _f(True, "inpaint only the masked area at full resolution")
-    inpaint_full_res_padding: int = _f(0, "padding around the masked area (px)")
-    inpainting_mask_invert: int = _f(0, "1 = repaint what is NOT masked")
-    initial_noise_multiplier: float | None = _f(None, "scale of the initial noise (default from options)")
-    latent_mask: Image.Image | None = _f(None, "separate mask for the latent blend", cli=False)
     disable_extra_networks: bool = _f(False, "strip <lora:…> tags without applying them")
-    soft_inpainting: SoftInpainting | None = _f(None, "soft inpainting settings (A1111's built-in extension)",
-                                                cli=False)
 
-    @property
-    def uses_soft_inpainting(self) -> bool:
-        """Soft inpainting is on and there is a mask (without one the extension does nothing)."""
-        return self.soft_inpainting is not None and self.image_mask is not None
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
 
-    @property
-    def rounds_mask(self) -> bool:
-        """``mask_round`` as the job uses it: soft inpainting switches it off."""
-        return self.mask_round and not self.uses_soft_inpainting
-
-    def validate(self, options: Options | None = None) -> Img2ImgJob:
+    def validate(self, options: Options | None = None) -> Job:
         """Check every field against ``options`` (the job's: ``override_settings`` applied; default
         :class:`Options`); raise ``ValueError("<field> …, got <value>")`` on the first bad one, or naming an
         option retouch does not support.
@@ -111,11 +92,17 @@ class Img2ImgParams:
         every field left to the options means (:class:`Resolved`). Nothing below decides these again.
         """
         options = options or Options()
-        job = self._validated_job()
-        check_supported(job, options)
-        return dataclasses.replace(job, resolved=resolve(self, job.sampler, options))
+        self._check_shared()
+        self._check_own()
+        from retouch.sampling.registry import resolve_sampler_and_scheduler
 
-    def _validated_job(self) -> Img2ImgJob:
+        sampler, scheduler = resolve_sampler_and_scheduler(self.sampler_name, self.scheduler)
+        seeds, subseeds = expand_seeds(self, image_count(self))
+        job = Job(self, sampler, scheduler, seeds, subseeds)
+        check_supported(job, options)
+        return dataclasses.replace(job, resolved=resolve(self, sampler, options))
+
+    def _check_shared(self) -> None:
         _check_text("prompt", self.prompt)
         _check_text("negative_prompt", self.negative_prompt, allow_none=True)
         if not isinstance(self.styles, list | tuple) or not all(isinstance(s, str) for s in self.styles):
@@ -133,13 +120,52 @@ class Img2ImgParams:
         _check_int("height", self.height, lo=8, hi=MAX_SIDE)
         for name in ("restore_faces", "tiling"):
             _check_bool(name, getattr(self, name), allow_none=True)
-        for name in ("mask_round", "inpaint_full_res", "disable_extra_networks"):
-            _check_bool(name, getattr(self, name))
+        _check_bool("disable_extra_networks", self.disable_extra_networks)
         if self.restore_faces:
             raise ValueError("restore_faces: face restoration (CodeFormer/GFPGAN) is not supported by retouch; "
                              "set it to false")
-        for name in ("eta", "s_min_uncond", "s_churn", "s_tmin", "s_tmax", "s_noise", "initial_noise_multiplier"):
+        for name in ("eta", "s_min_uncond", "s_churn", "s_tmin", "s_tmax", "s_noise"):
             _check_number(name, getattr(self, name), lo=0.0, allow_none=True)
+
+    def _check_own(self) -> None:
+        """The checks of the fields a kind of job adds (none here)."""
+
+
+@dataclass
+class Img2ImgParams(GenerationParams):
+    """An img2img / inpainting job: A1111's ``StableDiffusionProcessingImg2Img`` fields and class defaults."""
+
+    denoising_strength: float = _f(0.75, "how much of the image to repaint: 0 keeps it, 1 repaints it all")
+    init_images: list[Image.Image] = _f(help="source images", factory=list, cli=False)
+    resize_mode: int = _f(0, "0 just resize, 1 crop and resize, 2 resize and fill, 3 latent upscale")
+    image_cfg_scale: float | None = _f(None, "image guidance for instruct-pix2pix models")
+    image_mask: Image.Image | None = _f(None, "inpainting mask (white = repaint)", cli=False)
+    mask_blur_x: int = _f(4, "horizontal mask blur (Gaussian sigma, px)")
+    mask_blur_y: int = _f(4, "vertical mask blur (Gaussian sigma, px)")
+    mask_round: bool = _f(True, "binarise the mask")
+    inpainting_fill: int = _f(0, "masked content: 0 fill, 1 original, 2 latent noise, 3 latent nothing")
+    inpaint_full_res: bool = _f(True, "inpaint only the masked area at full resolution")
+    inpaint_full_res_padding: int = _f(0, "padding around the masked area (px)")
+    inpainting_mask_invert: int = _f(0, "1 = repaint what is NOT masked")
+    initial_noise_multiplier: float | None = _f(None, "scale of the initial noise (default from options)")
+    latent_mask: Image.Image | None = _f(None, "separate mask for the latent blend", cli=False)
+    soft_inpainting: SoftInpainting | None = _f(None, "soft inpainting settings (A1111's built-in extension)",
+                                                cli=False)
+
+    @property
+    def uses_soft_inpainting(self) -> bool:
+        """Soft inpainting is on and there is a mask (without one the extension does nothing)."""
+        return self.soft_inpainting is not None and self.image_mask is not None
+
+    @property
+    def rounds_mask(self) -> bool:
+        """``mask_round`` as the job uses it: soft inpainting switches it off."""
+        return self.mask_round and not self.uses_soft_inpainting
+
+    def _check_own(self) -> None:
+        for name in ("mask_round", "inpaint_full_res"):
+            _check_bool(name, getattr(self, name))
+        _check_number("initial_noise_multiplier", self.initial_noise_multiplier, lo=0.0, allow_none=True)
         _check_number("image_cfg_scale", self.image_cfg_scale, allow_none=True)
         _check_number("denoising_strength", self.denoising_strength, lo=0.0)
         _check_images("init_images", self.init_images)
@@ -162,16 +188,6 @@ class Img2ImgParams:
                                  f"{type(self.soft_inpainting).__name__}")
             self.soft_inpainting.validate()
         _check_inpaint_sizes(self)
-        from retouch.sampling.registry import resolve_sampler_and_scheduler
-
-        sampler, scheduler = resolve_sampler_and_scheduler(self.sampler_name, self.scheduler)
-        seeds, subseeds = expand_seeds(self, image_count(self))
-        return Img2ImgJob(self, sampler, scheduler, seeds, subseeds)
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
-
 
 CHURN_DEFAULTS = {"s_churn": 0.0, "s_tmin": 0.0, "s_tmax": float("inf"), "s_noise": 1.0}
 
@@ -179,7 +195,7 @@ CHURN_DEFAULTS = {"s_churn": 0.0, "s_tmin": 0.0, "s_tmax": float("inf"), "s_nois
 @dataclass(frozen=True)
 class Resolved:
     """What a job's fields left to the options mean (A1111: ``None`` = the option), decided once in
-    :meth:`Img2ImgParams.validate` under the job's options."""
+    :meth:`GenerationParams.validate` under the job's options."""
 
     tiling: bool = False
     noise_multiplier: float = 1.0  # initial_noise_multiplier
@@ -189,10 +205,10 @@ class Resolved:
     churn_from_options: frozenset[str] = frozenset()  # the ones a non-default option forced (A1111 quirk, §9.13)
 
 
-def resolve(params: Img2ImgParams, sampler: SamplerSpec, options: Options) -> Resolved:
+def resolve(params: GenerationParams, sampler: SamplerSpec, options: Options) -> Resolved:
     """The job's :class:`Resolved` values (spec §2.1, §9.13)."""
     def given(name: str) -> Any:
-        value = getattr(params, name)
+        value = getattr(params, name, None)  # initial_noise_multiplier: img2img's only
         return value if value is not None else getattr(options, name)
 
     churn = {name: given(name) for name in CHURN_DEFAULTS}
@@ -207,7 +223,7 @@ def resolve(params: Img2ImgParams, sampler: SamplerSpec, options: Options) -> Re
                     churn_from_options=frozenset(forced))
 
 
-def check_supported(job: Img2ImgJob, options: Options) -> None:
+def check_supported(job: Job, options: Options) -> None:
     """Settings A1111 honours that retouch cannot: refuse them rather than ignore them."""
     o = job.params
     unsupported = {
@@ -226,15 +242,18 @@ def check_supported(job: Img2ImgJob, options: Options) -> None:
                              "scope); leave it at its default")
 
 
+P = TypeVar("P", bound=GenerationParams)
+
+
 @dataclass(frozen=True)
-class Img2ImgJob:
+class Job(Generic[P]):
     """Validated parameters with everything resolved that can be resolved without a model.
 
     ``seeds`` / ``subseeds``: one per image of the job (A1111 ``all_seeds`` / ``all_subseeds``); ``resolved``:
     what the fields left to the options mean.
     """
 
-    params: Img2ImgParams
+    params: P
     sampler: SamplerSpec
     scheduler: Scheduler
     seeds: list[int]
@@ -242,7 +261,10 @@ class Img2ImgJob:
     resolved: Resolved = field(default_factory=Resolved)
 
 
-def image_count(params: Img2ImgParams) -> int:
+Img2ImgJob = Job[Img2ImgParams]
+
+
+def image_count(params: GenerationParams) -> int:
     """How many images a job makes before batching (A1111 ``len(all_prompts)``)."""
     if isinstance(params.prompt, list):
         return len(params.prompt)
@@ -265,7 +287,7 @@ def fixed_seed(seed: int | str | None) -> int:
     return int(seed)
 
 
-def expand_seeds(params: Img2ImgParams, n: int) -> tuple[list[int], list[int]]:
+def expand_seeds(params: GenerationParams, n: int) -> tuple[list[int], list[int]]:
     """``(all_seeds, all_subseeds)`` for ``n`` images (spec §5.1–§5.2)."""
     if isinstance(params.seed, list):
         all_seeds = [int(s) for s in params.seed]

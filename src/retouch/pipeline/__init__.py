@@ -23,11 +23,12 @@ from retouch.pipeline.sample import (
     plan_job_sampling,
     sample_batch,
 )
+from retouch.pipeline.sources import ImageSource, InitImages, image_source
 
 __all__ = [
-    "EMPTY_MASK_COMMENT", "LATENT_FACTOR", "Batch", "BatchConditioning", "FinishedImage", "Img2ImgResult",
-    "InitState", "JobLog", "PreparedInputs", "SampledBatch", "apply_masked_content", "batch_pixels", "batches",
+    "EMPTY_MASK_COMMENT", "LATENT_FACTOR", "Batch", "BatchConditioning", "FinishedImage", "ImageSource", "Img2ImgResult",
+    "InitImages", "InitState", "JobLog", "PreparedInputs", "SampledBatch", "apply_masked_content", "batch_pixels", "batches",
     "decode_latents", "encode_conditioning", "encode_images", "expand_prompts", "finish_image",
-    "generate", "generation_info", "initialize", "make_grid", "make_latent_masks", "make_rng", "plan_job_sampling",
+    "generate", "image_source", "generation_info", "initialize", "make_grid", "make_latent_masks", "make_rng", "plan_job_sampling",
     "prepare_inputs", "sample_batch",
 ]

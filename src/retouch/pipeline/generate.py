@@ -31,7 +31,7 @@ from retouch.networks import networks_of
 from retouch.networks.activation import Activation
 from retouch.options import Options
 from retouch.outputs import Outputs, save_image
-from retouch.params import Img2ImgJob, Img2ImgParams
+from retouch.params import Img2ImgJob, Img2ImgParams, Job
 from retouch.pipeline.finish import (
     FinishedImage,
     Overlays,
@@ -40,7 +40,7 @@ from retouch.pipeline.finish import (
     make_grid,
     soft_overlays,
 )
-from retouch.pipeline.latents import InitState, decode_latents, initialize
+from retouch.pipeline.latents import InitState, decode_latents
 from retouch.pipeline.networks import JobNetworks, default_network_prompts
 from retouch.pipeline.prompts import Batch, batches, expand_prompts
 from retouch.pipeline.sample import (
@@ -50,6 +50,7 @@ from retouch.pipeline.sample import (
     plan_job_sampling,
     sample_batch,
 )
+from retouch.pipeline.sources import ImageSource, image_source
 from retouch.sampling.plan import SamplingPlan
 
 logger = logging.getLogger(__name__)
@@ -151,7 +152,7 @@ def generate(params: Img2ImgParams | Img2ImgJob, model: Model, *, options: Optio
         ValueError: a bad parameter or an option retouch does not support, before any work.
     """
     options = options or Options()
-    job = params if isinstance(params, Img2ImgJob) else params.validate(options)
+    job = params if isinstance(params, Job) else params.validate(options)
     log = log if log is not None else JobLog()
     control = control or JobControl()
     timestamp = time.strftime("%Y%m%d%H%M%S")
@@ -165,7 +166,8 @@ def generate(params: Img2ImgParams | Img2ImgJob, model: Model, *, options: Optio
     prompts = default_network_prompts(prompts, extra, options, prompts[:batch_size], networks.disabled)
     networks.prepare(prompts[::batch_size][:job.params.n_iter])
     run = _Job(job, model, options, control, outputs or Outputs(), log, prompts, negatives, networks)
-    plan = plan_job_sampling(job, model, options)
+    source = image_source(job)
+    plan = plan_job_sampling(job, model, options, source.denoising_strength)
     tiling = job.resolved.tiling
     if control.job_count == -1:
         control.job_count = job.params.n_iter
@@ -175,7 +177,7 @@ def generate(params: Img2ImgParams | Img2ImgJob, model: Model, *, options: Optio
         assert job.params.soft_inpainting is not None
         log.extra.update(job.params.soft_inpainting.infotext_params())  # a script's process(): before init()
     with model.tiling(tiling), reuse_freed_memory(), stop_when(lambda: control.interrupted):
-        init = _initialize(run)
+        init = _initialize(run, source)
         run.info = generation_info(job, model, options, init, tiling)
         for batch in batches(job, prompts, negatives, run.batch_size):
             if init is None:
@@ -186,10 +188,10 @@ def generate(params: Img2ImgParams | Img2ImgJob, model: Model, *, options: Optio
     return _result(run, init, last, timestamp)
 
 
-def _initialize(run: _Job) -> InitState | None:
+def _initialize(run: _Job, source: ImageSource) -> InitState | None:
     """A1111's ``init()``; None when the job is interrupted meanwhile."""
     try:
-        state = initialize(run.job, run.model, run.options, run.hooks)
+        state = source.initialize(run.job, run.model, run.options, run.hooks)
     except Interrupted:
         return None
     run.batch_size = state.batch_size

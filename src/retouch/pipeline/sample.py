@@ -60,8 +60,10 @@ class SampledBatch:
     extra_params: dict[str, Any]  # infotext keys the sampling added, in A1111's order
 
 
-def plan_job_sampling(job: Img2ImgJob, model: Model, options: Options) -> SamplingPlan:
-    """The job's sampling plan on this model's noise schedule (with the schedule options applied)."""
+def plan_job_sampling(job: Img2ImgJob, model: Model, options: Options,
+                      denoising_strength: float | None = None) -> SamplingPlan:
+    """The job's sampling plan on this model's noise schedule (with the schedule options applied), for the image
+    source's ``denoising_strength`` (default: the job's)."""
     params = job.params
     noise = model.schedule
     alphas_cumprod = noise.alphas_cumprod
@@ -75,7 +77,8 @@ def plan_job_sampling(job: Img2ImgJob, model: Model, options: Options) -> Sampli
     resolved = job.resolved
     settings = SamplerSettings(
         sampler=job.sampler, scheduler=job.scheduler, steps=params.steps,
-        denoising_strength=params.denoising_strength, eta=resolved.eta, churn=resolved.churn,
+        denoising_strength=params.denoising_strength if denoising_strength is None else denoising_strength,
+        eta=resolved.eta, churn=resolved.churn,
         churn_from_options=resolved.churn_from_options)
     plan = plan_sampling(settings, dataclasses.replace(noise, alphas_cumprod=alphas_cumprod), options)
     return dataclasses.replace(plan, extra_params={**extra, **plan.extra_params})
