@@ -268,9 +268,11 @@ def test_live_previews_of_sdxl_use_sdxl_colours(sdxl, tiny_sd1):
                   [-0.3730, -0.2499, -0.2088]]
     a1111_sd = [[0.298, 0.207, 0.208], [0.187, 0.286, 0.173], [-0.158, 0.189, 0.264], [-0.184, -0.271, -0.473]]
     for model, factors in ((sdxl, a1111_sdxl), (tiny_sd1, a1111_sd)):
-        seen = []
-        control = JobControl(on_step=lambda c, info: seen.append((info["denoised"][:1].clone(), c.latent_format)))
         from retouch import Img2ImgParams
+
+        seen: list = []
+        control = JobControl(on_step=lambda c, info, seen=seen: seen.append((info["denoised"][:1].clone(),
+                                                                             c.latent_format)))
 
         generate(Img2ImgParams(init_images=[source_image()], steps=3, width=64, height=64, sampler_name="Euler"),
                  model, control=control)
