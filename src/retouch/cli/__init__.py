@@ -70,6 +70,9 @@ def _serve_parser(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     serve.add_argument("--port", type=int, default=7860)
     serve.add_argument("--nowebui", action="store_true", help="serve the API only, without the web page at /")
+    serve.add_argument("--styles-file", default=None, metavar="PATH",
+                       help="A1111's styles.csv: requests' styles are read from it, the page saves styles into it "
+                            "(made when the first style is saved)")
     serve.add_argument("--batch-root", action="append", default=None, metavar="DIR",
                        help="let the page's Batch sub-tab read and write folders below DIR (repeatable; off by "
                             "default: the page then names no server folder at all)")

@@ -7,7 +7,6 @@ the model is loaded, then each runs through :func:`retouch.generate`.
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ from retouch.options import Options
 from retouch.outputs import Outputs, writable_problem
 from retouch.params import Img2ImgJob, Img2ImgParams, fixed_seed
 from retouch.soft_inpainting import SoftInpainting
+from retouch.styles import read_styles
 
 logger = logging.getLogger(__name__)
 
@@ -47,20 +47,15 @@ def read_image(path: str | Path, what: str) -> Image.Image:
 
 
 def load_styles(path: str | None) -> dict[str, tuple[str, str]]:
-    """An A1111 ``styles.csv``: ``name,prompt,negative_prompt`` (rows whose name starts with # skipped)."""
+    """An A1111 ``styles.csv`` (:mod:`retouch.styles`) as name → (prompt, negative prompt)."""
     if path is None:
         return {}
-    p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"--styles-file: no such file: {p}")
-    styles = {}
-    with open(p, newline="", encoding="utf-8-sig") as f:
-        for row in csv.DictReader(f, skipinitialspace=True):
-            name = (row.get("name") or "").strip()
-            if not name or name.startswith("#"):
-                continue
-            styles[name] = (row.get("prompt") or row.get("text") or "", row.get("negative_prompt") or "")
-    return styles
+    if not Path(path).is_file():
+        raise UsageError(f"--styles-file: no such file: {path}")
+    try:
+        return {name: (s.prompt, s.negative_prompt) for name, s in read_styles(path).items()}
+    except ValueError as e:
+        raise UsageError(f"--styles-file: {e}") from None
 
 
 def param_values(args: argparse.Namespace) -> dict:

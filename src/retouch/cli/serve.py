@@ -103,8 +103,23 @@ def server_config(args: argparse.Namespace):
                           max_request_pixels=args.max_request_pixels,
                           body_timeout=args.body_timeout, header_timeout=args.header_timeout,
                           max_connections=args.max_connections, max_upload_storage_mb=args.max_upload_storage_mb,
-                          batch_roots=tuple(args.batch_root or ()),
+                          batch_roots=tuple(args.batch_root or ()), styles_file=_styles_file(args.styles_file),
                           options=Options(deterministic_batches=args.deterministic_batches))
+
+
+def _styles_file(path: str | None) -> str | None:
+    """``--styles-file``: readable as A1111's styles.csv if it exists, its folder writable."""
+    if path is None:
+        return None
+    from retouch.styles import read_styles
+
+    if Path(path).is_file():
+        try:
+            read_styles(path)
+        except ValueError as e:
+            raise UsageError(f"--styles-file: {e}") from None
+    check_writable(Path(path).resolve().parent, "--styles-file")
+    return path
 
 
 def _mount_page(app, args: argparse.Namespace) -> str:

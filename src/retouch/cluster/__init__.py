@@ -68,9 +68,9 @@ def worker_app(catalogue: dict[str, Any], options: ClusterOptions, registry: Any
 
 def catalogue_of(config) -> dict[str, Any]:
     """What a replica needs to find and load checkpoints, from a :class:`~retouch.serving.state.ServerConfig`."""
-    load_kwargs = {**config.load_kwargs, "lora_dir": config.lora_dir, "embeddings_dir": config.embeddings_dir}
-    return {"ckpt": config.ckpt, "ckpt_dir": config.ckpt_dir, "load_kwargs": load_kwargs,
-            "vae_tiling": config.vae_tiling, "vae_dir": config.vae_dir, "vae_path": config.vae_path}
+    from retouch.serving.models import manager_settings
+
+    return manager_settings(config)
 
 
 def add_cluster_route(api, backend) -> None:

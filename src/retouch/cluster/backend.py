@@ -107,6 +107,12 @@ class RayBackend(CheckpointCatalogue):
     def embeddings(self) -> dict[str, Any]:
         return self._on_default("embeddings")
 
+    def prompt_length(self, text: str, steps: int, options: Any, negative: bool = False) -> tuple[int, int]:
+        name = self.models.default
+        handle = self.handle.options(multiplexed_model_id=name)
+        return tuple(handle.prompt_length.remote(name, text, steps, options, negative).result(
+            timeout_s=CALL_TIMEOUT))
+
     def refresh_embeddings(self) -> None:
         self._on_default("refresh_networks")
 

@@ -11,14 +11,13 @@ from retouch.cluster import APP_NAME, NAMESPACE, ClusterOptions, add_cluster_rou
 from retouch.cluster.backend import RayBackend
 from retouch.cluster.registry import registry_actor
 from retouch.server.app import create_app
-from retouch.serving.models import ModelManager
+from retouch.serving.models import ModelManager, manager_settings
 from retouch.serving.state import ServerConfig
 
 
 def make_app(config: ServerConfig, handle: Any, registry: Any):
     """The API app over the Worker deployment behind ``handle``."""
-    models = ModelManager(ckpt=config.ckpt, ckpt_dir=config.ckpt_dir, vae_dir=config.vae_dir, vae_path=config.vae_path)
-    backend = RayBackend(handle, registry, models)
+    backend = RayBackend(handle, registry, ModelManager(**manager_settings(config)))
     api = create_app(backend, config)
     add_cluster_route(api, backend)
     return api
@@ -29,7 +28,7 @@ def start(config: ServerConfig, options: ClusterOptions, address: str | None) ->
     import ray
 
     # a wrong --ckpt/--ckpt-dir/--vae-dir fails here, not in Ray
-    ModelManager(ckpt=config.ckpt, ckpt_dir=config.ckpt_dir, vae_dir=config.vae_dir, vae_path=config.vae_path)
+    ModelManager(**manager_settings(config))
     started_ray = not ray.is_initialized()
     if started_ray:
         ray.init(address=address, namespace=NAMESPACE, include_dashboard=False, log_to_driver=False)

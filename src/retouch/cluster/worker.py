@@ -117,6 +117,12 @@ class Worker:
         return {"loaded": {n: e.as_api() for n, e in database.loaded.items()},
                 "skipped": {n: e.as_api() for n, e in database.skipped.items()}}
 
+    async def prompt_length(self, name: str, text: str, steps: int, options: Any, negative: bool) -> tuple[int, int]:
+        from retouch.pipeline.prompts import prompt_length
+
+        model = await self.get_model(name)
+        return await asyncio.to_thread(prompt_length, model, text, steps, options, negative=negative)
+
     async def refresh_networks(self, name: str) -> None:
         model = await self.get_model(name)
         model.embeddings.refresh()

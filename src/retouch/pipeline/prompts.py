@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
+import lark
+
+from retouch.options import Options
 from retouch.params import Img2ImgJob
-from retouch.prompt_parser import apply_styles
+from retouch.prompt_parser import (
+    apply_styles,
+    get_learned_conditioning_prompt_schedules,
+    get_multicond_prompt_list,
+    parse_extra_networks,
+)
 
 
 def expand_prompts(job: Img2ImgJob, styles: Mapping[str, tuple[str, str]] | None = None,
@@ -59,3 +69,26 @@ def batches(job: Img2ImgJob, prompts: list[str], negatives: list[str], batch_siz
         if not prompts[chunk]:
             return
         yield Batch(n, prompts[chunk], negatives[chunk], job.seeds[chunk], job.subseeds[chunk])
+
+
+CHUNK_TOKENS = 75
+
+
+def prompt_length(model: Any, text: str, steps: int, options: Options, *, negative: bool = False) -> tuple[int, int]:
+    """A1111's token counter for a prompt box: ``(tokens, target)`` — the most tokens any of the texts the prompt
+    stands for takes (its network tags removed; each AND part and each prompt-editing step counted on its own;
+    BREAK and chunks past 75 as A1111 counts them, embeddings as their vectors), and that count rounded up to whole
+    75-token chunks."""
+    from retouch.models.text_encoder import tokenize_line
+
+    text = parse_extra_networks(text)[0]
+    try:
+        parts = [text] if negative else get_multicond_prompt_list([text])[1]
+        schedules = get_learned_conditioning_prompt_schedules(parts, steps)
+    except (ValueError, lark.exceptions.LarkError):
+        schedules = [[[steps, text]]]
+    database = model.embeddings
+    database.check_for_changes()
+    texts = [part for schedule in schedules for _, part in schedule]
+    tokens = max(tokenize_line(model.text_encoder, part, options, database.find_at)[1] for part in texts)
+    return tokens, math.ceil(max(tokens, 1) / CHUNK_TOKENS) * CHUNK_TOKENS

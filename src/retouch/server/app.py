@@ -18,7 +18,7 @@ from retouch.server.limits import RequestLimits
 from retouch.server.routes import catalog, img2img, info, networks, progress
 from retouch.serving.errors import RequestError
 from retouch.serving.local import LocalBackend
-from retouch.serving.models import ModelManager
+from retouch.serving.models import ModelManager, manager_settings
 from retouch.serving.protocols import Backend
 from retouch.serving.state import ServerConfig, ServerState
 from retouch.serving.strict_json import json_safe
@@ -28,10 +28,7 @@ __all__ = ["ServerConfig", "create_app", "local_backend"]
 
 def local_backend(config: ServerConfig) -> LocalBackend:
     """The single-process backend for ``config``: its checkpoints and one worker thread."""
-    load_kwargs = {**config.load_kwargs, "lora_dir": config.lora_dir, "embeddings_dir": config.embeddings_dir}
-    models = ModelManager(ckpt=config.ckpt, ckpt_dir=config.ckpt_dir, load_kwargs=load_kwargs,
-                          vae_tiling=config.vae_tiling, vae_dir=config.vae_dir, vae_path=config.vae_path)
-    return LocalBackend(models, config.max_queue)
+    return LocalBackend(ModelManager(**manager_settings(config)), config.max_queue)
 
 
 def create_app(backend: Backend | None = None, config: ServerConfig | None = None) -> FastAPI:

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from retouch.control import JobControl
+from retouch.pipeline.prompts import prompt_length
 from retouch.serving.catalogue import CheckpointCatalogue
 from retouch.serving.models import ModelManager
 from retouch.serving.previews import preview_png_b64, wants_preview
@@ -81,6 +82,9 @@ class LocalBackend(CheckpointCatalogue):
         database.check_for_changes()
         return {"loaded": {name: e.as_api() for name, e in database.loaded.items()},
                 "skipped": {name: e.as_api() for name, e in database.skipped.items()}}
+
+    def prompt_length(self, text: str, steps: int, options: Any, negative: bool = False) -> tuple[int, int]:
+        return prompt_length(self.models.loaded or self.models.get(), text, steps, options, negative=negative)
 
     def refresh_embeddings(self) -> None:
         (self.models.loaded or self.models.get()).embeddings.refresh()

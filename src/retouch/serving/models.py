@@ -73,6 +73,7 @@ class ModelManager:
     vae_dir: str | None = None
     vae_path: str | None = None  # A1111 --vae-path: this VAE for every checkpoint, whatever sd_vae says
     vaes: dict[str, Path] = field(default_factory=dict)  # by file name, as A1111's sd_vae values
+    excluded: tuple[str, ...] = ()  # folders below --ckpt-dir that hold other files (LoRAs, embeddings, VAEs, …)
     _loaded: tuple[str, Model] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _vaes: dict[str, tuple[Path, Any, VaeInfo]] = field(default_factory=dict)  # checkpoint → its separate VAE
@@ -92,9 +93,10 @@ class ModelManager:
             folder = Path(self.ckpt_dir)
             if not folder.is_dir():
                 raise ValueError(f"--ckpt-dir: not a folder: {folder}")
+            excluded = [Path(d).resolve() for d in self.excluded]
             for path in sorted(folder.rglob("*")):
-                if _is_vae_file(path):
-                    continue  # A1111 lists x.vae.safetensors among the VAEs, not the checkpoints
+                if _is_vae_file(path) or any(path.resolve().is_relative_to(d) for d in excluded):
+                    continue  # A1111 lists x.vae.safetensors among the VAEs; LoRAs, embeddings: not checkpoints
                 if path.suffix.lower() in CHECKPOINT_SUFFIXES and path.is_file() or path.is_dir() and (path / "model_index.json").is_file():
                     found[str(path.relative_to(folder))] = Checkpoint(str(path.relative_to(folder)), path)
         if self.ckpt and self.ckpt not in TINY_MODELS:
@@ -211,3 +213,14 @@ class ModelManager:
 def _is_vae_file(path: Path) -> bool:
     name = path.name.lower()
     return any(name.endswith(".vae" + suffix) for suffix in VAE_SUFFIXES) and path.is_file()
+
+
+def manager_settings(config: Any) -> dict[str, Any]:
+    """What a :class:`ModelManager` is built from, out of a :class:`~retouch.serving.state.ServerConfig` (the local
+    backend's, the cluster ingress's and every replica's are the same)."""
+    load_kwargs = {**config.load_kwargs, "lora_dir": config.lora_dir, "embeddings_dir": config.embeddings_dir}
+    excluded = tuple(str(d) for d in (config.lora_dir, config.embeddings_dir, config.vae_dir, *config.upscaler_dirs())
+                     if d)
+    return {"ckpt": config.ckpt, "ckpt_dir": config.ckpt_dir, "load_kwargs": load_kwargs,
+            "vae_tiling": config.vae_tiling, "vae_dir": config.vae_dir, "vae_path": config.vae_path,
+            "excluded": excluded}

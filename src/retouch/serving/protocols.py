@@ -69,6 +69,10 @@ class Catalogue(Protocol):
 
     def memory(self) -> dict[str, Any]: ...
 
+    def prompt_length(self, text: str, steps: int, options: Any, negative: bool = False) -> tuple[int, int]:
+        """A1111's token counter for a prompt on the model jobs run on: ``(tokens, 75-token target)``."""
+        ...
+
 
 class Backend(Jobs, Catalogue, Protocol):
     def warm_up(self) -> None:

@@ -54,9 +54,11 @@ def job_request(req: Img2ImgRequest, state: ServerState) -> JobRequest:
     if problem is not None:
         raise RequestError(507, f"save_images: {problem}; nothing was done", "InsufficientStorage")
     empty = dataclasses.replace(job.params, init_images=[], image_mask=None, latent_mask=None)
+    known = state.styles.texts() if job.params.styles else {}
     return JobRequest(task_id=req.force_task_id or new_task_id(), job=dataclasses.replace(job, params=empty),
                       images=encoded, options=options, checkpoint=checkpoint,
-                      keep_checkpoint=req.override_settings_restore_afterwards is False, outdir=outdir, grid=save)
+                      keep_checkpoint=req.override_settings_restore_afterwards is False, outdir=outdir, grid=save,
+                      styles={name: known[name] for name in job.params.styles if name in known})
 
 
 def _check_request_shape(req: Img2ImgRequest) -> None:

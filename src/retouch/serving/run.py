@@ -31,7 +31,7 @@ def run_job(model: Model, request: JobRequest, control: JobControl, queued_s: fl
     job = with_images(request)
     outputs = Outputs(samples_dir=request.outdir, grids_dir=request.outdir, grid=request.grid,
                       filename_stem=request.filename_stem)
-    result = generate(job, model, options=request.options, control=control, outputs=outputs)
+    result = generate(job, model, options=request.options, control=control, outputs=outputs, styles=request.styles)
     info = Processed.from_result(job.params, model, request.options, result).js()
     error = result.save_error
     return JobOutcome(result.images, info, result.job_timestamp, queued_s=queued_s,

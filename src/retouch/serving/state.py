@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from retouch.networks.files import LoraFolder
 from retouch.options import Options
+from retouch.styles import StyleFile
 
 if TYPE_CHECKING:
     from retouch.serving.protocols import Backend
@@ -42,6 +43,11 @@ class ServerConfig:
     # the page (retouch.ui)
     max_upload_storage_mb: float = 1024.0  # its uploads and shown images on disk at once
     batch_roots: tuple[str, ...] = ()  # folders the Batch sub-tab may read and write below (none: it is off)
+    styles_file: str | None = None  # A1111's styles.csv (read for requests' styles; the page saves into it)
+
+    def upscaler_dirs(self) -> tuple[str, ...]:
+        """The folders of upscaler models (none yet)."""
+        return ()
 
 
 @dataclass
@@ -54,7 +60,10 @@ class ServerState:
     options: Options
     job_timestamp: str = "0"
     loras: LoraFolder = field(default_factory=lambda: LoraFolder(None))  # for ``/loras`` and pasted infotexts
+    styles: StyleFile = field(default_factory=lambda: StyleFile(None))  # ``--styles-file``
 
     def __post_init__(self) -> None:
         if self.config.lora_dir is not None and self.loras.folder is None:
             self.loras = LoraFolder(self.config.lora_dir)
+        if self.config.styles_file is not None and self.styles.path is None:
+            self.styles = StyleFile(self.config.styles_file)

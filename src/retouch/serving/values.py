@@ -4,7 +4,7 @@ process or on another machine (the Ray replicas)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from PIL import Image
 
@@ -39,7 +39,8 @@ class JobRequest:
     keep_checkpoint: bool = False
     outdir: str | None = None  # save samples and grid here (None: don't save)
     grid: bool = False
-    filename_stem: str | None = None  # name samples after an input file (a folder batch), not their seed
+    filename_stem: str | None = None
+    styles: dict[str, tuple[str, str]] = field(default_factory=dict)  # the named styles' texts (styles.csv)  # name samples after an input file (a folder batch), not their seed
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,13 @@ async def sd_models(state: State):
              "config": c.config} for c in state.backend.checkpoints()]
 
 
+@router.get("/sdapi/v1/prompt-styles")
+async def prompt_styles(state: State):
+    """The styles of ``--styles-file`` (A1111's styles.csv), in file order."""
+    return [{"name": s.name, "prompt": s.prompt, "negative_prompt": s.negative_prompt}
+            for s in state.styles.styles.values()]
+
+
 @router.get("/sdapi/v1/sd-vae")
 async def sd_vae(state: State):
     return [{"model_name": name, "filename": str(path)} for name, path in state.backend.vaes().items()]
@@ -86,6 +93,7 @@ async def cmd_flags(state: State):
     return {"ckpt": config.ckpt, "ckpt_dir": config.ckpt_dir, "vae_dir": config.vae_dir, "vae_path": config.vae_path,
             "api_auth": bool(config.api_auth),
             "max_queue": config.max_queue, "allow_image_urls": config.allow_image_urls, "outdir": config.outdir,
+            "styles_file": [config.styles_file] if config.styles_file else [],
             "api": True, "nowebui": True}
 
 
