@@ -195,6 +195,13 @@ def _goals(r: dict) -> list[str]:
     if g:
         rows.append(("2048² img2img completes in 24 GiB (`make bench-extra`)", f"{g['total'] / 60:.0f} min, peak {g['peak_rss_mb'] / 1024:.1f} GiB",
                      tuple(g["size"]) == (2048, 2048), "--sections large"))
+    pg = r.get("page")
+    if pg:
+        for kind, label in (("img2img", "img2img"), ("inpaint", "inpaint, painted mask")):
+            row = pg[kind]
+            rows.append((f"web page job ≤ 1.5× the API job + 0.5 s ({label}, 256², 4 steps)",
+                         f"{row['page_median']:.2f} s vs {row['api_median']:.2f} s ({row['ratio']:.2f}×; goal "
+                         f"{row['goal_s']:.2f} s)", row["met"], "--sections page"))
     rows += _batch_goals(r)
     lo = r.get("lora")
     if lo:

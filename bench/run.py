@@ -333,6 +333,15 @@ def cluster_section(ckpt: Path, results: dict) -> None:
     print("cluster:", results["cluster"]["throughput"], flush=True)
 
 
+def page_section(results: dict) -> None:
+    """The web page's cost over the same API job (Chromium driving ``retouch serve``; bench/page_bench.py)."""
+    from page_bench import measure
+
+    results["page"] = measure()
+    print("page:", {k: (v["page_median"], v["api_median"]) for k, v in results["page"].items()
+                    if isinstance(v, dict)}, flush=True)
+
+
 def soak_section(results: dict, total: int = 1000) -> None:
     """1,000 mixed requests against one server (valid jobs, malformed and hostile bodies, options, png-info,
     progress); the server's RSS every 50 requests."""
@@ -435,7 +444,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="tiny model only (seconds)")
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--out", default=str(REPO / "docs" / "benchmarks.md"))
-    parser.add_argument("--sections", default="tiny,diffusers,overhead,load,precision,tiled,batch,lora,cluster",  # + large,inpaint,soak,sdxl
+    parser.add_argument("--sections", default="tiny,diffusers,overhead,load,precision,tiled,batch,lora,cluster,page",  # + large,inpaint,soak,sdxl
                         help="comma-separated subset; results of other sections already in the JSON are kept")
     parser.add_argument("--sdxl-precisions", default="bf16,fp32", help="precisions of the SDXL section ('none': its load comparison only)")
     args = parser.parse_args()
@@ -458,7 +467,7 @@ def main() -> int:
         out.write_text(render(results))
 
     ckpt = folder = None
-    if set(sections) - {"tiny", "soak", "sdxl"}:
+    if set(sections) - {"tiny", "soak", "sdxl", "page"}:
         ckpt, folder = prepare_sd15(cache_dir() / "bench")
     keep: dict = {}  # worker results shared between sections of this run
     steps = {
@@ -474,6 +483,7 @@ def main() -> int:
         "sdxl": lambda: sdxl_section(cache_dir() / "bench", results, args.runs,  # ~40 min: `make bench-extra`
                                      tuple(p for p in args.sdxl_precisions.split(",") if p != "none")),
         "cluster": lambda: cluster_section(ckpt, results),
+        "page": lambda: page_section(results),
         "large": lambda: large_section(ckpt, results, 2048),  # ~25 min: `make bench-extra`
         "soak": lambda: soak_section(results),  # ~2 min: `make bench-extra`
     }

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -29,14 +30,16 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "RETOUCH_CACHE_DIR": cache_dir}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "retouch", "serve", "--port", str(self.port),
-             *([] if "--webui" in args else ["--nowebui"]), *(a for a in args if a != "--webui")],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        self.log = Path(cache_dir) / "server.log"  # everything the server printed
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "retouch", "serve", "--port", str(self.port),
+                 *([] if "--webui" in args else ["--nowebui"]), *(a for a in args if a != "--webui")],
+                stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.time() + 120
         while time.time() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.process.stdout.read().decode()}")
+                raise RuntimeError(f"server exited: {self.log.read_text(errors='replace')}")
             try:
                 requests.get(self.url + "/internal/ping", timeout=1, auth=self.auth)
                 return

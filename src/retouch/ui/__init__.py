@@ -14,29 +14,6 @@ import os
 
 INSTALL_HINT = "the web UI needs the optional extra: pip install 'retouch[ui]' (or `make ui`)"
 
-# A1111's keys: Ctrl+Enter (or Alt+Enter) generates, Esc interrupts a running job.
-SHORTCUTS = """
-<script>
-document.addEventListener('keydown', (e) => {
-  const enter = e.key === 'Enter' && (e.ctrlKey || e.metaKey || e.altKey);
-  const button = (id) => document.querySelector(`#${id}`);
-  if (enter) { e.preventDefault(); button('img2img_generate')?.click(); }
-  else if (e.key === 'Escape' && document.querySelector('#img2img_progress [data-state]')) {
-    button('img2img_interrupt')?.click();
-  }
-});
-</script>
-"""
-
-CSS = """
-#img2img_progress .progress { position: relative; height: 1.6em; border-radius: 4px; background: #eee; }
-#img2img_progress .progress-bar { position: absolute; inset: 0 auto 0 0; background: #f97316; border-radius: 4px; }
-#img2img_progress .progress span { position: relative; padding-left: .5em; }
-#img2img_message .error { color: #b91c1c; font-weight: 600; }
-.infotext p { white-space: pre-wrap; word-break: break-word; font-size: .9em; }
-"""
-
-
 def available() -> bool:
     return importlib.util.find_spec("gradio") is not None
 
@@ -55,6 +32,7 @@ def mount(app, state) -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
 
+    from retouch.ui.assets import CSS, HEAD
     from retouch.ui.guard import PageGuard, PageLimits
     from retouch.ui.page import build
 
@@ -63,7 +41,7 @@ def mount(app, state) -> None:
                               font_mono=["ui-monospace", "Consolas", "monospace"])
     # show_error=False: an unexpected error is "Error" on the page (its text may name server files); the page's
     # own messages are shown in full
-    gr.mount_gradio_app(app, build(state, uploads), path="/", theme=theme, css=CSS, head=SHORTCUTS,
+    gr.mount_gradio_app(app, build(state, uploads), path="/", theme=theme, css=CSS, head=HEAD,
                         footer_links=[], show_error=False, ssr_mode=False, mcp_server=False,
                         enable_monitoring=False, pwa=False, max_file_size=int(config.max_body_mb * 2**20))
     # innermost: after --api-auth and the request limits, before Gradio

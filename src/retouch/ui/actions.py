@@ -9,6 +9,7 @@ import base64
 import dataclasses
 import html
 import io
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -19,7 +20,9 @@ from typing import Any
 from PIL import Image
 
 from retouch.infotext import paste_values
-from retouch.serving.errors import Cancelled, DuplicateTask, QueueFull, RequestError, Unavailable
+from retouch.outputs import next_sequence_number
+from retouch.prompt_parser import merge_prompts
+from retouch.serving.errors import Cancelled, DuplicateTask, QueueFull, RequestError, Unavailable, scrub
 from retouch.serving.images import decode_opened, open_image
 from retouch.serving.requests import job_request
 from retouch.serving.schemas import Img2ImgRequest
@@ -27,6 +30,7 @@ from retouch.serving.state import ServerState
 from retouch.serving.values import JobOutcome
 from retouch.ui.modes import Mode, ModeInputs, image_and_mask, scaled_size
 
+logger = logging.getLogger(__name__)
 RESIZE_MODES = ["Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)"]
 MASK_MODES = ["Inpaint masked", "Inpaint not masked"]
 INPAINT_FILLS = ["fill", "original", "latent noise", "latent nothing"]
@@ -68,6 +72,28 @@ class Fields:
     inpainting_fill: str = INPAINT_FILLS[1]
     inpaint_area: str = INPAINT_AREAS[0]
     inpaint_full_res_padding: int = 32
+    styles: tuple[str, ...] = ()
+    soft_inpainting: bool = False  # the accordion's checkbox, then its six settings (A1111's script args, in order)
+    soft_schedule_bias: float = 1.0
+    soft_preservation_strength: float = 0.5
+    soft_transition_contrast_boost: float = 4.0
+    soft_mask_influence: float = 0.0
+    soft_difference_threshold: float = 0.5
+    soft_difference_contrast: float = 2.0
+
+    @classmethod
+    def from_page(cls, values: dict[str, Any]) -> Fields:
+        """The fields from what the page's components hold: an emptied number box means its default (an empty
+        Seed is -1, random, as in A1111)."""
+        defaults = cls()
+        cleaned = {name: getattr(defaults, name) if value is None else value for name, value in values.items()}
+        if "styles" in cleaned:
+            cleaned["styles"] = tuple(cleaned["styles"] or ())
+        return cls(**cleaned)
+
+
+SOFT_INPAINTING_FIELDS = ("soft_schedule_bias", "soft_preservation_strength", "soft_transition_contrast_boost",
+                          "soft_mask_influence", "soft_difference_threshold", "soft_difference_contrast")
 
 
 def png_b64(image: Image.Image) -> str:
@@ -96,7 +122,11 @@ def request_fields(fields: Fields, image: Image.Image, mask: Image.Image | None,
         "seed_resize_from_w": int(fields.seed_resize_from_w) if fields.variation else 0,
         "seed_resize_from_h": int(fields.seed_resize_from_h) if fields.variation else 0,
         "init_images": [png_b64(image)], "force_task_id": task_id, "save_images": True, "send_images": True,
+        "styles": list(fields.styles),
     }
+    if fields.soft_inpainting and mask is not None:
+        request["alwayson_scripts"] = {"soft inpainting": {"args": [True, *(float(getattr(fields, name))
+                                                                            for name in SOFT_INPAINTING_FIELDS)]}}
     if mask is not None:
         request.update(mask=png_b64(mask), mask_blur=int(fields.mask_blur),
                        inpainting_mask_invert=_index(MASK_MODES, fields.mask_mode, "Mask mode"),
@@ -259,3 +289,34 @@ def fields_from_infotext(text: str, restore_lora_names=None) -> dict[str, Any]:
     if "width" in values:
         out["resize_by"] = False
     return out
+
+
+def with_style(prompt: str, style_text: str) -> str:
+    """A style's text merged into a prompt (A1111's rule: its ``{prompt}`` placeholder, else appended)."""
+    return merge_prompts(style_text, prompt or "")
+
+
+def save_images(paths: list[Path], folder: Path) -> list[Path]:
+    """Copy shown images into ``folder`` as ``<number>-<name>`` (A1111's Save), never overwriting; the new files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    saved = []
+    for path in paths:
+        number = next_sequence_number(folder)
+        target = folder / f"{number:05}-{path.name}"
+        target.write_bytes(path.read_bytes())
+        saved.append(target)
+    return saved
+
+
+def escape(text: str) -> str:
+    return html.escape(text)
+
+
+def message_of(error: Exception) -> str:
+    """What the page says of a refused request: its detail, with no memory address."""
+    return scrub(error.detail if isinstance(error, RequestError) else str(error))
+
+
+def log_unexpected(error: Exception) -> None:
+    """A failure no check foresaw: in the server's log with its traceback (expected ones are a page message)."""
+    logger.error("page job failed", exc_info=error)

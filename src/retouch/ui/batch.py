@@ -75,12 +75,16 @@ class BatchInputs:
     mask_dir: str = ""
     use_png_info: bool = False
     png_info_props: tuple[str, ...] = ()
+    png_info_dir: str = ""  # where "Append png info" reads each image's infotext (empty: from the image itself)
+    uploaded: tuple[str, ...] = ()  # the "Upload" source: files uploaded to the page (then no input folder)
 
 
 async def run_batch(state: ServerState, roots: BatchRoots, fields: Fields, inputs: BatchInputs, task_id: str,
                     should_stop: Callable[[], bool]) -> tuple[list[Image.Image], str, list[str]]:
     """Run the batch; the images to show (``img2img_batch_show_results_limit``), the last info JSON, warnings."""
     plan, out = await run_in_threadpool(_plan, roots, inputs)
+    if inputs.png_info_dir.strip():
+        inputs = dataclasses.replace(inputs, png_info_dir=str(roots.folder(inputs.png_info_dir, "PNG info directory")))
     fields = dataclasses.replace(fields, seed=fixed_seed(fields.seed))  # one seed for the whole batch
     shown: list[Image.Image] = []
     info = ""
@@ -98,6 +102,9 @@ async def run_batch(state: ServerState, roots: BatchRoots, fields: Fields, input
 
 
 def _plan(roots: BatchRoots, inputs: BatchInputs) -> tuple[FolderPlan, Path | None]:
+    if inputs.uploaded:  # uploads are the page's own files: no server folder needed, unless one is named
+        out = roots.folder(inputs.output_dir, "Output directory", create=True) if inputs.output_dir.strip() else None
+        return FolderPlan(jobs=[FolderJob(Path(p)) for p in inputs.uploaded]), out
     source = roots.folder(inputs.input_dir, "Input directory")
     masks = roots.folder(inputs.mask_dir, "Inpaint batch mask directory") if inputs.mask_dir.strip() else None
     out = roots.folder(inputs.output_dir, "Output directory", create=True) if inputs.output_dir.strip() else None
@@ -119,8 +126,8 @@ def _request(state: ServerState, fields: Fields, inputs: BatchInputs, job: Folde
         mask = actions.read_upload(job.mask, max_pixels, field=job.mask.name) if job.mask is not None else None
         overrides: dict[str, Any] = {}
         if inputs.use_png_info:
-            changes = png_info_changes(image.info.get("parameters"), inputs.png_info_props, fields.prompt,
-                                       fields.negative_prompt)
+            changes = png_info_changes(_infotext(image, job.image, inputs.png_info_dir), inputs.png_info_props,
+                                       fields.prompt, fields.negative_prompt)
             model_hash = changes.pop("sd_model_checkpoint", None)
             if model_hash is not None:  # A1111: the checkpoint with that hash, if there is one
                 with contextlib.suppress(ValueError):
@@ -135,3 +142,15 @@ def _request(state: ServerState, fields: Fields, inputs: BatchInputs, job: Folde
     if overrides:
         request["override_settings"] = overrides
     return request
+
+
+def _infotext(image: Image.Image, path: Path, png_info_dir: str) -> str | None:
+    """The infotext "Append png info" reads: the image's own, or (A1111) that of the file of the same name in the PNG
+    info folder (a missing one reads as none)."""
+    if not png_info_dir:
+        return image.info.get("parameters")
+    try:
+        with Image.open(Path(png_info_dir) / path.name) as other:
+            return other.info.get("parameters")
+    except (OSError, ValueError):
+        return None
