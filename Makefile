@@ -16,6 +16,9 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH)" -e ".[test,ui,cluster]"
+	@# spandrel (model upscalers, as A1111 1.10 pins it) declares torchvision, which is never installed here:
+	@# --no-deps, and retouch imports it under a stand-in (retouch.upscalers.spandrel_models)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps "spandrel==0.3.4" "einops>=0.7"
 	touch $(STAMP)
 
 test: $(STAMP) browser

@@ -1,5 +1,5 @@
-"""A1111's field names → the core's parameters: the one edge adapter of the library's facade
-(``StableDiffusionProcessingImg2Img``), the HTTP API (and the page, whose jobs are API requests) and the command
+"""A1111's field names → the core's parameters: the one edge adapter of the library's facades
+(``StableDiffusionProcessingImg2Img`` / ``…Txt2Img``), the HTTP API (and the page, whose jobs are API requests) and the command
 line. Every A1111 rule about *how a field is given* lives here, once:
 
 * ``None`` prompts and styles are empty;
@@ -21,11 +21,35 @@ from collections.abc import Mapping
 from typing import Any
 
 from retouch.options import Options
-from retouch.params import Img2ImgParams
+from retouch.params import GenerationParams, Img2ImgParams, Txt2ImgParams
 from retouch.soft_inpainting import parse_alwayson_scripts
 
 API_DEFAULT_SAMPLER = "Euler"  # what A1111's API runs when a request names no sampler (its class default differs)
 _IMAGE_FIELDS = ("init_images", "image_mask", "latent_mask")
+
+
+def _shared(cls: type[GenerationParams], values: Mapping[str, Any], api: bool) -> dict[str, Any]:
+    """The fields every kind of job takes, as A1111 reads them."""
+    kwargs = {k: values[k] for k in cls.field_names() if k in values}
+    for name, empty in (("prompt", ""), ("negative_prompt", ""), ("styles", [])):
+        if kwargs.get(name) is None:
+            kwargs[name] = empty
+    if kwargs.get("sampler_name") is None:
+        kwargs["sampler_name"] = values.get("sampler_index") or (API_DEFAULT_SAMPLER if api else None)
+    if values.get("seed_enable_extras") is False:
+        kwargs.update(subseed=-1, subseed_strength=0, seed_resize_from_h=0, seed_resize_from_w=0)
+    return kwargs
+
+
+def txt2img_params(values: Mapping[str, Any], *, api: bool = False) -> Txt2ImgParams:
+    """The txt2img job ``values`` (A1111 field names) stand for (``api``: the API's defaults)."""
+    kwargs = _shared(Txt2ImgParams, values, api)
+    for name in ("hr_prompt", "hr_negative_prompt"):
+        if kwargs.get(name) is None:
+            kwargs[name] = ""
+    if values.get("alwayson_scripts"):
+        parse_alwayson_scripts(values["alwayson_scripts"])  # names checked; soft inpainting needs a mask: no-op
+    return Txt2ImgParams(**kwargs)
 
 
 def img2img_params(values: Mapping[str, Any], *, base_options: Options, api: bool = False) -> Img2ImgParams:
@@ -34,12 +58,7 @@ def img2img_params(values: Mapping[str, Any], *, base_options: Options, api: boo
     ``base_options``: the options before the job's ``override_settings``. ``api``: apply the API's defaults.
     ``ValueError`` naming the field for what is given in two conflicting ways.
     """
-    kwargs = {k: values[k] for k in Img2ImgParams.field_names() if k in values}
-    for name, empty in (("prompt", ""), ("negative_prompt", ""), ("styles", [])):
-        if kwargs.get(name) is None:
-            kwargs[name] = empty
-    if kwargs.get("sampler_name") is None:
-        kwargs["sampler_name"] = values.get("sampler_index") or (API_DEFAULT_SAMPLER if api else None)
+    kwargs = _shared(Img2ImgParams, values, api)
     if values.get("mask") is not None and kwargs.get("image_mask") is None:
         kwargs["image_mask"] = values["mask"]
     if isinstance(values.get("mask_blur"), int) and not isinstance(values.get("mask_blur"), bool):
@@ -51,8 +70,6 @@ def img2img_params(values: Mapping[str, Any], *, base_options: Options, api: boo
         if kwargs.get("soft_inpainting") not in (None, soft):
             raise ValueError("soft_inpainting: given both as a field and in alwayson_scripts; use one")
         kwargs["soft_inpainting"] = soft
-    if values.get("seed_enable_extras") is False:
-        kwargs.update(subseed=-1, subseed_strength=0, seed_resize_from_h=0, seed_resize_from_w=0)
     return Img2ImgParams(**kwargs)
 
 

@@ -53,6 +53,17 @@ class Options:
     save_init_img: bool = _opt(False)
     outdir_init_images: str = _opt("outputs/init-images")
     upscaler_for_img2img: str | None = _opt(None)
+    # upscaler models: tile sizes in pixels (0 = no tiling) and overlaps; which named models are listed
+    ESRGAN_tile: int = _opt(192, lo=0, hi=512)
+    ESRGAN_tile_overlap: int = _opt(8, lo=0, hi=48)
+    DAT_tile: int = _opt(192, lo=0, hi=512)
+    DAT_tile_overlap: int = _opt(8, lo=0, hi=48)
+    SWIN_tile: int = _opt(192, lo=16, hi=512)
+    SWIN_tile_overlap: int = _opt(8, lo=0, hi=48)
+    SCUNET_tile: int = _opt(256, lo=0, hi=512)
+    SCUNET_tile_overlap: int = _opt(8, lo=0, hi=64)
+    realesrgan_enabled_models: tuple[str, ...] = _opt(("R-ESRGAN 4x+", "R-ESRGAN 4x+ Anime6B"))
+    dat_enabled_models: tuple[str, ...] = _opt(("DAT x2", "DAT x3", "DAT x4"))
     sd_vae_encode_method: str = _opt("Full", choices=("Full", "TAESD"))
     sd_vae_decode_method: str = _opt("Full", choices=("Full", "TAESD"))
     img2img_batch_show_results_limit: int = _opt(32, lo=-1)
@@ -107,6 +118,11 @@ class Options:
     textual_inversion_add_hashes_to_infotext: bool = _opt(True)
     textual_inversion_print_at_load: bool = _opt(False)
     hires_fix_use_firstpass_conds: bool = _opt(False)
+    # hires fix and the refiner
+    use_old_hires_fix_width_height: bool = _opt(False)
+    hires_fix_refiner_pass: str = _opt("second pass", choices=("first pass", "second pass", "both"))
+    refiner_switch_by_sample_steps: bool = _opt(False)
+    save_images_before_highres_fix: bool = _opt(False)
     extra_networks_default_multiplier: float = _opt(1.0)
     sd_lora: str = _opt("None")
     sd_hypernetwork: str = _opt("None")
@@ -220,6 +236,10 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
         value = _as_int(name, value)
     elif kind.startswith("float"):
         value = _as_float(name, value)
+    elif kind.startswith("tuple"):
+        if not isinstance(value, list | tuple) or len(value) > MAX_ITEMS:
+            raise ValueError(f"option {name} must be a list of at most {MAX_ITEMS} strings, got {value!r}"[:300])
+        value = tuple(_as_text(f"{name}[{i}]", item) for i, item in enumerate(value))
     elif kind.startswith("str"):
         value = _as_text(name, value)
         if meta.get("color"):

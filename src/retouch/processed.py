@@ -14,8 +14,8 @@ from retouch.infotext import VERSION_TEXT
 if TYPE_CHECKING:
     from retouch.models.model import Model
     from retouch.options import Options
-    from retouch.params import Img2ImgParams
-    from retouch.pipeline import Img2ImgResult
+    from retouch.params import GenerationParams
+    from retouch.pipeline import GenerationResult
 
 
 @dataclass
@@ -66,7 +66,8 @@ class Processed:
     files: list[Path] = field(default_factory=list)
 
     @classmethod
-    def from_result(cls, params: Img2ImgParams, model: Model, options: Options, result: Img2ImgResult) -> Processed:
+    def from_result(cls, params: GenerationParams, model: Model, options: Options, result: GenerationResult,
+                    ) -> Processed:
         prompt, negative = params.prompt, params.negative_prompt
         vae = model.vae_info
         return cls(
@@ -77,11 +78,11 @@ class Processed:
             negative_prompt=negative if not isinstance(negative, list) else negative[0],
             seed=int(result.seeds[0]), subseed=int(result.subseeds[0]), subseed_strength=params.subseed_strength,
             width=params.width, height=params.height, sampler_name=result.sampler_name, scheduler=result.scheduler,
-            cfg_scale=params.cfg_scale, image_cfg_scale=params.image_cfg_scale if model.is_pix2pix else None,
+            cfg_scale=params.cfg_scale, image_cfg_scale=getattr(params, "image_cfg_scale", None) if model.is_pix2pix else None,
             steps=params.steps, batch_size=result.batch_size, restore_faces=params.restore_faces,
             sd_model_name=model.name, sd_model_hash=model.short_hash, sd_vae_name=vae.name if vae else None,
             sd_vae_hash=vae.short_hash if vae else None, seed_resize_from_w=params.seed_resize_from_w,
-            seed_resize_from_h=params.seed_resize_from_h, denoising_strength=params.denoising_strength,
+            seed_resize_from_h=params.seed_resize_from_h, denoising_strength=getattr(params, "denoising_strength", 0.0),
             extra_generation_params=result.extra_generation_params,
             index_of_first_image=result.index_of_first_image, styles=params.styles,
             job_timestamp=result.job_timestamp, clip_skip=options.CLIP_stop_at_last_layers,

@@ -251,7 +251,7 @@ def test_align_your_steps_uses_the_sdxl_levels_on_sdxl(sdxl, tiny_sd1, steps):
         job = StableDiffusionProcessingImg2Img(
             sd_model=model, init_images=[source_image()], sampler_name="Euler", scheduler="Align Your Steps",
             steps=steps, denoising_strength=1.0, width=64, height=64).resolve()
-        plan = plan_job_sampling(job, model, Options())
+        plan = plan_job_sampling(job, model, Options(), job.params.denoising_strength)
         assert torch.equal(plan.full_sigmas, a1111_align_your_steps(levels, steps)), model.family
 
 

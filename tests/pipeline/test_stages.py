@@ -89,7 +89,8 @@ def test_initialize_builds_the_blend_from_the_latent_mask(bundled_tiny):
 
 def test_plan_is_computed_once_and_orders_its_infotext_keys(bundled_tiny):
     job = params(sampler_name="DPM++ 2M", scheduler="Exponential", denoising_strength=0.5).validate()
-    plan = plan_job_sampling(job, bundled_tiny, Options(img2img_extra_noise=0.2, sd_noise_schedule="Zero Terminal SNR"))
+    plan = plan_job_sampling(job, bundled_tiny, Options(img2img_extra_noise=0.2, sd_noise_schedule="Zero Terminal SNR"),
+                             job.params.denoising_strength)
     assert list(plan.extra_params) == ["Noise Schedule", "Schedule type", "Extra noise"]
     assert plan.steps_to_run == 5 and len(plan.schedule) == 6  # t_enc = int(0.5·8) = 4: 5 steps, 6 σ (last 0)
 
@@ -99,7 +100,7 @@ def test_stages_compose_to_what_generate_returns(bundled_tiny):
     options = Options()
     init = initialize(job, bundled_tiny, options, JobHooks())
     conds = encode_conditioning(bundled_tiny, job, options, ["a cat"], ["blurry"])
-    plan = plan_job_sampling(job, bundled_tiny, options)
+    plan = plan_job_sampling(job, bundled_tiny, options, job.params.denoising_strength)
     sampled = sample_batch(bundled_tiny, job, options, plan, init, conds, Batch(0, ["a cat"], ["blurry"], job.seeds,
                                                                                  job.subseeds), JobControl())
     result = generate(job, bundled_tiny, options=options)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -58,25 +59,43 @@ def flatten(image: Image.Image, background: str = "#ffffff") -> Image.Image:
     return image.convert("RGB")
 
 
-def resize_image(mode: int, image: Image.Image, width: int, height: int) -> Image.Image:
+Enlarge = Callable[[Image.Image, float], Image.Image]
+
+
+def _resize(image: Image.Image, width: int, height: int, enlarge: Enlarge | None) -> Image.Image:
+    """Lanczos to ``width`` × ``height``; with an upscaler, an enlargement goes through it first (greyscale
+    images never do) and Lanczos fixes the size it lands on."""
+    if enlarge is None or image.mode == "L":
+        return image.resize((width, height), resample=LANCZOS)
+    scale = max(width / image.width, height / image.height)
+    if scale > 1.0:
+        image = enlarge(image, scale)
+    if image.size != (width, height):
+        image = image.resize((width, height), resample=LANCZOS)
+    return image
+
+
+def resize_image(mode: int, image: Image.Image, width: int, height: int, enlarge: Enlarge | None = None
+                 ) -> Image.Image:
     """A1111 ``resize_image``: 0 stretch, 1 crop (cover), 2 fill (contain + stretched edges).
 
     Mode 3 (latent upscale) and any other value behave as mode 2 here (spec §3.2). Modes 1 and 2
-    return RGB; mode 0 keeps the input mode.
+    return RGB; mode 0 keeps the input mode. ``enlarge(image, scale)`` is the upscaler (A1111's
+    ``upscaler_name``; None: Lanczos only).
     """
     if mode == ResizeMode.JUST_RESIZE:
-        return image.resize((width, height), resample=LANCZOS)
+        return _resize(image, width, height, enlarge)
     ratio, src_ratio = width / height, image.width / image.height
     if mode == ResizeMode.CROP_AND_RESIZE:
         src_w = width if ratio > src_ratio else image.width * height // image.height
         src_h = height if ratio <= src_ratio else image.height * width // image.width
-        resized = image.resize((src_w, src_h), resample=LANCZOS)
+        resized = _resize(image, src_w, src_h, enlarge)
         out = Image.new("RGB", (width, height))
         out.paste(resized, box=(width // 2 - src_w // 2, height // 2 - src_h // 2))
         return out
     src_w = width if ratio < src_ratio else image.width * height // image.height
     src_h = height if ratio >= src_ratio else image.height * width // image.width
-    resized = image.resize((src_w, src_h), resample=LANCZOS)
+    resized = _resize(image, src_w, src_h, enlarge)
     out = Image.new("RGB", (width, height))
     out.paste(resized, box=(width // 2 - src_w // 2, height // 2 - src_h // 2))
     if ratio < src_ratio:

@@ -95,6 +95,7 @@ class Model:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     conditioner: PromptEncoder | None = None
     extra_networks: Any = field(default=None, repr=False)  # retouch.networks.ExtraNetworks
+    upscaler_folders: Any = field(default=None, repr=False)  # retouch.upscalers.UpscalerFolders
     _vae_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
@@ -126,6 +127,11 @@ class Model:
     @property
     def is_sdxl(self) -> bool:
         return self.family == "SDXL"
+
+    @property
+    def short_title(self) -> str:
+        """A1111's short title, e.g. ``tiny-sd1 [0f6bfda938]`` (how a refiner or hires checkpoint is named)."""
+        return f"{self.name} [{self.short_hash}]" if self.short_hash else self.name
 
     @property
     def title(self) -> str:

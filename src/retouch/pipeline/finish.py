@@ -17,7 +17,7 @@ from retouch.infotext import GenerationInfo
 from retouch.models.model import Model
 from retouch.modes import ResizeMode
 from retouch.options import Options
-from retouch.params import Img2ImgJob
+from retouch.params import Job
 from retouch.pipeline.latents import InitState
 from retouch.pipeline.sample import image_cfg_scale
 
@@ -58,11 +58,11 @@ def finish_image(decoded: Image.Image, index: int, init: InitState, options: Opt
     return FinishedImage(image, before, mask_image, composite)
 
 
-def soft_overlays(job: Img2ImgJob, init: InitState, samples: torch.Tensor, options: Options) -> Overlays | None:
+def soft_overlays(job: Job, init: InitState, samples: torch.Tensor, options: Options) -> Overlays | None:
     """Soft inpainting's overlays for a batch (A1111 ``post_sample``): the original images, flattened and resized
     as for the normal overlay, shown through masks made from how far each sampled latent moved from the
     original (:func:`~retouch.imageops.soft_mask.adaptive_overlay_mask`)."""
-    params, settings, blend = job.params, job.params.soft_inpainting, init.blend
+    params, settings, blend = job.params, getattr(job.params, "soft_inpainting", None), init.blend
     if settings is None or blend is None or not params.uses_soft_inpainting:
         return None
     paste_to = init.prepared.paste_to
@@ -114,7 +114,7 @@ def make_grid(images: list[Image.Image], batch_size: int, options: Options, want
                       background=options.grid_background_color)
 
 
-def generation_info(job: Img2ImgJob, model: Model, options: Options, init: InitState | None,
+def generation_info(job: Job, model: Model, options: Options, init: InitState | None,
                     tiling: bool) -> GenerationInfo:
     """The infotext facts of a job (A1111 ``create_infotext``'s inputs other than the per-image ones)."""
     params, sampler = job.params, job.sampler

@@ -19,7 +19,7 @@ from retouch.imageops import masking
 from retouch.models.model import Model
 from retouch.modes import InpaintFill, ResizeMode
 from retouch.options import Options
-from retouch.params import Img2ImgJob
+from retouch.params import Img2ImgJob, Job
 from retouch.pipeline.inputs import PreparedInputs, prepare_inputs
 from retouch.sampling.inpaint import InpaintBlend, SoftBlend
 from retouch.sampling.rng import ImageRNG
@@ -32,7 +32,7 @@ class InitState:
     """What ``init()`` leaves for sampling (A1111's names in comments)."""
 
     prepared: PreparedInputs
-    pixels: torch.Tensor  # (B, 3, H, W) in [0, 1]
+    pixels: torch.Tensor | None  # (B, 3, H, W) in [0, 1]; txt2img: None
     init_latent: torch.Tensor  # init_latent (after latent noise / nothing fill)
     blend: InpaintBlend | None  # mask / nmask
     image_conditioning: torch.Tensor  # image_conditioning
@@ -86,12 +86,12 @@ def _repeat(tensor: torch.Tensor, batch_size: int) -> torch.Tensor:
     return tensor.repeat(batch_size, *([1] * (tensor.ndim - 1))) if tensor.shape[0] == 1 else tensor
 
 
-def make_rng(job: Img2ImgJob, model: Model, options: Options, seeds: Sequence[int],
-             subseeds: Sequence[int] | None) -> ImageRNG:
-    """Per-image noise for one batch; without ``subseeds`` the plain seeds only (no variation, seed
-    resize or ENSD — as A1111 draws the latent-noise fill)."""
+def make_rng(job: Job, model: Model, options: Options, seeds: Sequence[int],
+             subseeds: Sequence[int] | None, shape: tuple[int, ...] | None = None) -> ImageRNG:
+    """Per-image noise for one batch (of latents ``shape``: default the job's size); without ``subseeds`` the
+    plain seeds only (no variation, seed resize or ENSD — as A1111 draws the latent-noise fill)."""
     params = job.params
-    shape = (model.latent_channels, params.height // LATENT_FACTOR, params.width // LATENT_FACTOR)
+    shape = shape or (model.latent_channels, params.height // LATENT_FACTOR, params.width // LATENT_FACTOR)
     variation = subseeds is not None
     return ImageRNG(shape, seeds, subseeds=subseeds,
                     subseed_strength=params.subseed_strength if variation else 0.0,
@@ -142,11 +142,16 @@ def apply_masked_content(init_latent: torch.Tensor, keep: torch.Tensor, repaint:
     return init_latent, {}
 
 
-def decode_latents(model: Model, latents: torch.Tensor, hooks: JobHooks | None = None) -> list[Image.Image]:
-    """Latents → RGB images, ``floor(255·clamp((x+1)/2, 0, 1))`` (spec §3.13)."""
+def decode_to_unit(model: Model, latents: torch.Tensor, hooks: JobHooks | None = None) -> torch.Tensor:
+    """Latents → pixels ``(B, 3, H, W)`` in [0, 1] (``clamp((x+1)/2)``)."""
     with torch.inference_mode():
         decoded = model.decode_first_stage(latents, hooks)
-    pixels = torch.clamp((decoded.float() + 1.0) / 2.0, min=0.0, max=1.0)
+    return torch.clamp((decoded.float() + 1.0) / 2.0, min=0.0, max=1.0)
+
+
+def decode_latents(model: Model, latents: torch.Tensor, hooks: JobHooks | None = None) -> list[Image.Image]:
+    """Latents → RGB images, ``floor(255·clamp((x+1)/2, 0, 1))`` (spec §3.13)."""
+    pixels = decode_to_unit(model, latents, hooks)
     out = []
     for sample in pixels:
         array = (255.0 * np.moveaxis(sample.cpu().numpy(), 0, 2)).astype(np.uint8)

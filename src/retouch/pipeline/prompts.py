@@ -10,7 +10,7 @@ from typing import Any
 import lark
 
 from retouch.options import Options
-from retouch.params import Img2ImgJob
+from retouch.params import Job
 from retouch.prompt_parser import (
     apply_styles,
     get_learned_conditioning_prompt_schedules,
@@ -19,7 +19,7 @@ from retouch.prompt_parser import (
 )
 
 
-def expand_prompts(job: Img2ImgJob, styles: Mapping[str, tuple[str, str]] | None = None,
+def expand_prompts(job: Job, styles: Mapping[str, tuple[str, str]] | None = None,
                    comments: list[str] | None = None) -> tuple[list[str], list[str]]:
     """``all_prompts`` and ``all_negative_prompts`` (one per image), styles applied.
 
@@ -61,7 +61,7 @@ class Batch:
         return len(self.prompts)
 
 
-def batches(job: Img2ImgJob, prompts: list[str], negatives: list[str], batch_size: int) -> Iterator[Batch]:
+def batches(job: Job, prompts: list[str], negatives: list[str], batch_size: int) -> Iterator[Batch]:
     """The ``n_iter`` batches of ``batch_size`` images (fewer when the prompt list runs out)."""
     b = batch_size
     for n in range(job.params.n_iter):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -28,7 +28,7 @@ from retouch.control import Interrupted, JobControl
 from retouch.models.model import Model
 from retouch.models.padding import stop_when
 from retouch.options import Options
-from retouch.params import Img2ImgJob
+from retouch.params import Job
 from retouch.pipeline.latents import InitState, make_rng
 from retouch.pipeline.prompts import Batch
 from retouch.sampling.guidance import CFGDenoiser, Guidance
@@ -58,12 +58,14 @@ class SampledBatch:
     latents: torch.Tensor  # final latents, after the inpaint blend
     interrupted: bool  # the sampler was stopped (interrupt or skip); latents are its last prediction
     extra_params: dict[str, Any]  # infotext keys the sampling added, in A1111's order
+    model: Model  # the model sampling ended on (the refiner after a switch): its VAE decodes the latents
 
 
-def plan_job_sampling(job: Img2ImgJob, model: Model, options: Options,
-                      denoising_strength: float | None = None) -> SamplingPlan:
+def plan_job_sampling(job: Job, model: Model, options: Options, denoising_strength: float | None,
+                      **overrides: Any) -> SamplingPlan:
     """The job's sampling plan on this model's noise schedule (with the schedule options applied), for the image
-    source's ``denoising_strength`` (default: the job's)."""
+    source's ``denoising_strength`` (None: txt2img's whole schedule); ``overrides`` replace
+    :class:`~retouch.sampling.plan.SamplerSettings` fields (the hires pass's sampler, steps, …)."""
     params = job.params
     noise = model.schedule
     alphas_cumprod = noise.alphas_cumprod
@@ -76,12 +78,20 @@ def plan_job_sampling(job: Img2ImgJob, model: Model, options: Options,
         alphas_cumprod = rescale_zero_terminal_snr(alphas_cumprod)
     resolved = job.resolved
     settings = SamplerSettings(
-        sampler=job.sampler, scheduler=job.scheduler, steps=params.steps,
-        denoising_strength=params.denoising_strength if denoising_strength is None else denoising_strength,
-        eta=resolved.eta, churn=resolved.churn,
-        churn_from_options=resolved.churn_from_options)
+        sampler=job.sampler, scheduler=job.scheduler, steps=params.steps, denoising_strength=denoising_strength,
+        eta=resolved.eta, churn=resolved.churn, churn_from_options=resolved.churn_from_options)
+    settings = dataclasses.replace(settings, **overrides)
     plan = plan_sampling(settings, dataclasses.replace(noise, alphas_cumprod=alphas_cumprod), options)
     return dataclasses.replace(plan, extra_params={**extra, **plan.extra_params})
+
+
+class ModelSwitch(Protocol):
+    """Called before each denoiser call; may replace the denoiser's model and conditioning (the refiner)."""
+
+    model: Model  # the model sampling is on now
+    extra_params: dict[str, Any]  # infotext keys it added
+
+    def __call__(self, cfg: CFGDenoiser, sigma: torch.Tensor) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -93,20 +103,32 @@ class EmbeddingUse:
     used: Callable[[list[Any]], None] | None = None
 
 
-def encode_conditioning(model: Model, job: Img2ImgJob, options: Options, texts: list[str],
+@dataclass(frozen=True)
+class HiresPrompts:
+    """How the hires pass encodes its prompts: at its target size, scheduled over its own steps."""
+
+    width: int
+    height: int
+    steps: int  # the second pass's total steps (A1111 ``hires_steps``)
+
+
+def encode_conditioning(model: Model, job: Job, options: Options, texts: list[str],
                         negatives: list[str], check: Callable[[], None] | None = None,
-                        embeddings: EmbeddingUse | None = None) -> BatchConditioning:
+                        embeddings: EmbeddingUse | None = None, hires: HiresPrompts | None = None,
+                        ) -> BatchConditioning:
     """Prompt schedules of a batch, encoded (A1111 ``setup_conds``: negative prompts first). ``texts`` are the
-    prompts with extra-network tags removed; ``check()`` runs before each prompt's encoding."""
+    prompts with extra-network tags removed; ``check()`` runs before each prompt's encoding; ``hires``: for the
+    hires fix's second pass (A1111 ``calculate_hr_conds``)."""
     params = job.params
     steps = job.sampler.total_steps(params.steps)
     embeddings = embeddings or EmbeddingUse()
-    positive = PromptContext(options, params.width, params.height, find_embedding=embeddings.find,
-                             used_embeddings=embeddings.used)
+    width, height = (hires.width, hires.height) if hires else (params.width, params.height)
+    hires_steps = hires.steps if hires else None
+    positive = PromptContext(options, width, height, find_embedding=embeddings.find, used_embeddings=embeddings.used)
     negative = dataclasses.replace(positive, is_negative=True)
     with torch.inference_mode():
-        uncond = get_learned_conditioning(model, negatives, steps, negative, check=check)
-        cond = get_multicond_learned_conditioning(model, texts, steps, positive, check=check)
+        uncond = get_learned_conditioning(model, negatives, steps, negative, hires_steps, check=check)
+        cond = get_multicond_learned_conditioning(model, texts, steps, positive, hires_steps, check=check)
     if image_cfg_scale(job, model) not in (None, 1.0):
         if any(len(parts) > 1 for parts in cond.batch):
             raise ValueError("prompt: AND is not supported for InstructPix2Pix models unless image_cfg_scale is 1.0")
@@ -116,16 +138,18 @@ def encode_conditioning(model: Model, job: Img2ImgJob, options: Options, texts: 
     return BatchConditioning(cond, uncond)
 
 
-def image_cfg_scale(job: Img2ImgJob, model: Model) -> float | None:
+def image_cfg_scale(job: Job, model: Model) -> float | None:
     """Image guidance applies to instruct-pix2pix models only (A1111 sets it to None otherwise)."""
-    return job.params.image_cfg_scale if model.is_pix2pix else None
+    return getattr(job.params, "image_cfg_scale", None) if model.is_pix2pix else None
 
 
-def sample_batch(model: Model, job: Img2ImgJob, options: Options, plan: SamplingPlan, init: InitState,
-                 conds: BatchConditioning, batch: Batch, control: JobControl) -> SampledBatch:
-    """Noise the init latents with the batch's seeds and denoise them (A1111 ``sample()`` + the blend)."""
+def sample_batch(model: Model, job: Job, options: Options, plan: SamplingPlan, init: InitState,
+                 conds: BatchConditioning, batch: Batch, control: JobControl,
+                 switch: ModelSwitch | None = None) -> SampledBatch:
+    """Noise the init latents with the batch's seeds and denoise them (A1111 ``sample()`` + the blend).
+    ``switch``: the refiner's, called before each denoiser call (it may swap the model and conditioning)."""
     extra: dict[str, Any] = {}
-    rng = make_rng(job, model, options, batch.seeds, batch.subseeds)
+    rng = make_rng(job, model, options, batch.seeds, batch.subseeds, shape=tuple(init.init_latent.shape[1:]))
     noise = rng.next()
     multiplier = job.resolved.noise_multiplier
     if multiplier != 1.0:
@@ -133,8 +157,8 @@ def sample_batch(model: Model, job: Img2ImgJob, options: Options, plan: Sampling
         noise = noise * multiplier
     extra.update(plan.extra_params)
     cfg = CFGDenoiser(model_denoiser(plan, model.apply_model), _guidance(model, job, options, plan, init, conds),
-                      options, total_steps=job.sampler.total_steps(job.params.steps),
-                      exact_batch=options.deterministic_batches)
+                      options, total_steps=plan.total_steps, exact_batch=options.deterministic_batches)
+    cfg.before_call = switch
     denoiser: Any = cfg if init.blend is None else Masked(cfg, init.blend, before=plan.spec.uses_timesteps)
     noise_sampler: Any = lambda sigma, sigma_next: rng.next()  # noqa: E731 - per-image seeded draws
     if plan.spec.brownian_noise and not options.no_dpmpp_sde_batch_determinism:
@@ -151,12 +175,14 @@ def sample_batch(model: Model, job: Img2ImgJob, options: Options, plan: Sampling
         samples = cfg.last_prediction if cfg.last_prediction is not None else init.init_latent
         interrupted = True
     extra.update(cfg.extra_params)
+    if switch is not None:
+        extra.update(switch.extra_params)
     if init.blend is not None:
         samples = init.blend.final(samples)
-    return SampledBatch(samples, interrupted, extra)
+    return SampledBatch(samples, interrupted, extra, switch.model if switch is not None else model)
 
 
-def _guidance(model: Model, job: Img2ImgJob, options: Options, plan: SamplingPlan, init: InitState,
+def _guidance(model: Model, job: Job, options: Options, plan: SamplingPlan, init: InitState,
               conds: BatchConditioning) -> Guidance:
     params = job.params
     empty: Conditioning | None = None

@@ -8,6 +8,7 @@ NGMS and skip-early-CFG, and the ``pad_cond_uncond`` options. It knows nothing a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -85,6 +86,8 @@ class CFGDenoiser:
         self.step = 0
         self.last_prediction: torch.Tensor | None = None
         self.extra_params: dict = {}
+        # called with (self, σ) before each call: may replace ``inner`` and ``guidance`` (the refiner's switch)
+        self.before_call: Callable[[CFGDenoiser, torch.Tensor], None] | None = None
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         return self._guide(x, sigma)[0]
@@ -95,6 +98,8 @@ class CFGDenoiser:
         return denoised, torch.clone(x_out[-n_uncond:])
 
     def _guide(self, x: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        if self.before_call is not None:
+            self.before_call(self, sigma)
         g = self.guidance
         conds_list, cond = reconstruct_multicond_batch(g.cond, self.step)
         uncond = reconstruct_cond_batch(g.uncond, self.step)

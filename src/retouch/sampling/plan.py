@@ -39,10 +39,14 @@ class SamplerSettings:
     sampler: SamplerSpec
     scheduler: Scheduler
     steps: int
-    denoising_strength: float
+    denoising_strength: float | None  # None: txt2img, the whole schedule from pure noise
     eta: float = 1.0
     churn: Mapping[str, float] = field(default_factory=lambda: dict(_SAMPLER_DEFAULTS))  # s_churn, s_tmin, …
     churn_from_options: frozenset[str] = frozenset()  # forced by a non-default option: written to the infotext
+    fix_steps: bool = False  # run exactly ``steps`` steps of the img2img tail (hires fix), whatever the option says
+    hires: bool = False  # hires fix's second pass: its schedule type is "Hires schedule type"…
+    first_schedule_type: str | None = None  # … when it differs from this, the first pass's "Schedule type"
+    total_steps: int = 0  # what guidance counts its steps against (A1111 ``total_steps``); 0: the sampler's
 
 
 def img2img_steps(steps: int, denoising_strength: float, fix_steps: bool) -> tuple[int, int]:
@@ -73,46 +77,70 @@ class SamplingPlan:
     kwargs: dict[str, Any]
     extra_params: dict[str, Any] = field(default_factory=dict)
     steps_to_run: int = 0  # what the progress bar counts (A1111: t_enc + 1)
+    total_steps: int = 1  # guidance's step count (skip early CFG, the refiner's switch by steps)
+    sigma_range: tuple[float, float, int] | None = None  # txt2img DPM fast/adaptive: the model's σ range, n
 
 
 def plan_sampling(settings: SamplerSettings, noise: NoiseSchedule, options: Options) -> SamplingPlan:
     """The plan for a job: schedule, starting noise level, sampler arguments and their infotext keys
-    (added in A1111's order: schedule, extra noise, sampler arguments)."""
+    (added in A1111's order: schedule, extra noise, sampler arguments).
+
+    img2img (a ``denoising_strength``) walks the schedule's tail from the init latent; txt2img (None) all of it
+    from pure noise, as A1111's ``sample`` (σ₀·ε, or √(1+σ₀²)·ε with ``sgm_noise_multiplier``)."""
     spec = settings.sampler
     alphas_cumprod = noise.alphas_cumprod
     extra: dict[str, Any] = {}
-    steps, t_enc = img2img_steps(settings.steps, settings.denoising_strength, options.img2img_fix_steps)
-    discrete, full_sigmas, latent_scale = None, None, None
+    txt2img = settings.denoising_strength is None
+    if settings.denoising_strength is None:
+        steps, t_enc = settings.steps, settings.steps - 1
+    else:
+        steps, t_enc = img2img_steps(settings.steps, settings.denoising_strength,
+                                     options.img2img_fix_steps or settings.fix_steps)
+    discrete, full_sigmas, latent_scale, sigma_range = None, None, None, None
     if spec.uses_timesteps:
-        schedule, start = _timestep_tail(spec, steps, t_enc, options, extra)
-        a = alphas_cumprod[start]
-        latent_scale, noise_scale = torch.sqrt(a), torch.sqrt(1 - a)
+        schedule, start = _timestep_tail(spec, steps, None if txt2img else t_enc, options, extra)
+        if txt2img:  # x = ε: the "init latent" is zero, scaled by 1
+            latent_scale, noise_scale = torch.tensor(1.0), torch.tensor(1.0)
+        else:
+            a = alphas_cumprod[start]
+            latent_scale, noise_scale = torch.sqrt(a), torch.sqrt(1 - a)
     else:
         discrete = LCMSchedule(alphas_cumprod) if spec.kind is SamplerKind.LCM else \
             DiscreteSchedule.from_alphas_cumprod(alphas_cumprod, options.enable_quantization)
-        full_sigmas = get_sigmas(spec, settings.scheduler, steps, discrete, options, extra, noise.ays_sigmas)
+        full_sigmas = get_sigmas(spec, settings.scheduler, steps, discrete, options, extra, noise.ays_sigmas,
+                                 hires=(settings.first_schedule_type,) if settings.hires else None)
         schedule = full_sigmas[steps - t_enc - 1:]
         if len(schedule) == 0:
             raise ValueError(f"denoising_strength {settings.denoising_strength} leaves no sampling steps")
         noise_scale = schedule[0]
-    if options.img2img_extra_noise > 0:
-        extra["Extra noise"] = options.img2img_extra_noise
+        if txt2img and options.sgm_noise_multiplier:
+            extra["SGM noise multiplier"] = True
+            noise_scale = torch.sqrt(1.0 + schedule[0] ** 2.0)
+        if txt2img and spec.call is not CallStyle.SIGMAS:  # DPM fast / adaptive: the model's whole σ range
+            sigma_range = (discrete.sigmas[0].item(), discrete.sigmas[-1].item(), steps)
+    extra_noise = 0.0 if txt2img else options.img2img_extra_noise
+    if extra_noise > 0:
+        extra["Extra noise"] = extra_noise
     kwargs = {**sampler_kwargs(spec, settings, extra), **spec.fixed_kwargs()}
     kwargs.update({key: getattr(options, name) for key, name in spec.option_kwargs.items()})
     return SamplingPlan(spec=spec, alphas_cumprod=alphas_cumprod, v_prediction=noise.v_prediction, schedule=schedule,
                         full_sigmas=full_sigmas, discrete=discrete, latent_scale=latent_scale,
-                        noise_scale=noise_scale, extra_noise=options.img2img_extra_noise, kwargs=kwargs,
-                        extra_params=extra, steps_to_run=t_enc + 1)
+                        noise_scale=noise_scale, extra_noise=extra_noise, kwargs=kwargs, extra_params=extra,
+                        steps_to_run=steps if txt2img else t_enc + 1,
+                        total_steps=settings.total_steps or spec.total_steps(settings.steps), sigma_range=sigma_range)
 
 
-def _timestep_tail(spec: SamplerSpec, steps: int, t_enc: int, options: Options,
+def _timestep_tail(spec: SamplerSpec, steps: int, t_enc: int | None, options: Options,
                    extra: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """The timesteps a DDIM-family sampler visits, and the timestep the img2img start is noised to."""
+    """The timesteps a DDIM-family sampler visits, and the timestep the img2img start is noised to (``t_enc``
+    None: txt2img, all of them from pure noise)."""
     discard = spec.discard_next_to_last_sigma
     if options.always_discard_next_to_last_sigma and not discard:
         discard = True
         extra["Discard penultimate sigma"] = True
     all_timesteps = ddim_timesteps(steps + (1 if discard else 0))
+    if t_enc is None:
+        return all_timesteps, all_timesteps[-1]
     timesteps = all_timesteps[:t_enc]
     if spec.needs_a_step and len(timesteps) == 0:
         raise ValueError(f"{spec.name} cannot run with denoising_strength 0 (no timesteps); use another sampler")
@@ -120,9 +148,11 @@ def _timestep_tail(spec: SamplerSpec, steps: int, t_enc: int, options: Options,
 
 
 def get_sigmas(sampler: SamplerSpec, scheduler: Scheduler, steps: int, schedule: DiscreteSchedule,
-               options: Options, extra: dict, ays_sigmas: tuple[float, ...] = AYS_SD15) -> torch.Tensor:
+               options: Options, extra: dict, ays_sigmas: tuple[float, ...] = AYS_SD15,
+               hires: tuple[str | None] | None = None) -> torch.Tensor:
     """The full σ schedule of ``steps`` steps, A1111 ``KDiffusionSampler.get_sigmas`` (``ays_sigmas``: the
-    model family's Align Your Steps levels)."""
+    model family's Align Your Steps levels; ``hires``: in the hires fix's second pass, the first pass's recorded
+    schedule type)."""
     discard = sampler.discard_next_to_last_sigma
     if options.always_discard_next_to_last_sigma and not discard:
         discard = True
@@ -135,19 +165,24 @@ def get_sigmas(sampler: SamplerSpec, scheduler: Scheduler, steps: int, schedule:
     if resolved.name == "automatic":
         sigmas = schedule.get_sigmas(steps)
     else:
-        sigmas = _scheduled_sigmas(resolved, steps, schedule, options, extra, ays_sigmas)
+        sigmas = _scheduled_sigmas(resolved, steps, schedule, options, extra, ays_sigmas, hires)
     if discard:
         sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
     return sigmas.cpu()
 
 
 def _scheduled_sigmas(resolved: Scheduler, steps: int, schedule: DiscreteSchedule, options: Options,
-                      extra: dict, ays_sigmas: tuple[float, ...]) -> torch.Tensor:
-    """A named schedule type, with the option overrides A1111 honours (and records)."""
+                      extra: dict, ays_sigmas: tuple[float, ...], hires: tuple[str | None] | None = None,
+                      ) -> torch.Tensor:
+    """A named schedule type, with the option overrides A1111 honours (and records). The hires pass records its
+    schedule type only where it differs from the first pass's."""
     m_sigma_min, m_sigma_max = schedule.sigmas[0].item(), schedule.sigmas[-1].item()
     sigma_min, sigma_max = (0.1, 10) if options.use_old_karras_scheduler_sigmas else (m_sigma_min, m_sigma_max)
-    if resolved.label != "Automatic":
-        extra["Schedule type"] = resolved.label
+    if hires is None:
+        if resolved.label != "Automatic":
+            extra["Schedule type"] = resolved.label
+    elif resolved.label != hires[0]:
+        extra["Hires schedule type"] = resolved.label
     if options.sigma_min != 0 and options.sigma_min != m_sigma_min:
         sigma_min = options.sigma_min
         extra["Schedule min sigma"] = options.sigma_min
@@ -218,6 +253,11 @@ def run_sampler(plan: SamplingPlan, denoiser: Any, x: torch.Tensor, *, noise_sam
     common = dict(callback=callback, noise_sampler=noise_sampler, **plan.kwargs)
     if spec.call is CallStyle.TIMESTEPS:
         return spec.function(denoiser, x, sched, alphas_cumprod=plan.alphas_cumprod, **common)
+    if plan.sigma_range is not None:
+        sigma_min, sigma_max, n = plan.sigma_range
+        if spec.call is CallStyle.SIGMA_RANGE_STEPS:
+            return spec.function(denoiser, x, sigma_min=sigma_min, sigma_max=sigma_max, n=n, **common)
+        return spec.function(denoiser, x, sigma_min=sigma_min, sigma_max=sigma_max, **common)
     if spec.call is CallStyle.SIGMA_RANGE:
         return spec.function(denoiser, x, sigma_min=sched[-2], sigma_max=sched[0], **common)
     if spec.call is CallStyle.SIGMA_RANGE_STEPS:
