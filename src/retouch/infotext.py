@@ -242,10 +242,18 @@ INFOTEXT_FIELDS: tuple[InfotextField, ...] = (
     InfotextField("ENSD", "eta_noise_seed_delta", int, option=True),
     InfotextField("RNG", "randn_source", str, option=True),
     InfotextField("Model", "sd_model_checkpoint", str, option=True),
+    InfotextField("Hires upscale", "hr_scale", float), InfotextField("Hires steps", "hr_second_pass_steps", int),
+    InfotextField("Hires upscaler", "hr_upscaler", str), InfotextField("Hires sampler", "hr_sampler_name", str),
+    InfotextField("Hires schedule type", "hr_scheduler", str),
+    InfotextField("Hires checkpoint", "hr_checkpoint_name", str), InfotextField("Hires prompt", "hr_prompt", str),
+    InfotextField("Hires negative prompt", "hr_negative_prompt", str),
+    InfotextField("Refiner", "refiner_checkpoint", str), InfotextField("Refiner switch at", "refiner_switch_at", float),
 )
+HIRES_KEYS = ("Hires upscale", "Hires upscaler", "Hires resize")  # with "Denoising strength": the hires fix was on
 KEYS = {f.name: f.key for f in INFOTEXT_FIELDS}
 # keys whose value is a pair (``WxH``) or a label of an integer field
-SIZE_FIELDS = {"Size": ("width", "height"), "Seed resize from": ("seed_resize_from_w", "seed_resize_from_h")}
+SIZE_FIELDS = {"Size": ("width", "height"), "Seed resize from": ("seed_resize_from_w", "seed_resize_from_h"),
+               "Hires resize": ("hr_resize_x", "hr_resize_y")}
 LABELS = {
     "Mask mode": ("inpainting_mask_invert", ("Inpaint masked", "Inpaint not masked")),
     "Masked content": ("inpainting_fill", ("fill", "original", "latent noise", "latent nothing")),
@@ -271,6 +279,8 @@ def infotext_values(params: Mapping[str, str], *, strict: bool = True) -> tuple[
         if params.get(key) in labels:
             index = labels.index(params[key])
             fields[name] = bool(index) if name == "inpaint_full_res" else index
+    if "Denoising strength" in params and any(key in params for key in HIRES_KEYS):
+        fields["enable_hr"] = True
     return fields, options
 
 

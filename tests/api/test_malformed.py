@@ -68,7 +68,7 @@ MALFORMED = [
     ("unknown script", base(script_name="sd upscale"), 422, "Script 'sd upscale' not found"),
     ("unknown always-on script", base(alwayson_scripts={"ControlNet": {"args": []}}), 422, "always on script"),
     ("unknown field", base(wibble=1), 422, "unknown fields: wibble"),
-    ("unknown checkpoint", base(override_settings={"sd_model_checkpoint": "x"}), 422, "unknown checkpoint"),
+    ("unknown checkpoint", base(override_settings={"sd_model_checkpoint": "x"}), 422, "could not find checkpoint"),
     ("bad infotext value", base(infotext="p\nSteps: lots, Sampler: Euler, Seed: 1"), 422,
      "infotext: bad value for 'Steps'"),
     ("tiling with TAESD", base(override_settings={"sd_vae_encode_method": "TAESD"}), 422, "not supported"),

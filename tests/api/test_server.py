@@ -126,7 +126,7 @@ def test_override_settings_switch_checkpoints_and_options(server):
     # restored afterwards: the next request uses the default model again
     assert json.loads(server.post("/sdapi/v1/img2img", json=base).json()["info"])["sd_model_name"] == "retouch-tiny-v1"
     bad = server.post("/sdapi/v1/img2img", json={**base, "override_settings": {"sd_model_checkpoint": "nope"}})
-    assert bad.status_code == 422 and "unknown checkpoint 'nope'" in bad.json()["detail"]
+    assert bad.status_code == 422 and "could not find checkpoint with name 'nope'" in bad.json()["detail"]
 
 
 def test_override_settings_stay_when_not_restored_afterwards(server):

@@ -120,7 +120,7 @@ def test_networks_embeddings_and_vaes_are_not_checkpoints(tab, user_server):
     options = tab.locator("ul[role=listbox] li").all_inner_texts()
     assert [o for o in options if "lora" in o.lower() or "emb" in o.lower()] == []
     r = user_server.post("/sdapi/v1/options", json={"sd_model_checkpoint": "lora/tiny_lora_kohya.safetensors"})
-    assert r.status_code == 422 and "unknown checkpoint" in r.text
+    assert r.status_code == 422 and "could not find checkpoint" in r.text
 
 
 def test_a_page_job_sends_only_its_sub_tabs_inputs_and_tabs_switch_in_the_browser(tab, user_server, tmp_path):

@@ -62,7 +62,11 @@ def test_every_key_the_writer_writes_reads_back_to_its_field():
                      randn_source="CPU", image_cfg_scale=1.5,
                      extra={"Denoising strength": 0.75, "Mask blur": 4, "Mask mode": "Inpaint not masked",
                             "Masked content": "latent noise", "Inpaint area": "Only masked",
-                            "Masked area padding": 32, "Noise multiplier": 0.9})
+                            "Masked area padding": 32, "Noise multiplier": 0.9, "Hires upscale": 1.5,
+                            "Hires resize": "1024x768", "Hires steps": 10, "Hires upscaler": "Latent (bicubic)",
+                            "Hires sampler": "DPM++ 2M", "Hires schedule type": "Karras",
+                            "Hires checkpoint": "b [123]", "Hires prompt": "a dog", "Hires negative prompt": "x",
+                            "Refiner": "b [123]", "Refiner switch at": 0.8})
     _, _, pairs = parse_infotext(format_infotext("a cat", "", written))
     fields, options = infotext_values(pairs)
     assert fields == {"steps": 20, "sampler_name": "Euler a", "scheduler": "Automatic", "cfg_scale": 7.0,
@@ -70,7 +74,11 @@ def test_every_key_the_writer_writes_reads_back_to_its_field():
                       "denoising_strength": 0.75, "mask_blur": 4, "inpaint_full_res_padding": 32,
                       "initial_noise_multiplier": 0.9, "width": 512, "height": 512, "seed_resize_from_w": 256,
                       "seed_resize_from_h": 384, "inpainting_mask_invert": 1, "inpainting_fill": 2,
-                      "inpaint_full_res": True}
+                      "inpaint_full_res": True, "hr_scale": 1.5, "hr_resize_x": 1024, "hr_resize_y": 768,
+                      "hr_second_pass_steps": 10, "hr_upscaler": "Latent (bicubic)", "hr_sampler_name": "DPM++ 2M",
+                      "hr_scheduler": "Karras", "hr_checkpoint_name": "b [123]", "hr_prompt": "a dog",
+                      "hr_negative_prompt": "x", "refiner_checkpoint": "b [123]", "refiner_switch_at": 0.8,
+                      "enable_hr": True}
     assert options == {"CLIP_stop_at_last_layers": 2, "eta_noise_seed_delta": 31337, "randn_source": "CPU",
                        "sd_model_checkpoint": "v1-5-pruned-emaonly"}
     assert {f.key for f in INFOTEXT_FIELDS} <= set(pairs)  # every key of the table was written

@@ -1,6 +1,7 @@
-"""Command line: ``retouch img2img INIT_IMAGE --prompt … -o OUTDIR`` and ``retouch serve``.
+"""Command line: ``retouch img2img INIT_IMAGE --prompt … -o OUTDIR``, ``retouch txt2img --prompt … -o OUTDIR`` and
+``retouch serve``.
 
-The img2img flags are generated from :class:`~retouch.params.Img2ImgParams` (A1111's field names in
+The generation flags are generated from :class:`~retouch.params.Img2ImgParams` / ``Txt2ImgParams`` (A1111's field names in
 kebab-case), so the library, the CLI and the API share one definition. Bad input exits with code 2
 and a one-line message naming the flag.
 """
@@ -13,7 +14,7 @@ import sys
 from typing import NoReturn
 
 from retouch.cli.common import EXIT_USAGE, UsageError, add_model_flags, add_param_flags, flag
-from retouch.params import Img2ImgParams
+from retouch.params import Img2ImgParams, Txt2ImgParams
 
 __all__ = ["build_parser", "main"]
 
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _img2img_parser(sub.add_parser("img2img", help="run img2img / inpainting on one or more images"))
+    _txt2img_parser(sub.add_parser("txt2img", help="make images from a prompt (with the hires fix and the refiner)"))
     _serve_parser(sub.add_parser("serve", help="start the A1111-compatible HTTP API"))
     _cluster_parser(sub.add_parser("cluster", help="the same API over Ray Serve replicas (retouch[cluster])"))
     return parser
@@ -58,6 +60,21 @@ def _img2img_parser(img: argparse.ArgumentParser) -> None:
                           "influence, difference threshold and difference contrast (leading ones suffice; "
                           "default 1,0.5,4,0,0.5,2)")
     add_param_flags(img)
+
+
+def _txt2img_parser(txt: argparse.ArgumentParser) -> None:
+    txt.add_argument("-o", "--outdir", default="outputs", help="where to write the images (default: outputs)")
+    txt.add_argument("--ckpt", default=None, help="checkpoint (.safetensors/.ckpt or diffusers folder); "
+                                                   "default: the bundled tiny model")
+    txt.add_argument("--ckpt-dir", default=None,
+                     help="where --refiner-checkpoint and --hr-checkpoint-name are found (default: --ckpt's folder)")
+    txt.add_argument("--vae", default=None, help="separate VAE file or folder")
+    add_model_flags(txt)
+    txt.add_argument("--set", dest="settings", action="append", default=[], metavar="OPTION=VALUE",
+                     help="an A1111 option (override_settings), e.g. --set hires_fix_refiner_pass=both")
+    txt.add_argument("--styles-file", default=None, help="A1111 styles.csv to resolve --styles from")
+    txt.add_argument("--no-save", action="store_true", help="do not write images (print infotexts only)")
+    add_param_flags(txt, Txt2ImgParams)
 
 
 def _serve_parser(serve: argparse.ArgumentParser) -> None:
@@ -131,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
             from retouch.cli.serve import cluster_main
 
             return cluster_main(args)
+        if args.command == "txt2img":
+            from retouch.cli.txt2img import run as run_txt2img
+
+            return run_txt2img(args)
         from retouch.cli.img2img import run
 
         return run(args)
@@ -148,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
 def _flag_for(message: str) -> str:
     """Prefix a params error with the flag it concerns (``steps must …`` → ``--steps: ``)."""
     head = message.split(" ", 1)[0].split("[", 1)[0].rstrip(":")
-    if head in Img2ImgParams.field_names():
+    if head in {*Img2ImgParams.field_names(), *Txt2ImgParams.field_names()}:
         return f"{flag(head)}: "
     return ""
 

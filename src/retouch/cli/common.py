@@ -9,7 +9,7 @@ import typing
 from dataclasses import fields
 from pathlib import Path
 
-from retouch.params import Img2ImgParams
+from retouch.params import GenerationParams, Img2ImgParams
 
 EXIT_USAGE = 2
 
@@ -22,13 +22,8 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _base_type(annotation: str):
-    hints = typing.get_type_hints(Img2ImgParams)
-    return hints[annotation]
-
-
-def _argument_kind(field_name: str) -> str:
-    hint = _base_type(field_name)
+def _argument_kind(cls: type[GenerationParams], field_name: str) -> str:
+    hint = typing.get_type_hints(cls)[field_name]
     args = set(typing.get_args(hint)) if typing.get_origin(hint) in (types.UnionType, typing.Union) else {hint}
     args.discard(type(None))
     if list[str] in args and len(args) == 1:
@@ -45,13 +40,14 @@ def _argument_kind(field_name: str) -> str:
 _INTEGER_FLAGS = ("seed", "subseed")  # the library also takes strings ("random" when unparsable); the CLI does not
 
 
-def add_param_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per CLI-facing field of :class:`Img2ImgParams`, defaults left to the params object."""
+def add_param_flags(parser: argparse.ArgumentParser, cls: type[GenerationParams] = Img2ImgParams) -> None:
+    """One flag per CLI-facing field of ``cls`` (:class:`Img2ImgParams`, :class:`Txt2ImgParams`), defaults left to
+    the params object."""
     group = parser.add_argument_group("generation parameters (A1111 names)")
-    for f in fields(Img2ImgParams):
+    for f in fields(cls):
         if not f.metadata.get("cli", True):
             continue
-        kind = "int" if f.name in _INTEGER_FLAGS else _argument_kind(f.name)
+        kind = "int" if f.name in _INTEGER_FLAGS else _argument_kind(cls, f.name)
         help_text = f"{f.metadata.get('help', '')} (default: {f.default if f.default is not None else 'auto'})"
         if kind == "bool":
             group.add_argument(flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction, default=None,
@@ -65,6 +61,8 @@ def add_param_flags(parser: argparse.ArgumentParser) -> None:
 
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+UPSCALER_FLAGS = (("esrgan", "ESRGAN"), ("realesrgan", "Real-ESRGAN"), ("swinir", "SwinIR"), ("dat", "DAT"),
+                  ("scunet", "ScuNET"))  # A1111's --esrgan-models-path and friends
 
 
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
@@ -80,6 +78,9 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
                         help="folder of LoRA/LoCon/LoHa/LoKr networks for <lora:name:weight> tags")
     parser.add_argument("--embeddings-dir", default=None, metavar="DIR",
                         help="folder of textual-inversion embeddings (used by name in prompts)")
+    for kind, what in UPSCALER_FLAGS:
+        parser.add_argument(f"--{kind}-models-path", default=None, metavar="DIR",
+                            help=f"folder of {what} upscaler models (the hires fix's hr_upscaler, by file name)")
     parser.add_argument("--deterministic-batches", action="store_true",
                         help="every image of a batch gets exactly the pixels it gets alone (one network call per "
                              "image and step instead of one per batch: slower batches)")
@@ -99,10 +100,17 @@ def model_kwargs(args: argparse.Namespace) -> dict:
             "channels_last": args.channels_last}
 
 
+def param_values(args: argparse.Namespace, cls: type[GenerationParams] = Img2ImgParams) -> dict:
+    """The generation parameters given on the command line (the rest keep their defaults)."""
+    names = [f.name for f in fields(cls) if f.metadata.get("cli", True)]
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
 def network_folders(args: argparse.Namespace) -> dict:
-    """``lora_dir`` / ``embeddings_dir`` for load_model, each checked to be a folder."""
+    """``lora_dir`` / ``embeddings_dir`` and the upscaler model folders for load_model, each checked to be a
+    folder."""
     out = {}
-    for name in ("lora_dir", "embeddings_dir"):
+    for name in ("lora_dir", "embeddings_dir", *(f"{kind}_models_path" for kind, _ in UPSCALER_FLAGS)):
         value = getattr(args, name, None)
         if value is not None and not Path(value).is_dir():
             raise UsageError(f"{flag(name)}: not a folder: {value}")

@@ -15,13 +15,13 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from retouch.a1111 import img2img_params
-from retouch.cli.common import UsageError, flag, model_kwargs, network_folders, parse_settings
+from retouch.cli.common import UsageError, flag, model_kwargs, network_folders, param_values, parse_settings
 from retouch.control import JobControl
 from retouch.folder_batch import plan_folder
 from retouch.imageops.resize import ACCEPTED_FORMATS, fix_image
 from retouch.options import Options
 from retouch.outputs import Outputs, writable_problem
-from retouch.params import Img2ImgJob, Img2ImgParams, fixed_seed
+from retouch.params import Img2ImgJob, fixed_seed
 from retouch.soft_inpainting import SoftInpainting
 from retouch.styles import read_styles
 
@@ -58,21 +58,13 @@ def load_styles(path: str | None) -> dict[str, tuple[str, str]]:
         raise UsageError(f"--styles-file: {e}") from None
 
 
-def param_values(args: argparse.Namespace) -> dict:
-    """The generation parameters given on the command line (the rest keep their defaults)."""
-    from dataclasses import fields
-
-    names = [f.name for f in fields(Img2ImgParams) if f.metadata.get("cli", True)]
-    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from retouch.loading import load_model
     from retouch.pipeline import generate
 
-    options = _options(args)
+    options = options_of(args)
     styles = load_styles(args.styles_file)
     jobs = _validated_jobs(args, options)  # fail fast, before the model is loaded
     outdir = None if args.no_save else (args.output_dir or args.outdir)
@@ -86,17 +78,22 @@ def run(args: argparse.Namespace) -> int:
     for stem, job in jobs:
         outputs = Outputs(samples_dir=outdir, grids_dir=outdir, grid=not args.no_save,
                           filename_stem=stem if args.input_dir else None)
-        result = generate(job, model, options=options, control=_progress_bar(), outputs=outputs, styles=styles)
-        for path in outputs.files:
-            print(path)
-        print(result.infotexts[result.index_of_first_image])
-        if result.comments:
-            print("\n".join(result.comments), file=sys.stderr)
-        failed = failed or result.save_error is not None
+        result = generate(job, model, options=options, control=progress_bar(), outputs=outputs, styles=styles)
+        failed = report(result, outputs) or failed
     return 1 if failed else 0
 
 
-def _options(args: argparse.Namespace) -> Options:
+def report(result: Any, outputs: Outputs) -> bool:
+    """Print a job's files and infotext (comments to stderr); True when saving failed."""
+    for path in outputs.files:
+        print(path)
+    print(result.infotexts[result.index_of_first_image])
+    if result.comments:
+        print("\n".join(result.comments), file=sys.stderr)
+    return result.save_error is not None
+
+
+def options_of(args: argparse.Namespace) -> Options:
     base = Options(deterministic_batches=True) if args.deterministic_batches else Options()
     try:
         return base.with_overrides(parse_settings(args.settings))
@@ -165,7 +162,7 @@ def _folder_jobs(args: argparse.Namespace):
         yield job.image.stem, [read_image(job.image, "--input-dir")], mask
 
 
-def _progress_bar() -> JobControl:
+def progress_bar() -> JobControl:
     """A job control that draws a tqdm bar of the sampling steps on stderr."""
     from tqdm import tqdm
 

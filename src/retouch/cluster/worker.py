@@ -70,7 +70,8 @@ class Worker:
                 raise Cancelled("the job was interrupted before it started")
             job_model = self.models.with_vae(model, name, request.options.sd_vae)
             with self._watching(request.task_id, control):
-                return run_job(job_model, request, control, queued_s=time.perf_counter() - submitted)
+                resources = self.models.resources(job_model, name, request.options.sd_vae)
+                return run_job(job_model, request, control, time.perf_counter() - submitted, resources)
 
     @contextlib.contextmanager
     def _watching(self, task_id: str, control: JobControl) -> Iterator[None]:

@@ -335,7 +335,7 @@ def _sample(run: _Job, model: Model, networks: JobNetworks, plan: SamplingPlan, 
 
 def _hires_pass(run: _Job, batch: Batch, first: SampledBatch) -> SampledBatch | None:
     """The batch's hires pass (A1111 ``sample_hr_pass``); the first pass, as interrupted, when the job is
-    interrupted before the second starts."""
+    interrupted before the second starts, and its upscaled latents when interrupted before the sampler starts."""
     fix = run.hires
     assert fix is not None
     if run.control.interrupted:
@@ -350,8 +350,10 @@ def _hires_pass(run: _Job, batch: Batch, first: SampledBatch) -> SampledBatch | 
     start = batch.n * run.batch_size
     prompts = fix.prompts[start:start + len(batch)]
     negatives = fix.negatives[start:start + len(batch)]
-    return _sample(run, fix.model, run.networks_on(fix.model), fix.plan, init, batch, prompts, negatives,
-                   fix.conditioning)
+    sampled = _sample(run, fix.model, run.networks_on(fix.model), fix.plan, init, batch, prompts, negatives,
+                      fix.conditioning)
+    # interrupted while encoding the hires prompts: the upscaled first pass (A1111's sampler returns its input)
+    return sampled if sampled is not None else SampledBatch(init.init_latent, True, {}, fix.model)
 
 
 def _save_before_hires(run: _Job, batch: Batch, pictures: list[Image.Image]) -> None:

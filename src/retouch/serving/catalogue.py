@@ -26,8 +26,8 @@ class CheckpointCatalogue:
     def refresh_checkpoints(self) -> None:
         self.models.refresh()
 
-    def find_checkpoint(self, name: str) -> str:
-        return self.models.find(name).name
+    def find_checkpoint(self, name: str, field: str = "override_settings.sd_model_checkpoint") -> str:
+        return self.models.find(name, field).name
 
     def vaes(self) -> dict[str, Path]:
         return self.models.vaes

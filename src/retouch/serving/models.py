@@ -16,6 +16,9 @@ from retouch.models.checkpoint import cached_sha256
 from retouch.models.loader import TINY_MODELS, load_vae
 from retouch.models.model import VaeInfo, dtype_of
 from retouch.models.paths import natural_key
+from retouch.pipeline.resources import JobResources
+from retouch.upscalers import UpscalerFolders
+from retouch.upscalers.spandrel_models import ModelCache
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
@@ -74,7 +77,10 @@ class ModelManager:
     vae_path: str | None = None  # A1111 --vae-path: this VAE for every checkpoint, whatever sd_vae says
     vaes: dict[str, Path] = field(default_factory=dict)  # by file name, as A1111's sd_vae values
     excluded: tuple[str, ...] = ()  # folders below --ckpt-dir that hold other files (LoRAs, embeddings, VAEs, …)
+    upscaler_folders: UpscalerFolders = field(default_factory=UpscalerFolders)  # --esrgan-models-path and friends
     _loaded: tuple[str, Model] | None = None
+    _other: tuple[str, Model] | None = None  # a job's second checkpoint (refiner, hires checkpoint), kept for the next
+    _upscalers: ModelCache = field(default_factory=ModelCache)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _vaes: dict[str, tuple[Path, Any, VaeInfo]] = field(default_factory=dict)  # checkpoint → its separate VAE
     _vae_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -171,10 +177,11 @@ class ModelManager:
             self.default = name
         return name
 
-    def find(self, name: str) -> Checkpoint:
-        """A checkpoint by title, file name, stem or short hash (as A1111 matches them)."""
+    def find(self, name: str, field: str = "override_settings.sd_model_checkpoint") -> Checkpoint:
+        """A checkpoint by title, file name, stem or short hash (as A1111 matches them); ``field`` names what asked
+        for it in the error."""
         if not isinstance(name, str):
-            raise ValueError(f"sd_model_checkpoint must be a checkpoint name (a string), got {name!r}"[:200])
+            raise ValueError(f"{field} must be a checkpoint name (a string), got {name!r}"[:200])
         for ckpt in self.checkpoints.values():
             if name in (ckpt.title, ckpt.name, ckpt.model_name) or (ckpt.short_hash and name == ckpt.short_hash):
                 return ckpt
@@ -182,7 +189,7 @@ class ModelManager:
         for ckpt in self.checkpoints.values():
             if stem in (ckpt.name, ckpt.model_name):
                 return ckpt
-        raise ValueError(f"override_settings.sd_model_checkpoint: unknown checkpoint {name!r}; available: "
+        raise ValueError(f"{field}: could not find checkpoint with name {name!r}; available: "
                          f"{', '.join(c.name for c in self.checkpoints.values())}")
 
     def get(self, name: str | None = None, vae: str | None = None) -> Model:
@@ -199,6 +206,30 @@ class ModelManager:
             loaded = self._loaded[1]
         return self.with_vae(loaded, ckpt.name, vae) if vae is not None else loaded
 
+    def other(self, name: str, vae: str | None = None) -> Model:
+        """A second checkpoint beside the loaded one, for a job that needs both (the refiner, the hires
+        checkpoint): both stay in memory while the job runs, and the second is kept for the next job (the one kept
+        before is let go first)."""
+        ckpt = self.find(name)
+        with self._lock:
+            if self._other is None or self._other[0] != ckpt.name:
+                self._other = None
+                model = load_model(ckpt.path, **self.load_kwargs)
+                model.vae_tiling = self.vae_tiling
+                self._other = (ckpt.name, model)
+            other = self._other[1]
+        return self.with_vae(other, ckpt.name, vae) if vae is not None else other
+
+    def resources(self, model: Model, name: str, vae: str | None) -> JobResources:
+        """What a job on ``model`` (checkpoint ``name``) may reach: the other checkpoints, the upscalers."""
+        return JobResources(_JobCheckpoints(self, model, name, vae), self.upscaler_folders,
+                            upscaler_cache=self._upscalers)
+
+    def release_other(self) -> None:
+        """Let the second checkpoint go (a job that needs none ran)."""
+        with self._lock:
+            self._other = None
+
     @property
     def loaded(self) -> Model | None:
         """The model in memory, if any (without loading one)."""
@@ -208,6 +239,21 @@ class ModelManager:
     @property
     def loaded_title(self) -> str:
         return self._loaded[1].title if self._loaded else self.find(self.default).title
+
+
+@dataclass
+class _JobCheckpoints:
+    """The checkpoints one job may switch to: its own model under any of its names, the others through the
+    manager's second slot."""
+
+    models: ModelManager
+    model: Model
+    name: str
+    vae: str | None
+
+    def checkpoint(self, name: str, field: str) -> Model:
+        ckpt = self.models.find(name, field)
+        return self.model if ckpt.name == self.name else self.models.other(ckpt.name, self.vae)
 
 
 def _is_vae_file(path: Path) -> bool:
@@ -223,4 +269,4 @@ def manager_settings(config: Any) -> dict[str, Any]:
                      if d)
     return {"ckpt": config.ckpt, "ckpt_dir": config.ckpt_dir, "load_kwargs": load_kwargs,
             "vae_tiling": config.vae_tiling, "vae_dir": config.vae_dir, "vae_path": config.vae_path,
-            "excluded": excluded}
+            "excluded": excluded, "upscaler_folders": config.upscaler_folders()}

@@ -37,8 +37,9 @@ class Catalogue(Protocol):
 
     def refresh_checkpoints(self) -> None: ...
 
-    def find_checkpoint(self, name: str) -> str:
-        """The checkpoint's name for ``name`` (a title, file name, stem or hash); ValueError if unknown."""
+    def find_checkpoint(self, name: str, field: str = "override_settings.sd_model_checkpoint") -> str:
+        """The checkpoint's name for ``name`` (a title, file name, stem or hash); ValueError naming ``field`` if
+        unknown."""
         ...
 
     def default_checkpoint(self) -> str:

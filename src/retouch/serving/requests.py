@@ -1,4 +1,4 @@
-"""An A1111 img2img request → a validated :class:`~retouch.serving.backend.JobRequest` (the HTTP edge).
+"""An A1111 txt2img or img2img request → a validated :class:`~retouch.serving.values.JobRequest` (the HTTP edge).
 
 Every check happens here, before anything is queued: the request's fields (A1111's *API* defaults,
 spec §7.1), its ``infotext``, ``override_settings``, the checkpoint it names, its images.
@@ -11,26 +11,36 @@ from typing import Any
 
 from PIL import Image
 
-from retouch.a1111 import img2img_params
+from retouch.a1111 import img2img_params, txt2img_params
 from retouch.options import Options
 from retouch.outputs import writable_problem
-from retouch.params import MAX_BATCH, MAX_ITERATIONS, MAX_STEPS, Img2ImgParams
+from retouch.params import (
+    MAX_BATCH,
+    MAX_ITERATIONS,
+    MAX_STEPS,
+    GenerationParams,
+    Img2ImgParams,
+    Txt2ImgParams,
+)
+from retouch.params.txt2img import LATENT_UPSCALE_MODES, hires_target
 from retouch.prompt_parser import count_prompt_parts
 from retouch.serving.errors import RequestError
 from retouch.serving.images import image_bytes, open_image
 from retouch.serving.infotext_fields import apply_infotext
 from retouch.serving.queue import new_task_id
-from retouch.serving.schemas import IGNORED_FIELDS, Img2ImgRequest
+from retouch.serving.schemas import IGNORED_FIELDS, GenerationRequest, Img2ImgRequest, Txt2ImgRequest
 from retouch.serving.state import ServerConfig, ServerState
 from retouch.serving.values import JobRequest, RequestImages
 from retouch.soft_inpainting import SCRIPT_NAME
+from retouch.upscalers import find_upscaler, find_upscalers
 
 _IMAGE_FIELDS = ("init_images", "image_mask", "latent_mask")
 
 
-def job_request(req: Img2ImgRequest, state: ServerState) -> JobRequest:
-    """Validate ``req`` completely; raise :class:`RequestError` (4xx) on anything bad. Images are read only as
-    far as their headers (format, size): they are decoded when the job starts."""
+def job_request(req: Img2ImgRequest | Txt2ImgRequest, state: ServerState) -> JobRequest:
+    """Validate ``req`` (a txt2img or an img2img request) completely; raise :class:`RequestError` (4xx) on anything
+    bad. Images are read only as far as their headers (format, size): they are decoded when the job starts."""
+    txt2img = isinstance(req, Txt2ImgRequest)
     _check_request_shape(req)
     values = req.model_dump()
     apply_infotext(values, req.model_fields_set, state.loras.restore_names)
@@ -38,43 +48,71 @@ def job_request(req: Img2ImgRequest, state: ServerState) -> JobRequest:
     _check_cost(values, state.config)
     overrides = dict(values.get("override_settings") or {})
     checkpoint = overrides.pop("sd_model_checkpoint", None)
-    encoded, opened = _open_images(req, state.config)
+    encoded, opened = (RequestImages([]), {}) if isinstance(req, Txt2ImgRequest) else _open_images(req, state.config)
     _check_pixel_budget(values, opened, state.config)
     try:
         if checkpoint is not None:
             checkpoint = state.backend.find_checkpoint(checkpoint)
         options = state.options.with_overrides(overrides)
         state.backend.find_vae(options.sd_vae)
-        job = request_params(values, opened, state.options).validate(options)
+        params = txt2img_request_params(values) if txt2img else request_params(values, opened, state.options)
+        job = params.validate(options)
+        others = _other_checkpoints(job.params, state)
+        if isinstance(job.params, Txt2ImgParams) and job.params.enable_hr:
+            _check_hires(job.params, options, state.config)
     except ValueError as e:
         raise RequestError(422, str(e), "ValueError") from None
     save = bool(req.save_images)
-    outdir = (state.config.outdir or "outputs/img2img-images") if save else None
+    outdir = (state.config.outdir or f"outputs/{'txt2img' if txt2img else 'img2img'}-images") if save else None
     problem = writable_problem(outdir) if outdir is not None else None
     if problem is not None:
         raise RequestError(507, f"save_images: {problem}; nothing was done", "InsufficientStorage")
-    empty = dataclasses.replace(job.params, init_images=[], image_mask=None, latent_mask=None)
+    if isinstance(job.params, Img2ImgParams):
+        job = dataclasses.replace(job, params=dataclasses.replace(job.params, init_images=[], image_mask=None,
+                                                                  latent_mask=None))
     known = state.styles.texts() if job.params.styles else {}
-    return JobRequest(task_id=req.force_task_id or new_task_id(), job=dataclasses.replace(job, params=empty),
-                      images=encoded, options=options, checkpoint=checkpoint,
-                      keep_checkpoint=req.override_settings_restore_afterwards is False, outdir=outdir, grid=save,
-                      styles={name: known[name] for name in job.params.styles if name in known})
+    return JobRequest(task_id=req.force_task_id or new_task_id(), job=job, images=encoded, options=options,
+                      checkpoint=checkpoint, keep_checkpoint=req.override_settings_restore_afterwards is False,
+                      outdir=outdir, grid=save, styles={name: known[name] for name in job.params.styles if name in known},
+                      other_checkpoints=others)
 
 
-def _check_request_shape(req: Img2ImgRequest) -> None:
+def _check_request_shape(req: GenerationRequest) -> None:
     extra = set(req.model_extra or {}) - IGNORED_FIELDS
     if extra:
         raise RequestError(422, f"unknown fields: {', '.join(sorted(extra))}", "ValueError")
-    if not req.init_images:
+    if isinstance(req, Img2ImgRequest) and not req.init_images:
         raise RequestError(404, "Init image not found")
-    if req.script_name:
-        raise RequestError(422, f"Script '{req.script_name}' not found")
-    for name in req.alwayson_scripts or {}:
+    script = getattr(req, "script_name", None)
+    if script:
+        raise RequestError(422, f"Script '{script}' not found")
+    for name in getattr(req, "alwayson_scripts", None) or {}:
         if str(name).lower() != SCRIPT_NAME:
             raise RequestError(422, f"always on script {name} not found")
-    if req.refiner_checkpoint not in (None, "", "None", "none"):
-        raise RequestError(422, "refiner_checkpoint: not supported by retouch (refiner switching is out of scope); "
-                            "leave it at its default", "ValueError")
+
+
+def _other_checkpoints(params: GenerationParams, state: ServerState) -> tuple[str, ...]:
+    """The refiner and the hires checkpoint a job names, as the server's checkpoint names (ValueError naming the
+    field for one it does not have)."""
+    names = []
+    if params.refiner is not None:
+        names.append(state.backend.find_checkpoint(params.refiner, "refiner_checkpoint"))
+    if isinstance(params, Txt2ImgParams) and params.enable_hr and params.hr_checkpoint is not None:
+        names.append(state.backend.find_checkpoint(params.hr_checkpoint, "hr_checkpoint_name"))
+    return tuple(dict.fromkeys(names))
+
+
+def _check_hires(params: Txt2ImgParams, options: Options, config: ServerConfig) -> None:
+    """The hires upscaler is one the server has, and the hires size is within ``--max-pixels``."""
+    upscaler = params.hr_upscaler
+    if upscaler is not None and upscaler not in LATENT_UPSCALE_MODES:
+        find_upscaler(find_upscalers(config.upscaler_folders(), options), upscaler, "hr_upscaler")
+    target = hires_target(params)
+    pixels = max(target.upscale_to_x * target.upscale_to_y, target.width * target.height)
+    if pixels > config.max_pixels:
+        raise RequestError(413, f"hr_scale / hr_resize_x / hr_resize_y: the hires size {target.upscale_to_x}x"
+                           f"{target.upscale_to_y} is more pixels than this server's limit of {config.max_pixels} "
+                           "per image (--max-pixels)", "PayloadTooLarge")
 
 
 def _check_api_values(values: dict[str, Any]) -> None:
@@ -91,8 +129,12 @@ def _check_api_values(values: dict[str, Any]) -> None:
 
 
 def _check_cost(values: dict[str, Any], config: ServerConfig) -> None:
-    """What one request may ask of the worker (``--max-images``, ``--max-job-steps``)."""
+    """What one request may ask of the worker (``--max-images``, ``--max-job-steps``; the hires fix's second pass
+    counts its steps too)."""
     n_iter, batch_size, steps = (values.get(name) for name in ("n_iter", "batch_size", "steps"))
+    hires = values.get("hr_second_pass_steps") if values.get("enable_hr") else None
+    if isinstance(steps, int) and not isinstance(steps, bool) and isinstance(hires, int) and 0 <= hires <= MAX_STEPS:
+        steps += hires or steps
     bounds = ((n_iter, MAX_ITERATIONS), (batch_size, MAX_BATCH), (steps, MAX_STEPS))
     if not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= hi for v, hi in bounds):
         return  # a value out of its own range: the parameters' validation names the field
@@ -129,7 +171,8 @@ def _open_images(req: Img2ImgRequest, config: ServerConfig) -> tuple[RequestImag
 def _check_pixel_budget(values: dict[str, Any], opened: dict[str, Any], config: ServerConfig) -> None:
     """Every input pixel plus every output pixel one request may hold (``--max-request-pixels``), from
     the image headers, before anything is decoded; and the output size against ``--max-pixels``."""
-    images = [*opened["init_images"], *(opened[k] for k in ("image_mask", "latent_mask") if opened[k] is not None)]
+    images = [*opened.get("init_images", []),
+              *(opened[k] for k in ("image_mask", "latent_mask") if opened.get(k) is not None)]
     inputs = sum(image.width * image.height for image in images)
     width, height, batch, n_iter = (values.get(k) for k in ("width", "height", "batch_size", "n_iter"))
     if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (width, height, batch, n_iter)):
@@ -144,6 +187,11 @@ def _check_pixel_budget(values: dict[str, Any], opened: dict[str, Any], config: 
                             f"(width × height × batch_size × n_iter), over this server's limit of "
                             f"{config.max_request_pixels} pixels per request (--max-request-pixels)",
                        "PayloadTooLarge")
+
+
+def txt2img_request_params(values: dict[str, Any]) -> Txt2ImgParams:
+    """A txt2img request's job parameters, as A1111's API builds its processing object."""
+    return txt2img_params({k: v for k, v in values.items() if k not in IGNORED_FIELDS}, api=True)
 
 
 def request_params(values: dict[str, Any], images: dict[str, Any], base_options: Options) -> Img2ImgParams:

@@ -11,8 +11,8 @@ from PIL import Image
 from retouch.control import JobControl
 from retouch.models.model import Model
 from retouch.outputs import Outputs, is_disk_full
-from retouch.params import Img2ImgJob
-from retouch.pipeline import generate
+from retouch.params import Img2ImgParams, Job
+from retouch.pipeline import JobResources, generate
 from retouch.processed import Processed
 from retouch.serving.images import ACCEPTED_FORMATS, decode_opened
 from retouch.serving.models import ModelManager
@@ -22,16 +22,23 @@ from retouch.serving.values import JobOutcome, JobRequest
 def run_request(models: ModelManager, request: JobRequest, control: JobControl, queued_s: float = 0.0) -> JobOutcome:
     """The local worker's part of a request: load its checkpoint (with its VAE) and run the job."""
     name = models.checkpoint_for(request.checkpoint, request.keep_checkpoint)
-    return run_job(models.get(name, vae=request.options.sd_vae), request, control, queued_s)
+    vae = request.options.sd_vae
+    model = models.get(name, vae=vae)
+    if not request.other_checkpoints:
+        models.release_other()
+    return run_job(model, request, control, queued_s, models.resources(model, name, vae))
 
 
-def run_job(model: Model, request: JobRequest, control: JobControl, queued_s: float = 0.0) -> JobOutcome:
-    """Run a request's job on ``model``; A1111's response values."""
+def run_job(model: Model, request: JobRequest, control: JobControl, queued_s: float = 0.0,
+            resources: JobResources | None = None) -> JobOutcome:
+    """Run a request's job on ``model`` (``resources``: the other checkpoints and upscalers it may use); A1111's
+    response values."""
     started = time.perf_counter()
     job = with_images(request)
     outputs = Outputs(samples_dir=request.outdir, grids_dir=request.outdir, grid=request.grid,
                       filename_stem=request.filename_stem)
-    result = generate(job, model, options=request.options, control=control, outputs=outputs, styles=request.styles)
+    result = generate(job, model, options=request.options, control=control, outputs=outputs, styles=request.styles,
+                      resources=resources or JobResources())
     info = Processed.from_result(job.params, model, request.options, result).js()
     error = result.save_error
     return JobOutcome(result.images, info, result.job_timestamp, queued_s=queued_s,
@@ -40,9 +47,11 @@ def run_job(model: Model, request: JobRequest, control: JobControl, queued_s: fl
                       disk_full=bool(error and is_disk_full(error)))
 
 
-def with_images(request: JobRequest) -> Img2ImgJob:
+def with_images(request: JobRequest) -> Job:
     """The request's job with its images decoded (``ValueError`` naming the field for broken data)."""
     images = request.images
+    if not isinstance(request.job.params, Img2ImgParams):
+        return request.job
 
     def decode(data: bytes, field: str) -> Image.Image:
         return decode_opened(Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS), field)

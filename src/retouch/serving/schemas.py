@@ -1,4 +1,4 @@
-"""Request/response models of the A1111 img2img API (``../shared/oracle/img2img_request_schema.json``).
+"""Request/response models of the A1111 txt2img and img2img API (``../shared/oracle/img2img_request_schema.json``).
 
 Defaults are A1111's *API* defaults (they differ from the UI's: spec §7.1).
 """
@@ -17,7 +17,9 @@ IGNORED_FIELDS = {
 }
 
 
-class Img2ImgRequest(BaseModel):
+class GenerationRequest(BaseModel):
+    """The fields both A1111 generation requests take (its ``StableDiffusionProcessing``)."""
+
     model_config = ConfigDict(extra="allow")
 
     prompt: str | None = ""
@@ -54,6 +56,9 @@ class Img2ImgRequest(BaseModel):
     disable_extra_networks: bool | None = False
     firstpass_image: str | None = None
     comments: dict[str, Any] | None = None
+
+
+class Img2ImgRequest(GenerationRequest):
     init_images: list[str] | None = None
     resize_mode: int | None = 0
     image_cfg_scale: float | None = None
@@ -79,10 +84,38 @@ class Img2ImgRequest(BaseModel):
     infotext: str | None = None
 
 
+class Txt2ImgRequest(GenerationRequest):
+    enable_hr: bool | None = False
+    firstphase_width: int | None = 0
+    firstphase_height: int | None = 0
+    hr_scale: float | None = 2.0
+    hr_upscaler: str | None = None
+    hr_second_pass_steps: int | None = 0
+    hr_resize_x: int | None = 0
+    hr_resize_y: int | None = 0
+    hr_checkpoint_name: str | None = None
+    hr_sampler_name: str | None = None
+    hr_scheduler: str | None = None
+    hr_prompt: str | None = ""
+    hr_negative_prompt: str | None = ""
+    force_task_id: str | None = None
+    sampler_index: str | None = "Euler"
+    script_name: str | None = None
+    script_args: list[Any] | None = Field(default_factory=list)
+    send_images: bool | None = True
+    save_images: bool | None = False
+    alwayson_scripts: dict[str, Any] | None = Field(default_factory=dict)
+    infotext: str | None = None
+
+
 class ImageToImageResponse(BaseModel):
     images: list[str]
     parameters: dict[str, Any]
     info: str
+
+
+class TextToImageResponse(ImageToImageResponse):
+    pass
 
 
 class ProgressRequest(BaseModel):

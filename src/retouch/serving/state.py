@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from retouch.loading import upscaler_folders
 from retouch.networks.files import LoraFolder
 from retouch.options import Options
 from retouch.styles import StyleFile
+from retouch.upscalers import UpscalerFolders
 
 if TYPE_CHECKING:
     from retouch.serving.protocols import Backend
@@ -45,9 +47,19 @@ class ServerConfig:
     batch_roots: tuple[str, ...] = ()  # folders the Batch sub-tab may read and write below (none: it is off)
     styles_file: str | None = None  # A1111's styles.csv (read for requests' styles; the page saves into it)
 
+    esrgan_models_path: str | None = None  # A1111's upscaler model folders
+    realesrgan_models_path: str | None = None
+    swinir_models_path: str | None = None
+    dat_models_path: str | None = None
+    scunet_models_path: str | None = None
+
+    def upscaler_folders(self) -> UpscalerFolders:
+        return upscaler_folders(self.esrgan_models_path, self.realesrgan_models_path, self.swinir_models_path,
+                                self.dat_models_path, self.scunet_models_path)
+
     def upscaler_dirs(self) -> tuple[str, ...]:
-        """The folders of upscaler models (none yet)."""
-        return ()
+        """The folders of upscaler models (never checkpoints)."""
+        return tuple(str(folder) for folder in self.upscaler_folders().all())
 
 
 @dataclass

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from retouch.options import Options
-from retouch.params import Img2ImgJob
+from retouch.params import Job
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class RequestImages:
 
 @dataclass(frozen=True)
 class JobRequest:
-    """One validated img2img request, ready to run.
+    """One validated txt2img or img2img request, ready to run.
 
     ``options``: the server's options with the request's ``override_settings`` applied;
     ``checkpoint``: the requested ``sd_model_checkpoint`` (None: the default); ``keep_checkpoint``:
@@ -32,7 +32,7 @@ class JobRequest:
     """
 
     task_id: str
-    job: Img2ImgJob  # validated; its image fields are empty until the worker decodes ``images``
+    job: Job  # validated; its image fields are empty until the worker decodes ``images``
     images: RequestImages
     options: Options
     checkpoint: str | None = None
@@ -40,7 +40,8 @@ class JobRequest:
     outdir: str | None = None  # save samples and grid here (None: don't save)
     grid: bool = False
     filename_stem: str | None = None
-    styles: dict[str, tuple[str, str]] = field(default_factory=dict)  # the named styles' texts (styles.csv)  # name samples after an input file (a folder batch), not their seed
+    styles: dict[str, tuple[str, str]] = field(default_factory=dict)  # the named styles' texts (styles.csv)
+    other_checkpoints: tuple[str, ...] = ()  # the refiner / hires checkpoint the job switches to
 
 
 @dataclass(frozen=True)

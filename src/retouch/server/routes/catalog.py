@@ -6,12 +6,14 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from retouch.params.txt2img import LATENT_UPSCALE_MODES
 from retouch.sampling import registry
 from retouch.sampling.schedules import SCHEDULERS
 from retouch.server.routes import State
 from retouch.server.routing import GuardedRoute
 from retouch.serving.errors import RequestError
 from retouch.soft_inpainting import SCRIPT_NAME
+from retouch.upscalers import Kind, find_upscalers
 
 router = APIRouter(route_class=GuardedRoute)
 
@@ -94,10 +96,32 @@ async def cmd_flags(state: State):
             "api_auth": bool(config.api_auth),
             "max_queue": config.max_queue, "allow_image_urls": config.allow_image_urls, "outdir": config.outdir,
             "styles_file": [config.styles_file] if config.styles_file else [],
+            "esrgan_models_path": config.esrgan_models_path, "realesrgan_models_path": config.realesrgan_models_path,
+            "swinir_models_path": config.swinir_models_path, "dat_models_path": config.dat_models_path,
+            "scunet_models_path": config.scunet_models_path,
             "api": True, "nowebui": True}
 
 
 @router.get("/sdapi/v1/scripts")
 async def scripts():
     """The scripts a request may use: soft inpainting (A1111's built-in extension) in ``alwayson_scripts``."""
-    return {"txt2img": [], "img2img": [SCRIPT_NAME]}
+    return {"txt2img": [SCRIPT_NAME], "img2img": [SCRIPT_NAME]}
+
+
+# A1111's Upscaler.model_name of each kind of upscaler
+_MODEL_NAMES = {Kind.ESRGAN: "ESRGAN_4x", Kind.REALESRGAN: "RealESRGAN", Kind.SWINIR: "SwinIR_4x", Kind.DAT: "DAT",
+                Kind.SCUNET: "ScuNET GAN", Kind.LDSR: "LDSR"}
+
+
+@router.get("/sdapi/v1/upscalers")
+async def upscalers(state: State):
+    """A1111's upscaler list (``--esrgan-models-path`` and friends), in its order; a named model whose file is not
+    on disk has its download address as ``model_path``, as in A1111 (retouch never downloads it)."""
+    found = find_upscalers(state.config.upscaler_folders(), state.options)
+    return [{"name": u.name, "model_name": _MODEL_NAMES.get(u.kind), "model_path": str(u.path) if u.path else u.url,
+             "model_url": None, "scale": u.scale} for u in found]
+
+
+@router.get("/sdapi/v1/latent-upscale-modes")
+async def latent_upscale_modes():
+    return [{"name": name} for name in LATENT_UPSCALE_MODES]

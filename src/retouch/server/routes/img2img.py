@@ -1,4 +1,4 @@
-"""``POST /sdapi/v1/img2img``."""
+"""``POST /sdapi/v1/txt2img`` and ``POST /sdapi/v1/img2img``."""
 
 from __future__ import annotations
 
@@ -14,14 +14,24 @@ from retouch.server.routes import State
 from retouch.server.routing import GuardedRoute
 from retouch.serving.errors import Cancelled, DuplicateTask, QueueFull, RequestError, Unavailable
 from retouch.serving.requests import job_request
-from retouch.serving.schemas import ImageToImageResponse, Img2ImgRequest
+from retouch.serving.schemas import ImageToImageResponse, Img2ImgRequest, TextToImageResponse, Txt2ImgRequest
 from retouch.serving.strict_json import json_safe
 
 router = APIRouter(route_class=GuardedRoute)
 
 
+@router.post("/sdapi/v1/txt2img", response_model=TextToImageResponse)
+async def txt2img(req: Txt2ImgRequest, response: Response, state: State):
+    return await _generate(req, response, state)
+
+
 @router.post("/sdapi/v1/img2img", response_model=ImageToImageResponse)
 async def img2img(req: Img2ImgRequest, response: Response, state: State):
+    return await _generate(req, response, state)
+
+
+async def _generate(req: Img2ImgRequest | Txt2ImgRequest, response: Response, state: State):
+    """Validate, queue, run and answer one generation request (A1111's response: images, parameters, info)."""
     received = time.perf_counter()
     # decoding and validating grow with the request: never on the event loop
     request = await run_in_threadpool(job_request, req, state)
@@ -50,7 +60,7 @@ async def img2img(req: Img2ImgRequest, response: Response, state: State):
     # Standard Server-Timing header (milliseconds): where the request's time went, for clients and benchmarks
     response.headers["Server-Timing"] = ", ".join(f"{k};dur={v * 1000:.1f}" for k, v in timing.items())
     parameters = req.model_dump()
-    if not req.include_init_images:
+    if isinstance(req, Img2ImgRequest) and not req.include_init_images:
         parameters["init_images"] = None
         parameters["mask"] = None
     if outcome.save_error:  # the job ran: its images are in the answer, with why they are not on disk
@@ -58,7 +68,8 @@ async def img2img(req: Img2ImgRequest, response: Response, state: State):
         return JSONResponse(status_code=status, headers=dict(response.headers), content=json_safe({
             "images": images, "parameters": parameters, "info": outcome.info, "error": "SaveError",
             "detail": outcome.save_error, "body": "", "errors": outcome.save_error}))
-    return ImageToImageResponse(images=images, parameters=parameters, info=outcome.info)
+    answer = TextToImageResponse if isinstance(req, Txt2ImgRequest) else ImageToImageResponse
+    return answer(images=images, parameters=parameters, info=outcome.info)
 
 
 def _encode_all(images: list, fmt: str, quality: int) -> list[str]:
