@@ -46,11 +46,16 @@ def test_sd_models_lists_every_family_with_a1111s_fields(oracle_server):
         assert entry["config"] == str(MODELS / f"{name}.yaml")
 
 
-def test_refiner_is_refused_and_a_lone_switch_point_ignored(oracle_server):
-    """A refiner checkpoint is refused by name; ``refiner_switch_at`` without one does nothing in A1111 either."""
+def test_a_refiner_on_its_own_checkpoint_and_a_lone_switch_point_change_nothing(oracle_server):
+    """A1111 never switches to the checkpoint it is on (SDXL refining itself: the plain job, no infotext key), and
+    ``refiner_switch_at`` without a refiner does nothing; an SD1 refiner for SDXL is refused (another latent space)."""
     _, api = oracle_request("150")
-    r = oracle_server.post("/sdapi/v1/img2img", json={**api, "refiner_checkpoint": "tiny-sdxl", "refiner_switch_at": 0.5})
-    assert r.status_code == 422 and "refiner_checkpoint" in r.json()["detail"], r.text
-    plain = oracle_server.post("/sdapi/v1/img2img", json=api).json()["images"][0]
-    switched = oracle_server.post("/sdapi/v1/img2img", json={**api, "refiner_switch_at": 0.5}).json()["images"][0]
-    assert np.array_equal(pixels(decode(plain)), pixels(decode(switched)))
+    plain = oracle_server.post("/sdapi/v1/img2img", json=api).json()
+    same = oracle_server.post("/sdapi/v1/img2img", json={**api, "refiner_checkpoint": "tiny-sdxl",
+                                                         "refiner_switch_at": 0.5}).json()
+    switched = oracle_server.post("/sdapi/v1/img2img", json={**api, "refiner_switch_at": 0.5}).json()
+    for other in (same, switched):
+        assert np.array_equal(pixels(decode(plain["images"][0])), pixels(decode(other["images"][0])))
+    assert "Refiner" not in same["info"]
+    r = oracle_server.post("/sdapi/v1/img2img", json={**api, "refiner_checkpoint": "tiny-sd1", "refiner_switch_at": 0.5})
+    assert r.status_code == 422 and r.json()["detail"].startswith("refiner_checkpoint: tiny-sd1 works in another"), r.text

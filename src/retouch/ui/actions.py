@@ -25,7 +25,7 @@ from retouch.prompt_parser import merge_prompts
 from retouch.serving.errors import Cancelled, DuplicateTask, QueueFull, RequestError, Unavailable, scrub
 from retouch.serving.images import decode_opened, open_image
 from retouch.serving.requests import job_request
-from retouch.serving.schemas import Img2ImgRequest
+from retouch.serving.schemas import Img2ImgRequest, Txt2ImgRequest
 from retouch.serving.state import ServerState
 from retouch.serving.values import JobOutcome
 from retouch.ui.modes import Mode, ModeInputs, image_and_mask, scaled_size
@@ -80,6 +80,9 @@ class Fields:
     soft_mask_influence: float = 0.0
     soft_difference_threshold: float = 0.5
     soft_difference_contrast: float = 2.0
+    refiner: bool = False  # A1111's Refiner accordion: on, the checkpoint, where it takes over
+    refiner_checkpoint: str = ""
+    refiner_switch_at: float = 0.8
 
     @classmethod
     def from_page(cls, values: dict[str, Any]) -> Fields:
@@ -124,6 +127,7 @@ def request_fields(fields: Fields, image: Image.Image, mask: Image.Image | None,
         "init_images": [png_b64(image)], "force_task_id": task_id, "save_images": True, "send_images": True,
         "styles": list(fields.styles),
     }
+    request.update(refiner_fields(fields.refiner, fields.refiner_checkpoint, fields.refiner_switch_at))
     if fields.soft_inpainting and mask is not None:
         request["alwayson_scripts"] = {"soft inpainting": {"args": [True, *(float(getattr(fields, name))
                                                                             for name in SOFT_INPAINTING_FIELDS)]}}
@@ -136,18 +140,27 @@ def request_fields(fields: Fields, image: Image.Image, mask: Image.Image | None,
     return request
 
 
+def refiner_fields(enabled: bool, checkpoint: str, switch_at: float) -> dict[str, Any]:
+    """The request fields of the Refiner accordion (nothing when it is off or names no checkpoint)."""
+    if not enabled or not checkpoint:
+        return {}
+    return {"refiner_checkpoint": checkpoint, "refiner_switch_at": float(switch_at)}
+
+
 def new_task_id() -> str:
     return f"task({uuid.uuid4().hex[:15]})"
 
 
-async def run_request(state: ServerState, fields: dict[str, Any], adjust: dict[str, Any] | None = None
-                      ) -> JobOutcome:
-    """Validate and run one request exactly as ``POST /sdapi/v1/img2img`` does; PageError on anything wrong.
-    ``adjust``: :class:`JobRequest` fields the API does not offer (where a folder batch saves)."""
+async def run_request(state: ServerState, fields: dict[str, Any], adjust: dict[str, Any] | None = None,
+                      txt2img: bool = False) -> JobOutcome:
+    """Validate and run one request exactly as ``POST /sdapi/v1/img2img`` (``txt2img``: ``/txt2img``) does;
+    PageError on anything wrong. ``adjust``: :class:`JobRequest` fields the API does not offer (where a folder
+    batch saves)."""
     from starlette.concurrency import run_in_threadpool
 
     try:
-        request = await run_in_threadpool(job_request, Img2ImgRequest(**fields), state)
+        body = Txt2ImgRequest(**fields) if txt2img else Img2ImgRequest(**fields)
+        request = await run_in_threadpool(job_request, body, state)
         if adjust:
             request = dataclasses.replace(request, **adjust)
         return await state.backend.run(request)

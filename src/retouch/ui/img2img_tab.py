@@ -56,6 +56,7 @@ def build(state: ServerState) -> dict[str, Any]:
                                                      elem_id="img2img_denoising_strength")
                 widgets.seed(ui, "img2img")
                 _inpaint_controls(ui)
+                widgets.refiner(ui, "img2img", [c.title for c in state.backend.checkpoints()])
                 widgets.script(ui, "img2img", [])
             networks.build(ui, state, "img2img")
         with gr.Column(scale=1):
@@ -305,6 +306,16 @@ def _send(state: ServerState, mode: Mode, plain_image: bool):
         return editor_value(image, plain_image), gr.Tabs(selected=int(mode))
 
     return send
+
+
+def send_across(state: ServerState, mode: Mode, plain_image: bool):
+    """txt2img's "Send to img2img / inpaint": the picture into that sub-tab, and the img2img tab shown."""
+    send = _send(state, mode, plain_image)
+
+    def across(gallery: list | None, selected: int):
+        return (*send(gallery, selected), gr.Tabs(selected="img2img"))
+
+    return across
 
 
 def _copy(source: Mode, target: Mode):

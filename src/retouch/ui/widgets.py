@@ -102,6 +102,25 @@ def seed(ui: dict[str, Any], tab: str) -> None:
                                              elem_id=f"{tab}_seed_resize_from_h")
 
 
+def input_accordion(ui: dict[str, Any], name: str, label: str, elem_id: str) -> gr.Accordion:
+    """A1111's InputAccordion: an accordion that is also a checkbox (open = on), ``ui[name]`` its value (wire it
+    with :func:`retouch.ui.wiring.input_accordion`)."""
+    accordion = gr.Accordion(label, open=False, elem_id=elem_id)
+    ui[f"{name}_accordion"] = accordion
+    with accordion:
+        ui[name] = gr.Checkbox(label=label, value=False, elem_id=f"{elem_id}-checkbox")
+    return accordion
+
+
+def refiner(ui: dict[str, Any], tab: str, checkpoints: list[str]) -> None:
+    """A1111's Refiner accordion (its always-on script): on, the checkpoint, where it takes over."""
+    with input_accordion(ui, "refiner", "Refiner", f"script_{tab}_refiner_enable"), gr.Row():
+        ui["refiner_checkpoint"] = gr.Dropdown(checkpoints, value=None, label="Checkpoint",
+                                               elem_id=f"script_{tab}_refiner_checkpoint")
+        ui["refiner_switch_at"] = gr.Slider(0.01, 1.0, value=0.8, step=0.01, label="Switch at",
+                                            elem_id=f"script_{tab}_refiner_switch_at")
+
+
 def script(ui: dict[str, Any], tab: str, titles: list[str]) -> None:
     ui["script"] = gr.Dropdown(["None", *titles], value="None", label="Script",
                                elem_id="script_list" if tab == "img2img" else f"{tab}_script_list")

@@ -28,6 +28,7 @@ def wire_common(state: ServerState, ui: dict[str, Any], tab: str, uploads: Uploa
     """Connect a tab's common parts. ``stopping``: task ids whose Interrupt was clicked (a folder batch stops between
     its files)."""
     _token_counters(state, ui)
+    input_accordion(ui, "refiner")
     _styles(state, ui)
     _seed_tools(ui)
     ui["swap_size"].click(lambda w, h: (h, w), [ui["width"], ui["height"]], [ui["width"], ui["height"]], **QUIET)
@@ -44,6 +45,13 @@ def wire_common(state: ServerState, ui: dict[str, Any], tab: str, uploads: Uploa
     ui["skip"].click(lambda: state.backend.skip(), None, None, **QUIET)
     ui["save"].click(_save(state, uploads, zipped=False), [ui["gallery"], ui["selected"]], ui["download"], **QUIET)
     ui["save_zip"].click(_save(state, uploads, zipped=True), [ui["gallery"], ui["selected"]], ui["download"], **QUIET)
+
+
+def input_accordion(ui: dict[str, Any], name: str) -> None:
+    """Opening an InputAccordion turns it on, closing it off, in the browser (A1111's behaviour)."""
+    accordion = ui[f"{name}_accordion"]
+    accordion.expand(None, None, ui[name], js="() => true", **QUIET)
+    accordion.collapse(None, None, ui[name], js="() => false", **QUIET)
 
 
 def start_outputs(ui: dict[str, Any]) -> list[Any]:
