@@ -131,7 +131,8 @@ def test_interrupt_in_the_second_pass(t2i_server):
 
 
 def test_webuiapi_txt2img_unmodified(t2i_server):
-    """The webuiapi client's txt2img with its hires-fix arguments (its hires checkpoint too), as a bot calls it."""
+    """The webuiapi client's txt2img — plain, with its hires-fix arguments (its hires checkpoint too), and with the
+    refiner — as a bot calls it."""
     import webuiapi
 
     api = webuiapi.WebUIApi(host="127.0.0.1", port=t2i_server.port, sampler="Euler", steps=3)
@@ -142,3 +143,13 @@ def test_webuiapi_txt2img_unmodified(t2i_server):
     text = result.info["infotexts"][0]
     assert "Hires checkpoint: tiny-sd1-b [9a6d492510]" in text and "Hires upscale: 1.5" in text
     assert [u["name"] for u in api.get_upscalers()][:3] == ["None", "Lanczos", "Nearest"]
+    plain = api.txt2img(prompt="a cat", width=64, height=64, seed=4)
+    assert plain.image.size == (64, 64) and "Hires" not in plain.info["infotexts"][0]
+    # webuiapi has no refiner argument: clients send A1111's Refiner script (enabled, checkpoint, switch at)
+    refined = api.txt2img(prompt="a cat", width=64, height=64, seed=4,
+                          alwayson_scripts={"Refiner": {"args": [True, "tiny-sd1-b", 0.5]}})
+    assert "Refiner: tiny-sd1-b [9a6d492510], Refiner switch at: 0.5" in refined.info["infotexts"][0]
+    assert not np.array_equal(pixels(plain.image), pixels(refined.image))
+    off = api.txt2img(prompt="a cat", width=64, height=64, seed=4,
+                      alwayson_scripts={"Refiner": {"args": [False, "tiny-sd1-b", 0.5]}})
+    assert np.array_equal(pixels(plain.image), pixels(off.image))

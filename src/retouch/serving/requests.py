@@ -11,7 +11,7 @@ from typing import Any
 
 from PIL import Image
 
-from retouch.a1111 import img2img_params, txt2img_params
+from retouch.a1111 import REFINER_SCRIPT, img2img_params, txt2img_params
 from retouch.options import Options
 from retouch.outputs import writable_problem
 from retouch.params import (
@@ -87,7 +87,7 @@ def _check_request_shape(req: GenerationRequest) -> None:
     if script:
         raise RequestError(422, f"Script '{script}' not found")
     for name in getattr(req, "alwayson_scripts", None) or {}:
-        if str(name).lower() != SCRIPT_NAME:
+        if str(name).lower() not in (SCRIPT_NAME, REFINER_SCRIPT):
             raise RequestError(422, f"always on script {name} not found")
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from retouch.a1111 import REFINER_SCRIPT
 from retouch.params.txt2img import LATENT_UPSCALE_MODES
 from retouch.sampling import registry
 from retouch.sampling.schedules import SCHEDULERS
@@ -104,8 +105,8 @@ async def cmd_flags(state: State):
 
 @router.get("/sdapi/v1/scripts")
 async def scripts():
-    """The scripts a request may use: soft inpainting (A1111's built-in extension) in ``alwayson_scripts``."""
-    return {"txt2img": [SCRIPT_NAME], "img2img": [SCRIPT_NAME]}
+    """The scripts a request may use in ``alwayson_scripts``: the refiner and soft inpainting (A1111's built-ins)."""
+    return {"txt2img": [REFINER_SCRIPT, SCRIPT_NAME], "img2img": [REFINER_SCRIPT, SCRIPT_NAME]}
 
 
 # A1111's Upscaler.model_name of each kind of upscaler
