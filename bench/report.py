@@ -39,6 +39,9 @@ def render(r: dict) -> str:
                          f"{_s({k: v * 1000 if k != 'n' else v for k, v in t['http_overhead'].items()}, 'ms', 1)} |")
         lines.append("")
         lines += _throughput("Tiny model: images/s by batch size (64², Euler, 20 steps × 0.75)", t["throughput"])
+    from txt2img_bench import section_lines
+
+    lines += section_lines(r)
     if "overhead" in r:
         lines += [
             "## Overhead: `process_images` vs its own network calls (SD1.5-sized)",
@@ -158,6 +161,12 @@ def _large(g: dict | None, memory_gib: float) -> list[str]:
     ]
 
 
+def _txt2img_goals(r: dict) -> list[tuple]:
+    from txt2img_bench import goal_rows
+
+    return goal_rows(r)
+
+
 def _goals(r: dict) -> list[str]:
     """The issue's goals, each with the measured value and whether it is met."""
     rows = []
@@ -213,6 +222,7 @@ def _goals(r: dict) -> list[str]:
                      f"{lo['factors_mb']:.0f} MB", lo["extra_rss_mb"] <= 1.1 * (lo["patched_mb"] + lo["factors_mb"]),
                      "--sections lora"))
     rows += _sdxl_goals(r.get("sdxl"))
+    rows += _txt2img_goals(r)
     tv = r.get("tiled")
     if tv:
         rows.append(("tiled vs untiled decode at 1024² invisible", f"mean {tv['mean_diff']:.2f}, max {tv['max_diff']:.0f} levels",

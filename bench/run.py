@@ -25,8 +25,13 @@ WORKERS = REPO / "bench" / "workers.py"
 
 
 def worker(name: str, **args) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, str(WORKERS), name, json.dumps(args)], capture_output=True, text=True,
+    return worker_of(WORKERS, name, **args)
+
+
+def worker_of(script: str | Path, name: str, **args) -> dict:
+    """Run ``name`` of a worker script (``python SCRIPT NAME JSON``) in a fresh process; its last line's JSON."""
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO / 'bench'}", "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, str(script), name, json.dumps(args)], capture_output=True, text=True,
                          env=env, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"worker {name} failed:\n{out.stderr[-3000:]}")
@@ -444,13 +449,15 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="tiny model only (seconds)")
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--out", default=str(REPO / "docs" / "benchmarks.md"))
-    parser.add_argument("--sections", default="tiny,diffusers,overhead,load,precision,tiled,batch,lora,cluster,page",  # + large,inpaint,soak,sdxl
+    parser.add_argument("--sections", default="tiny,diffusers,overhead,load,precision,tiled,batch,lora,cluster,page,"
+                                              "txt2img",  # + large,inpaint,soak,sdxl
                         help="comma-separated subset; results of other sections already in the JSON are kept")
     parser.add_argument("--sdxl-precisions", default="bf16,fp32", help="precisions of the SDXL section ('none': its load comparison only)")
     args = parser.parse_args()
     started_run = time.time()
     sys.path.insert(0, str(REPO / "src"))
     from report import render  # bench/report.py
+    from txt2img_bench import section as txt2img_section
 
     from retouch.models.loader import cache_dir
 
@@ -484,6 +491,7 @@ def main() -> int:
                                      tuple(p for p in args.sdxl_precisions.split(",") if p != "none")),
         "cluster": lambda: cluster_section(ckpt, results),
         "page": lambda: page_section(results),
+        "txt2img": lambda: txt2img_section(ckpt, folder, results, worker_of),
         "large": lambda: large_section(ckpt, results, 2048),  # ~25 min: `make bench-extra`
         "soak": lambda: soak_section(results),  # ~2 min: `make bench-extra`
     }
