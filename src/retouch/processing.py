@@ -159,7 +159,9 @@ class StableDiffusionProcessingImg2Img(Img2ImgParams, _Processing):
         job = dataclasses.replace(self.resolve(), seeds=list(all_seeds), subseeds=list(all_subseeds))
         self._job = job
         self.all_prompts, self.all_seeds, self.all_subseeds = list(all_prompts), job.seeds, job.subseeds
-        state = initialize(job, self.sd_model, self.job_options, JobHooks(note=self.comment))
+        hooks = JobHooks(note=self.comment)
+        state = initialize(job, self.sd_model, self.job_options, hooks,
+                           self.resources().img2img_upscaler(self.job_options, hooks.check))
         self._adopt_init(state)
         for text in state.prepared.comments:
             self.comment(text)

@@ -299,11 +299,30 @@ def test_any_image_mode_is_accepted(bundled_tiny, mode):
 
 @pytest.mark.parametrize(("settings", "name"), [
     ({"sd_vae_encode_method": "TAESD"}, "sd_vae_encode_method"), ({"token_merging_ratio_img2img": 0.3}, "token_merging"),
-    ({"upscaler_for_img2img": "ESRGAN_4x"}, "upscaler_for_img2img"),
     ({"use_old_emphasis_implementation": True}, "use_old_emphasis"), ({"face_restoration": True}, "face_restoration")])
 def test_unsupported_settings_are_refused_not_ignored(bundled_tiny, settings, name):
     with pytest.raises(ValueError, match=f"{name}.*: not supported"):
         process_images(job(bundled_tiny, override_settings=settings))
+
+
+def test_upscaler_for_img2img_enlarges_the_init_image(bundled_tiny):
+    """A1111's resize_image sends an enlarged picture through the option's upscaler first (Lanczos otherwise)."""
+    small = source_image(32, 32)
+    nearest = process_images(p := job(bundled_tiny, init_images=[small], override_settings={
+        "upscaler_for_img2img": "Nearest"}))
+    by_hand = job(bundled_tiny, init_images=[small.resize((64, 64), Image.NEAREST)])
+    process_images(by_hand)
+    assert torch.equal(p.init_latent, by_hand.init_latent)
+    lanczos = process_images(q := job(bundled_tiny, init_images=[small]))
+    assert not torch.equal(q.init_latent, p.init_latent)
+    assert not np.array_equal(pixels(nearest.images[0]), pixels(lanczos.images[0]))
+    shrunk = [job(bundled_tiny, init_images=[source_image(128, 128)], override_settings=o)
+              for o in ({"upscaler_for_img2img": "Nearest"}, {})]
+    for one in shrunk:
+        process_images(one)
+    assert torch.equal(shrunk[0].init_latent, shrunk[1].init_latent)  # shrinking: Lanczos alone
+    with pytest.raises(ValueError, match="upscaler_for_img2img: could not find upscaler named 'Bicubic'"):
+        process_images(job(bundled_tiny, override_settings={"upscaler_for_img2img": "Bicubic"}))
 
 
 def test_noise_schedule_options(bundled_tiny):

@@ -14,6 +14,7 @@ import sys
 from typing import NoReturn
 
 from retouch.cli.common import EXIT_USAGE, UsageError, add_model_flags, add_param_flags, flag
+from retouch.cli.upscale import add_parser as add_upscale_parser
 from retouch.params import Img2ImgParams, Txt2ImgParams
 
 __all__ = ["build_parser", "main"]
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _img2img_parser(sub.add_parser("img2img", help="run img2img / inpainting on one or more images"))
     _txt2img_parser(sub.add_parser("txt2img", help="make images from a prompt (with the hires fix and the refiner)"))
+    add_upscale_parser(sub.add_parser("upscale", help="upscale pictures as A1111's Extras tab does"))
     _serve_parser(sub.add_parser("serve", help="start the A1111-compatible HTTP API"))
     _cluster_parser(sub.add_parser("cluster", help="the same API over Ray Serve replicas (retouch[cluster])"))
     return parser
@@ -148,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
             from retouch.cli.serve import cluster_main
 
             return cluster_main(args)
+        if args.command == "upscale":
+            from retouch.cli.upscale import run as run_upscale
+
+            return run_upscale(args)
         if args.command == "txt2img":
             from retouch.cli.txt2img import run as run_txt2img
 

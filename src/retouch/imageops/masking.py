@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
-from retouch.imageops.resize import resize_image, to_eight_bit
+from retouch.imageops.resize import Enlarge, resize_image, to_eight_bit
 
 
 def create_binary_mask(mask: Image.Image, round: bool = True) -> Image.Image:  # noqa: A002 - A1111's name
@@ -121,8 +121,9 @@ def overlay_image(image: Image.Image, mask_for_overlay: Image.Image) -> Image.Im
 
 
 def apply_overlay(image: Image.Image, paste_to: tuple[int, int, int, int] | None,
-                  overlay: Image.Image | None) -> tuple[Image.Image, Image.Image]:
-    """Paste the generated ``image`` back (uncrop) and composite the ``overlay`` on top (spec §3.7).
+                  overlay: Image.Image | None, enlarge: Enlarge | None = None) -> tuple[Image.Image, Image.Image]:
+    """Paste the generated ``image`` back (uncrop) and composite the ``overlay`` on top (spec §3.7); ``enlarge``:
+    the ``upscaler_for_img2img`` for a paste region larger than the image.
 
     Returns ``(result, the uncropped generated image before compositing)``.
     """
@@ -131,7 +132,7 @@ def apply_overlay(image: Image.Image, paste_to: tuple[int, int, int, int] | None
     if paste_to is not None:
         x, y, w, h = paste_to
         base = Image.new("RGBA", (overlay.width, overlay.height))
-        base.paste(resize_image(1, image, w, h), (x, y))
+        base.paste(resize_image(1, image, w, h, enlarge), (x, y))
         image = base
     image = image.convert("RGBA")
     original = image.copy()

@@ -180,7 +180,6 @@ def check_supported(job: Job, options: Options) -> None:
     unsupported = {
         "sd_vae_encode_method": options.sd_vae_encode_method != "Full",
         "sd_vae_decode_method": options.sd_vae_decode_method != "Full",
-        "upscaler_for_img2img": options.upscaler_for_img2img not in (None, "", "None"),
         "token_merging_ratio": options.token_merging_ratio > 0 or options.token_merging_ratio_img2img > 0,
         "use_old_emphasis_implementation": options.use_old_emphasis_implementation,
         "face_restoration": bool(o.restore_faces) or (o.restore_faces is None and options.face_restoration),
@@ -189,7 +188,7 @@ def check_supported(job: Job, options: Options) -> None:
     for name, used in unsupported.items():
         if used:
             raise ValueError(f"{name}: not supported by retouch (TAESD, token merging, face "
-                             "restoration, hypernetworks, the img2img upscaler and the pre-1.0 emphasis are out of "
+                             "restoration, hypernetworks and the pre-1.0 emphasis are out of "
                              "scope); leave it at its default")
 
 

@@ -51,9 +51,9 @@ def finish_image(decoded: Image.Image, index: int, init: InitState, options: Opt
     before = None
     if init.color_corrections is not None and index < len(init.color_corrections):
         if keep_before_color_correction:
-            before = apply_overlay(decoded, prepared.paste_to, overlay)[0]
+            before = apply_overlay(decoded, prepared.paste_to, overlay, prepared.enlarge)[0]
         decoded = apply_color_correction(init.color_corrections[index], decoded)
-    image, original_denoised = apply_overlay(decoded, prepared.paste_to, overlay)
+    image, original_denoised = apply_overlay(decoded, prepared.paste_to, overlay, prepared.enlarge)
     mask_image, composite = _mask_outputs(mask_for_overlay, image, original_denoised, options)
     return FinishedImage(image, before, mask_image, composite)
 
@@ -70,7 +70,7 @@ def soft_overlays(job: Job, init: InitState, samples: torch.Tensor, options: Opt
     for img in params.init_images:
         image = flatten(img, options.img2img_background_color)
         if paste_to is None and params.resize_mode != ResizeMode.LATENT_UPSCALE:
-            image = resize_image(params.resize_mode, image, params.width, params.height)
+            image = resize_image(params.resize_mode, image, params.width, params.height, init.prepared.enlarge)
         sources.append(image)
     if len(sources) == 1:
         sources = sources * init.batch_size

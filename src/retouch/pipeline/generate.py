@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 
 from retouch.control import Interrupted, JobControl, JobHooks
+from retouch.imageops.resize import Enlarge
 from retouch.infotext import GenerationInfo, format_infotext, generation_params
 from retouch.models.memory import reuse_freed_memory
 from retouch.models.model import Model
@@ -126,6 +127,7 @@ class _Job:
     refiner: Refiner | None = None
     hires: HiresFix | None = None
     passes: int = 1  # sampling passes per batch (2 with the hires fix: A1111 doubles job_count)
+    enlarge: Enlarge | None = None  # the upscaler_for_img2img option's upscaler
     info: GenerationInfo | None = None
     batch_size: int = 1
     conds: dict[bool, tuple[tuple, BatchConditioning]] = field(default_factory=dict)  # per pass (hires: True), the
@@ -232,6 +234,7 @@ def _prepare(job: Job, model: Model, options: Options, control: JobControl, outp
     networks.prepare(prompts[::batch_size][:job.params.n_iter])
     run = _Job(job, model, options, control, outputs, log, prompts, negatives, networks, resources)
     run.batch_size = batch_size
+    run.enlarge = resources.img2img_upscaler(options, run.check)
     if job.params.refiner is not None:
         refiner = resources.checkpoint(job.params.refiner, "refiner_checkpoint")
         check_refiner(refiner, model)
@@ -254,7 +257,7 @@ def _tiling_of(run: _Job, tiling: bool):
 def _initialize(run: _Job, source: ImageSource) -> InitState | None:
     """A1111's ``init()``; None when the job is interrupted meanwhile."""
     try:
-        state = source.initialize(run.job, run.model, run.options, run.hooks)
+        state = source.initialize(run.job, run.model, run.options, run.hooks, run.enlarge)
     except Interrupted:
         return None
     run.batch_size = state.batch_size

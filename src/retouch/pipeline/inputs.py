@@ -15,7 +15,7 @@ from PIL import Image, ImageOps
 
 from retouch.imageops import masking
 from retouch.imageops.color import color_correction_target
-from retouch.imageops.resize import flatten, resize_image
+from retouch.imageops.resize import Enlarge, flatten, resize_image
 from retouch.modes import InpaintFill, ResizeMode
 from retouch.options import Options
 from retouch.params import Img2ImgParams
@@ -36,15 +36,17 @@ class PreparedInputs:
     inpaint_full_res: bool = False
     init_img_hash: str | None = None
     color_corrections: list | None = None  # LAB targets, one per init image
+    enlarge: Enlarge | None = None  # the upscaler_for_img2img option's upscaler: pictures enlarged go through it
     extra_params: dict = field(default_factory=dict)
     comments: list[str] = field(default_factory=list)
 
 
 def prepare_inputs(params: Img2ImgParams, options: Options,
-                   check: Callable[[], None] | None = None) -> PreparedInputs:
+                   check: Callable[[], None] | None = None, enlarge: Enlarge | None = None) -> PreparedInputs:
     """Flatten, resize/crop, mask, overlay and fill the init images (spec §3.1–§3.7); ``check()`` runs
-    before each image (an interrupt check)."""
-    out = PreparedInputs(images=[])
+    before each image (an interrupt check); ``enlarge``: the ``upscaler_for_img2img`` (A1111's ``resize_image``
+    sends every enlarged picture through it)."""
+    out = PreparedInputs(images=[], enlarge=enlarge)
     crop = None
     image_mask = params.image_mask
     if image_mask is not None:
@@ -60,13 +62,13 @@ def prepare_inputs(params: Img2ImgParams, options: Options,
             out.init_img_hash = hashlib.md5(img.tobytes()).hexdigest()
         image = flatten(img, options.img2img_background_color)
         if crop is None and params.resize_mode != ResizeMode.LATENT_UPSCALE:
-            image = resize_image(params.resize_mode, image, params.width, params.height)
+            image = resize_image(params.resize_mode, image, params.width, params.height, enlarge)
         if out.mask_for_overlay is not None:
             if out.mask_for_overlay.size != image.size:
                 out.mask_for_overlay = resize_image(params.resize_mode, out.mask_for_overlay, image.width, image.height)
             overlays.append(masking.overlay_image(image, out.mask_for_overlay))
         if crop is not None:
-            image = resize_image(ResizeMode.RESIZE_AND_FILL, image.crop(crop), params.width, params.height)
+            image = resize_image(ResizeMode.RESIZE_AND_FILL, image.crop(crop), params.width, params.height, enlarge)
         if latent_source is not None and image_mask is not None and params.inpainting_fill != InpaintFill.ORIGINAL:
             image = masking.fill(image, _same_size(latent_source, image, params.resize_mode))
             if params.inpainting_fill == InpaintFill.FILL:

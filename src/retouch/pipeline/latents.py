@@ -16,6 +16,7 @@ from PIL import Image
 
 from retouch.control import JobHooks
 from retouch.imageops import masking
+from retouch.imageops.resize import Enlarge
 from retouch.models.model import Model
 from retouch.modes import InpaintFill, ResizeMode
 from retouch.options import Options
@@ -42,10 +43,12 @@ class InitState:
     extra_params: dict = field(default_factory=dict)
 
 
-def initialize(job: Img2ImgJob, model: Model, options: Options, hooks: JobHooks) -> InitState:
-    """Prepare the inputs, encode them, and build masks and image conditioning (A1111 ``init()``)."""
+def initialize(job: Img2ImgJob, model: Model, options: Options, hooks: JobHooks,
+               enlarge: Enlarge | None = None) -> InitState:
+    """Prepare the inputs, encode them, and build masks and image conditioning (A1111 ``init()``); ``enlarge``: the
+    ``upscaler_for_img2img``."""
     params = job.params
-    prepared = prepare_inputs(params, options, hooks.check)
+    prepared = prepare_inputs(params, options, hooks.check, enlarge)
     extra = {"Denoising strength": params.denoising_strength, **prepared.extra_params}
     with torch.inference_mode():
         pixels, batch_size = batch_pixels(prepared.images, params.batch_size)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from retouch.imageops.resize import Enlarge
 from retouch.models.model import Model
 from retouch.options import Options
 from retouch.upscalers import UpscalerFolders, Upscalers, find_upscalers
@@ -96,6 +97,16 @@ class JobResources:
         if self.upscalers is not None:
             return self.upscalers
         return Upscalers(find_upscalers(self.upscaler_folders or UpscalerFolders(), options), self.upscaler_cache)
+
+    def img2img_upscaler(self, options: Options, check: Callable[[], None]) -> Enlarge | None:
+        """The ``upscaler_for_img2img`` option's upscaler, as an ``enlarge(image, scale)`` (None: Lanczos only);
+        ``ValueError`` naming the option for one there is not (A1111 falls back to none without a word)."""
+        name = options.upscaler_for_img2img
+        if name in (None, "", "None"):
+            return None
+        upscalers = self.upscalers_for(options)
+        info = upscalers.find(name, "upscaler_for_img2img")
+        return lambda image, scale: upscalers.upscale(image, scale, info, options, check)
 
     def checkpoint(self, name: str, field: str) -> Model:
         if self.checkpoints is None:

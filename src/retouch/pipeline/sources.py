@@ -16,6 +16,7 @@ from typing import Protocol
 import torch
 
 from retouch.control import JobHooks
+from retouch.imageops.resize import Enlarge
 from retouch.models.model import Model, UNetInput
 from retouch.options import Options
 from retouch.params import Img2ImgParams, Job, Txt2ImgParams
@@ -29,8 +30,10 @@ class ImageSource(Protocol):
         """How far the sampler walks: a strength in [0, 1] (the schedule's tail), or None for all of it."""
         ...
 
-    def initialize(self, job: Job, model: Model, options: Options, hooks: JobHooks) -> InitState:
-        """The first latents, masks and image conditioning of the job (A1111 ``init()``)."""
+    def initialize(self, job: Job, model: Model, options: Options, hooks: JobHooks,
+                   enlarge: Enlarge | None = None) -> InitState:
+        """The first latents, masks and image conditioning of the job (A1111 ``init()``); ``enlarge``: the
+        ``upscaler_for_img2img`` for pictures it enlarges."""
         ...
 
 
@@ -44,8 +47,9 @@ class InitImages:
     def denoising_strength(self) -> float | None:
         return self.params.denoising_strength
 
-    def initialize(self, job: Job, model: Model, options: Options, hooks: JobHooks) -> InitState:
-        return initialize(job, model, options, hooks)
+    def initialize(self, job: Job, model: Model, options: Options, hooks: JobHooks,
+                   enlarge: Enlarge | None = None) -> InitState:
+        return initialize(job, model, options, hooks, enlarge)
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,8 @@ class Noise:
     def denoising_strength(self) -> float | None:
         return None
 
-    def initialize(self, job: Job, model: Model, options: Options, hooks: JobHooks) -> InitState:
+    def initialize(self, job: Job, model: Model, options: Options, hooks: JobHooks,
+                   enlarge: Enlarge | None = None) -> InitState:
         params = self.params
         if model.unet_input is UNetInput.PIX2PIX:
             raise ValueError(f"sd_model_checkpoint: {model.name} is an InstructPix2Pix model, which edits an image; "

@@ -15,7 +15,7 @@ from retouch import __version__
 from retouch.server.auth import basic_auth
 from retouch.server.errors import envelope
 from retouch.server.limits import RequestLimits
-from retouch.server.routes import catalog, img2img, info, networks, progress
+from retouch.server.routes import catalog, extras, img2img, info, networks, progress
 from retouch.serving.errors import RequestError
 from retouch.serving.local import LocalBackend
 from retouch.serving.models import ModelManager, manager_settings
@@ -42,7 +42,7 @@ def create_app(backend: Backend | None = None, config: ServerConfig | None = Non
     # outermost (added last): no route, page or API, authenticated or not, reads more than this
     app.add_middleware(RequestLimits, max_bytes=int(config.max_body_mb * 2**20), read_timeout=config.body_timeout)
     _add_error_handlers(app)
-    for module in (img2img, progress, catalog, info, networks):
+    for module in (img2img, progress, catalog, info, networks, extras):
         app.include_router(module.router)
     return app
 

@@ -58,6 +58,9 @@ def job_request(req: Img2ImgRequest | Txt2ImgRequest, state: ServerState) -> Job
         params = txt2img_request_params(values) if txt2img else request_params(values, opened, state.options)
         job = params.validate(options)
         others = _other_checkpoints(job.params, state)
+        if options.upscaler_for_img2img not in (None, "", "None"):
+            find_upscaler(find_upscalers(state.config.upscaler_folders(), options), options.upscaler_for_img2img,
+                          "upscaler_for_img2img")
         if isinstance(job.params, Txt2ImgParams) and job.params.enable_hr:
             _check_hires(job.params, options, state.config)
     except ValueError as e:

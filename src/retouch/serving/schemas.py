@@ -108,6 +108,37 @@ class Txt2ImgRequest(GenerationRequest):
     infotext: str | None = None
 
 
+class ExtrasRequest(BaseModel):
+    """A1111's extras fields (its ``ExtrasBaseRequest``; other fields are ignored, as A1111 does)."""
+
+    resize_mode: int = 0
+    show_extras_results: bool = True
+    gfpgan_visibility: float = 0
+    codeformer_visibility: float = 0
+    codeformer_weight: float = 0
+    upscaling_resize: float = 2
+    upscaling_resize_w: int = 512
+    upscaling_resize_h: int = 512
+    upscaling_crop: bool = True
+    upscaler_1: str | None = "None"
+    upscaler_2: str | None = "None"
+    extras_upscaler_2_visibility: float = 0
+    upscale_first: bool = False
+
+
+class ExtrasSingleImageRequest(ExtrasRequest):
+    image: str = ""
+
+
+class FileData(BaseModel):
+    data: str
+    name: str = ""
+
+
+class ExtrasBatchImagesRequest(ExtrasRequest):
+    imageList: list[FileData] = Field(default_factory=list)  # noqa: N815 - A1111's name
+
+
 class ImageToImageResponse(BaseModel):
     images: list[str]
     parameters: dict[str, Any]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -10,6 +11,7 @@ from retouch.networks.files import LoraFolder
 from retouch.options import Options
 from retouch.styles import StyleFile
 from retouch.upscalers import UpscalerFolders
+from retouch.upscalers.spandrel_models import ModelCache
 
 if TYPE_CHECKING:
     from retouch.serving.protocols import Backend
@@ -73,6 +75,8 @@ class ServerState:
     job_timestamp: str = "0"
     loras: LoraFolder = field(default_factory=lambda: LoraFolder(None))  # for ``/loras`` and pasted infotexts
     styles: StyleFile = field(default_factory=lambda: StyleFile(None))  # ``--styles-file``
+    upscaler_cache: ModelCache = field(default_factory=ModelCache)  # the extras' upscaler models, kept loaded
+    extras_lock: threading.Lock = field(default_factory=threading.Lock)  # one extras request upscales at a time
 
     def __post_init__(self) -> None:
         if self.config.lora_dir is not None and self.loras.folder is None:
