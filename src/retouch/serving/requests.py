@@ -20,10 +20,12 @@ from retouch.params import (
     MAX_STEPS,
     GenerationParams,
     Img2ImgParams,
+    Job,
     Txt2ImgParams,
 )
 from retouch.params.txt2img import LATENT_UPSCALE_MODES, hires_target
 from retouch.prompt_parser import count_prompt_parts
+from retouch.scripts import find_script
 from retouch.serving.errors import RequestError
 from retouch.serving.images import image_bytes, open_image
 from retouch.serving.infotext_fields import apply_infotext
@@ -32,7 +34,7 @@ from retouch.serving.schemas import IGNORED_FIELDS, GenerationRequest, Img2ImgRe
 from retouch.serving.state import ServerConfig, ServerState
 from retouch.serving.values import JobRequest, RequestImages
 from retouch.soft_inpainting import SCRIPT_NAME
-from retouch.upscalers import find_upscaler, find_upscalers
+from retouch.upscalers import Upscalers, find_upscaler, find_upscalers
 
 _IMAGE_FIELDS = ("init_images", "image_mask", "latent_mask")
 
@@ -63,6 +65,7 @@ def job_request(req: Img2ImgRequest | Txt2ImgRequest, state: ServerState) -> Job
                           "upscaler_for_img2img")
         if isinstance(job.params, Txt2ImgParams) and job.params.enable_hr:
             _check_hires(job.params, options, state.config)
+        script = _script(req, job, opened, options, state) if getattr(req, "script_name", None) else None
     except ValueError as e:
         raise RequestError(422, str(e), "ValueError") from None
     save = bool(req.save_images)
@@ -77,7 +80,7 @@ def job_request(req: Img2ImgRequest | Txt2ImgRequest, state: ServerState) -> Job
     return JobRequest(task_id=req.force_task_id or new_task_id(), job=job, images=encoded, options=options,
                       checkpoint=checkpoint, keep_checkpoint=req.override_settings_restore_afterwards is False,
                       outdir=outdir, grid=save, styles={name: known[name] for name in job.params.styles if name in known},
-                      other_checkpoints=others)
+                      other_checkpoints=others, script=script)
 
 
 def _check_request_shape(req: GenerationRequest) -> None:
@@ -87,11 +90,31 @@ def _check_request_shape(req: GenerationRequest) -> None:
     if isinstance(req, Img2ImgRequest) and not req.init_images:
         raise RequestError(404, "Init image not found")
     script = getattr(req, "script_name", None)
-    if script:
-        raise RequestError(422, f"Script '{script}' not found")
+    if script and isinstance(req, Txt2ImgRequest):
+        raise RequestError(422, f"Script '{script}' not found (retouch has no txt2img scripts yet)")
     for name in getattr(req, "alwayson_scripts", None) or {}:
         if str(name).lower() not in (SCRIPT_NAME, REFINER_SCRIPT):
             raise RequestError(422, f"always on script {name} not found")
+
+
+def _script(req: Img2ImgRequest | Txt2ImgRequest, job: Job, opened: dict[str, Any], options: Options,
+            state: ServerState) -> tuple[str, dict]:
+    """The script a request names, its arguments parsed, and its whole work checked against the server's limits
+    (413 before any work)."""
+    script = find_script(str(req.script_name))
+    args = script.parse(req.script_args)
+    sizes = [image.size for image in opened.get("init_images", [])]
+    upscalers = Upscalers(find_upscalers(state.config.upscaler_folders(), options))
+    steps, pixels = script.cost(job, args, sizes, upscalers)
+    config = state.config
+    if steps > config.max_job_steps:
+        raise RequestError(413, f"script_args: {script.title} would run {steps} sampling steps, more than this "
+                                f"server's limit of {config.max_job_steps} per request (--max-job-steps)",
+                           "PayloadTooLarge")
+    if pixels > config.max_pixels:
+        raise RequestError(413, f"script_args: {script.title} would make a {pixels}-pixel image, more than this "
+                                f"server's limit of {config.max_pixels} (--max-pixels)", "PayloadTooLarge")
+    return script.title, args
 
 
 def _other_checkpoints(params: GenerationParams, state: ServerState) -> tuple[str, ...]:

@@ -37,14 +37,34 @@ def run_job(model: Model, request: JobRequest, control: JobControl, queued_s: fl
     job = with_images(request)
     outputs = Outputs(samples_dir=request.outdir, grids_dir=request.outdir, grid=request.grid,
                       filename_stem=request.filename_stem)
+    resources = resources or JobResources()
+    if request.script is not None:
+        return _run_script(model, request, job, control, resources, started, queued_s)
     result = generate(job, model, options=request.options, control=control, outputs=outputs, styles=request.styles,
-                      resources=resources or JobResources())
+                      resources=resources)
     info = Processed.from_result(job.params, model, request.options, result).js()
     error = result.save_error
     return JobOutcome(result.images, info, result.job_timestamp, queued_s=queued_s,
                       ran_s=time.perf_counter() - started,
                       save_error=f"could not save images: {error.strerror or error}" if error else None,
                       disk_full=bool(error and is_disk_full(error)))
+
+
+def _run_script(model: Model, request: JobRequest, job: Job, control: JobControl, resources: JobResources,
+                started: float, queued_s: float) -> JobOutcome:
+    """An img2img script's job: A1111's answer is the script's images and its ``Processed``."""
+    from retouch.scripts import find_script, run_script
+
+    assert request.script is not None
+    title, args = request.script
+    outcome = run_script(find_script(title), args, job, model, options=request.options, control=control,
+                         resources=resources, styles=request.styles)
+    processed = dataclasses.replace(
+        Processed.from_result(outcome.last_params, model, request.options, outcome.last),
+        images=outcome.images, infotexts=outcome.infotexts, info=outcome.info, seed=outcome.seed, subseed=-1,
+        index_of_first_image=0)
+    return JobOutcome(outcome.images, processed.js(), outcome.last.job_timestamp, queued_s=queued_s,
+                      ran_s=time.perf_counter() - started)
 
 
 def with_images(request: JobRequest) -> Job:

@@ -42,6 +42,7 @@ class JobRequest:
     filename_stem: str | None = None
     styles: dict[str, tuple[str, str]] = field(default_factory=dict)  # the named styles' texts (styles.csv)
     other_checkpoints: tuple[str, ...] = ()  # the refiner / hires checkpoint the job switches to
+    script: tuple[str, dict] | None = None  # an img2img script's title and its parsed arguments
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from retouch.a1111 import REFINER_SCRIPT
 from retouch.params.txt2img import LATENT_UPSCALE_MODES
 from retouch.sampling import registry
 from retouch.sampling.schedules import SCHEDULERS
+from retouch.scripts import ScriptArg, img2img_scripts
 from retouch.server.routes import State
 from retouch.server.routing import GuardedRoute
 from retouch.serving.errors import RequestError
@@ -105,8 +106,21 @@ async def cmd_flags(state: State):
 
 @router.get("/sdapi/v1/scripts")
 async def scripts():
-    """The scripts a request may use in ``alwayson_scripts``: the refiner and soft inpainting (A1111's built-ins)."""
-    return {"txt2img": [REFINER_SCRIPT, SCRIPT_NAME], "img2img": [REFINER_SCRIPT, SCRIPT_NAME]}
+    """The scripts a request may name (``script_name``, img2img) and use in ``alwayson_scripts`` (the refiner and soft
+    inpainting, A1111's built-ins), by A1111's lower-cased names."""
+    selectable = sorted(script.title.lower() for script in img2img_scripts().values())
+    return {"txt2img": [REFINER_SCRIPT, SCRIPT_NAME], "img2img": [*selectable, REFINER_SCRIPT, SCRIPT_NAME]}
+
+
+@router.get("/sdapi/v1/script-info")
+async def script_info():
+    """The img2img scripts and their arguments, in A1111's ``script_args`` order."""
+    def arg(a: ScriptArg) -> dict[str, Any]:
+        return {"label": a.name, "value": a.default, "minimum": a.lo, "maximum": a.hi, "step": None,
+                "choices": list(a.choices) if a.choices is not None else None}
+
+    return [{"name": s.title.lower(), "is_alwayson": False, "is_img2img": True, "args": [arg(a) for a in s.args]}
+            for s in img2img_scripts().values()]
 
 
 # A1111's Upscaler.model_name of each kind of upscaler

@@ -1,0 +1,85 @@
+"""A1111's img2img scripts over HTTP (``script_name`` + ``script_args``): SD upscale and Loopback."""
+
+import base64
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.api.conftest import b64_file, start
+from tests.conftest import MODELS, ORACLE, need_shared
+from tests.pipeline.helpers import pixels
+
+
+@pytest.fixture(scope="module")
+def scripts_server(tmp_path_factory):
+    need_shared()
+    s = start(tmp_path_factory, "--ckpt", str(MODELS / "tiny-sd1.safetensors"), "--ckpt-dir", str(MODELS),
+              "--esrgan-models-path", str(MODELS / "ESRGAN"), "--max-pixels", str(512 * 512),
+              "--max-job-steps", "400")
+    yield s
+    s.stop()
+
+
+def _request(case):
+    request = dict(json.loads((ORACLE / "cases" / f"{case}.json").read_text())["request"])
+    request["init_images"] = [b64_file(ORACLE / "inputs" / n) for n in request["init_images"]]
+    return request
+
+
+@pytest.mark.parametrize("case", ["201", "209"])
+def test_a1111_script_requests(scripts_server, case):
+    """SD upscale (201: Nearest ×2, 9 tiles) and Loopback (209: 2 loops, a grid first): every image, the
+    infotexts and A1111's info."""
+    r = scripts_server.post("/sdapi/v1/img2img", json=_request(case))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    info, theirs = json.loads(body["info"]), json.loads((ORACLE / "cases" / f"{case}_info.json").read_text())
+    assert len(body["images"]) == len(theirs["infotexts"])
+    for i, b64 in enumerate(body["images"]):
+        ours = Image.open(io.BytesIO(base64.b64decode(b64)))
+        reference = Image.open(ORACLE / "cases" / f"{case}_out{i}.png")
+        assert ours.size == reference.size
+        assert np.abs(pixels(ours) - pixels(reference)).max() <= 2
+        parameters = ORACLE / "cases" / f"{case}_out{i}_parameters.txt"
+        if parameters.is_file():
+            assert ours.info["parameters"].rsplit("Version", 1)[0] == parameters.read_text().rsplit("Version", 1)[0]
+    for key in theirs:
+        if key in ("job_timestamp", "version"):
+            continue
+        if key == "infotexts":
+            assert [t.rsplit("Version", 1)[0] for t in info[key]] == [t.rsplit("Version", 1)[0] for t in theirs[key]]
+        else:
+            assert info[key] == theirs[key], key
+
+
+def test_bad_script_requests(scripts_server):
+    base = {"init_images": [b64_file(ORACLE / "inputs" / "src_a_64x64.png")], "width": 64, "height": 64, "steps": 4}
+    cases = [({"script_name": "nope"}, 422, "Script 'nope' not found; the scripts are: Loopback, SD upscale"),
+             ({"script_name": "SD UPSCALE", "script_args": [None, 32, 99, 2.0]}, 422, "upscaler_index"),
+             ({"script_name": "sd upscale", "script_args": [None, 64, 2, 2.0]}, 422, "must be smaller than the tile"),
+             ({"script_name": "sd upscale", "script_args": [None, 32, 2, 2.0, 5]}, 422, "at most 4 arguments"),
+             ({"script_name": "sd upscale", "script_args": [None, "x", 2, 2.0]}, 422, "script_args[1]"),
+             ({"script_name": "sd upscale", "script_args": [None, 8, 2, 4.0], "steps": 40}, 413, "--max-job-steps"),
+             ({"script_name": "loopback", "script_args": [2, 0.5, "Linear", "CLIP"]}, 422, "append_interrogation"),
+             ({"script_name": "loopback", "script_args": [2, 0.5, "Curvy"]}, 422, "denoising_curve")]
+    for extra, status, detail in cases:
+        r = scripts_server.post("/sdapi/v1/img2img", json={**base, **extra})
+        assert r.status_code == status and detail in r.json()["detail"], (extra, r.text)
+
+
+def test_script_listing_and_webuiapi(scripts_server):
+    import webuiapi
+
+    assert scripts_server.get("/sdapi/v1/scripts").json()["img2img"][:2] == ["loopback", "sd upscale"]
+    info = {s["name"]: s for s in scripts_server.get("/sdapi/v1/script-info").json()}
+    assert [a["label"] for a in info["sd upscale"]["args"]] == ["info", "overlap", "upscaler_index", "scale_factor"]
+    assert info["loopback"]["args"][2]["choices"] == ["Aggressive", "Linear", "Lazy"]
+    api = webuiapi.WebUIApi(host="127.0.0.1", port=scripts_server.port, sampler="Euler", steps=4)
+    source = Image.open(ORACLE / "inputs" / "src_a_64x64.png")
+    result = api.img2img(images=[source], prompt="a cat", width=64, height=64, seed=5, denoising_strength=0.5,
+                         script_name="sd upscale", script_args=[None, 16, "Lanczos", 1.5])
+    assert result.image.size == (96, 96)
+    assert "SD upscale overlap: 16, SD upscale upscaler: Lanczos" in result.info["infotexts"][0]
