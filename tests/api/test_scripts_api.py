@@ -83,3 +83,25 @@ def test_script_listing_and_webuiapi(scripts_server):
                          script_name="sd upscale", script_args=[None, 16, "Lanczos", 1.5])
     assert result.image.size == (96, 96)
     assert "SD upscale overlap: 16, SD upscale upscaler: Lanczos" in result.info["infotexts"][0]
+
+
+def test_prompts_from_file_or_textbox(scripts_server):
+    """One job per line: plain prompts, A1111's --option lines (prompts put at the start), a line it cannot read as
+    options taken as a prompt, and the seed iterated per line."""
+    text = "a dog\n--prompt a blue bird --steps 3 --cfg_scale 5\n\n--nope 1\n"
+    base = {"init_images": [b64_file(ORACLE / "inputs" / "src_a_64x64.png")], "width": 64, "height": 64, "steps": 4,
+            "prompt": "painting", "seed": 40, "script_name": "prompts from file or textbox",
+            "script_args": [True, False, "start", text]}
+    r = scripts_server.post("/sdapi/v1/img2img", json=base)
+    assert r.status_code == 200, r.text
+    info = json.loads(r.json()["info"])
+    assert len(r.json()["images"]) == 3
+    assert info["all_prompts"] == ["a dog painting", "a blue bird painting", "--nope 1 painting"]
+    texts = info["infotexts"]
+    assert "Steps: 4" in texts[0] and "Seed: 40," in texts[0]
+    assert "Steps: 3" in texts[1] and "CFG scale: 5.0" in texts[1] and "Seed: 41," in texts[1]
+    assert "Seed: 42," in texts[2]
+    r = scripts_server.post("/sdapi/v1/img2img", json={**base, "script_args": [False, False, "start", "--steps 900"]})
+    assert r.status_code == 413
+    r = scripts_server.post("/sdapi/v1/img2img", json={**base, "script_args": [False, False, "start", "a\n--width 13"]})
+    assert r.status_code == 422 and "line 2: width must be between 8" in r.json()["detail"]

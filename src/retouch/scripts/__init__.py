@@ -56,6 +56,7 @@ class ScriptOutcome:
     seed: int
     info: str
     interrupted: bool = False
+    overrides: dict[str, Any] = field(default_factory=dict)  # other Processed fields A1111's script sets
 
 
 @dataclass(frozen=True)
@@ -109,9 +110,10 @@ def _checked(title: str, index: int, arg: ScriptArg, value: Any) -> Any:
 
 def img2img_scripts() -> dict[str, Script]:
     from retouch.scripts.loopback import LOOPBACK
+    from retouch.scripts.prompts_from_file import PROMPTS_FROM_FILE
     from retouch.scripts.sd_upscale import SD_UPSCALE
 
-    return {s.title.lower(): s for s in (LOOPBACK, SD_UPSCALE)}
+    return {s.title.lower(): s for s in (LOOPBACK, PROMPTS_FROM_FILE, SD_UPSCALE)}
 
 
 def find_script(name: str) -> Script:
