@@ -57,7 +57,7 @@ def test_a1111_script_requests(scripts_server, case):
 
 def test_bad_script_requests(scripts_server):
     base = {"init_images": [b64_file(ORACLE / "inputs" / "src_a_64x64.png")], "width": 64, "height": 64, "steps": 4}
-    cases = [({"script_name": "nope"}, 422, "Script 'nope' not found; the scripts are: Loopback, SD upscale"),
+    cases = [({"script_name": "nope"}, 422, "Script 'nope' not found; the scripts are: Loopback, Prompts from file or textbox, SD upscale"),
              ({"script_name": "SD UPSCALE", "script_args": [None, 32, 99, 2.0]}, 422, "upscaler_index"),
              ({"script_name": "sd upscale", "script_args": [None, 64, 2, 2.0]}, 422, "must be smaller than the tile"),
              ({"script_name": "sd upscale", "script_args": [None, 32, 2, 2.0, 5]}, 422, "at most 4 arguments"),
@@ -73,7 +73,8 @@ def test_bad_script_requests(scripts_server):
 def test_script_listing_and_webuiapi(scripts_server):
     import webuiapi
 
-    assert scripts_server.get("/sdapi/v1/scripts").json()["img2img"][:2] == ["loopback", "sd upscale"]
+    assert scripts_server.get("/sdapi/v1/scripts").json()["img2img"][:3] == ["loopback", "prompts from file or textbox",
+                                                                          "sd upscale"]
     info = {s["name"]: s for s in scripts_server.get("/sdapi/v1/script-info").json()}
     assert [a["label"] for a in info["sd upscale"]["args"]] == ["info", "overlap", "upscaler_index", "scale_factor"]
     assert info["loopback"]["args"][2]["choices"] == ["Aggressive", "Linear", "Lazy"]
@@ -103,5 +104,5 @@ def test_prompts_from_file_or_textbox(scripts_server):
     assert "Seed: 42," in texts[2]
     r = scripts_server.post("/sdapi/v1/img2img", json={**base, "script_args": [False, False, "start", "--steps 900"]})
     assert r.status_code == 413
-    r = scripts_server.post("/sdapi/v1/img2img", json={**base, "script_args": [False, False, "start", "a\n--width 13"]})
+    r = scripts_server.post("/sdapi/v1/img2img", json={**base, "script_args": [False, False, "start", "a\n--width 4"]})
     assert r.status_code == 422 and "line 2: width must be between 8" in r.json()["detail"]
