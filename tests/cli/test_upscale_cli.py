@@ -30,3 +30,21 @@ def test_upscale_to_a_size_and_bad_names(tmp_path):
     assert bad.returncode == 2 and "upscaler_1: could not find upscaler named 'Bicubic'" in bad.stderr
     half = run("upscale", str(ORACLE / "inputs" / "src_a_64x64.png"), "--width", "100", "-o", str(tmp_path))
     assert half.returncode == 2 and "--width/--height: give both" in half.stderr
+
+
+def test_img2img_script_from_the_command_line(tmp_path):
+    """``--script "SD upscale" --script-args`` runs A1111's script (the upscaler named, as the API allows)."""
+    source = tmp_path / "in.png"
+    Image.open(ORACLE / "inputs" / "src_a_64x64.png").save(source)
+    out = tmp_path / "out"
+    result = run("img2img", str(source), "--ckpt", "tiny", "--prompt", "a cat", "--width", "64", "--height", "64",
+                 "--steps", "4", "--seed", "3", "--script", "SD upscale", "--script-args", '[null, 16, "Lanczos", 1.5]',
+                 "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    (saved,) = out.iterdir()
+    assert Image.open(saved).size == (96, 96)
+    assert "SD upscale overlap: 16, SD upscale upscaler: Lanczos" in result.stdout
+    bad = run("img2img", str(source), "--ckpt", "tiny", "--script", "nope", "--no-save")
+    assert bad.returncode == 2 and "Script 'nope' not found" in bad.stderr
+    bad = run("img2img", str(source), "--ckpt", "tiny", "--script", "loopback", "--script-args", "[2, 0.5, 'x']")
+    assert bad.returncode == 2 and "--script-args: not JSON" in bad.stderr

@@ -57,6 +57,10 @@ def _img2img_parser(img: argparse.ArgumentParser) -> None:
     img.add_argument("--output-dir", default=None, help="batch: write results here (named after the inputs)")
     img.add_argument("--no-save", action="store_true", help="do not write images (print infotexts only)")
     img.add_argument("--soft-inpainting", action="store_true", help="A1111's soft inpainting (with --mask)")
+    img.add_argument("--script", default=None, metavar="TITLE",
+                     help="an A1111 img2img script: 'SD upscale', 'Loopback', 'Prompts from file or textbox'")
+    img.add_argument("--script-args", default=None, metavar="JSON",
+                     help="its arguments as A1111's API takes them, e.g. '[null, 64, \"Lanczos\", 2]'")
     img.add_argument("--soft-inpainting-settings", default=None, metavar="BIAS,STRENGTH,BOOST,INFLUENCE,THRESHOLD,CONTRAST",
                      help="soft inpainting's schedule bias, preservation strength, transition contrast boost, mask "
                           "influence, difference threshold and difference contrast (leading ones suffice; "

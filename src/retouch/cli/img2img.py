@@ -7,6 +7,7 @@ the model is loaded, then each runs through :func:`retouch.generate`.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -67,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     options = options_of(args)
     styles = load_styles(args.styles_file)
     jobs = _validated_jobs(args, options)  # fail fast, before the model is loaded
+    script = _script(args)
     outdir = None if args.no_save else (args.output_dir or args.outdir)
     if outdir is not None and (problem := writable_problem(outdir)) is not None:
         raise UsageError(f"{'--output-dir' if args.output_dir else '-o/--outdir'}: {problem}")
@@ -76,11 +78,51 @@ def run(args: argparse.Namespace) -> int:
     torch.set_grad_enabled(False)
     failed = False
     for stem, job in jobs:
+        if script is not None:
+            failed = _run_script(script, job, model, options, styles, outdir) or failed
+            continue
         outputs = Outputs(samples_dir=outdir, grids_dir=outdir, grid=not args.no_save,
                           filename_stem=stem if args.input_dir else None)
         result = generate(job, model, options=options, control=progress_bar(), outputs=outputs, styles=styles)
         failed = report(result, outputs) or failed
     return 1 if failed else 0
+
+
+def _script(args: argparse.Namespace) -> tuple[Any, dict] | None:
+    """``--script NAME --script-args JSON``: the script and its parsed arguments (UsageError naming the flag)."""
+    if not args.script:
+        if args.script_args:
+            raise UsageError("--script-args: give --script too")
+        return None
+    from retouch.scripts import find_script
+
+    try:
+        script = find_script(args.script)
+        values = json.loads(args.script_args) if args.script_args else []
+        if not isinstance(values, list):
+            raise ValueError(f"must be a JSON list, got {args.script_args[:60]!r}")
+        return script, script.parse(values)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"--script-args: not JSON ({e})") from None
+    except ValueError as e:
+        raise UsageError(f"--script{'-args' if 'script_args' in str(e) or 'JSON' in str(e) else ''}: {e}") from None
+
+
+def _run_script(script: tuple[Any, dict], job: Any, model: Any, options: Options, styles: Any,
+                outdir: str | None) -> bool:
+    """Run an img2img script; write its images (with their infotexts) to ``outdir`` and print them."""
+    from retouch.outputs import save_image
+    from retouch.pipeline import CheckpointFolder, JobResources
+    from retouch.scripts import run_script
+
+    outcome = run_script(script[0], script[1], job, model, options=options, control=progress_bar(),
+                         resources=JobResources(CheckpointFolder.beside(model), model.upscaler_folders), styles=styles)
+    for image, text in zip(outcome.images, outcome.infotexts, strict=False):
+        if outdir is not None:
+            print(save_image(image, outdir, decoration=str(outcome.seed), infotext=image.info.get("parameters", text),
+                             extension=options.samples_format))
+    print(outcome.info or (outcome.infotexts[0] if outcome.infotexts else ""))
+    return False
 
 
 def report(result: Any, outputs: Outputs) -> bool:
