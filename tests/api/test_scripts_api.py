@@ -57,7 +57,7 @@ def test_a1111_script_requests(scripts_server, case):
 
 def test_bad_script_requests(scripts_server):
     base = {"init_images": [b64_file(ORACLE / "inputs" / "src_a_64x64.png")], "width": 64, "height": 64, "steps": 4}
-    cases = [({"script_name": "nope"}, 422, "Script 'nope' not found; the scripts are: Loopback, Prompts from file or textbox, SD upscale"),
+    cases = [({"script_name": "nope"}, 422, "Script 'nope' not found; the scripts are: Loopback, Poor man's outpainting, Prompts from file"),
              ({"script_name": "SD UPSCALE", "script_args": [None, 32, 99, 2.0]}, 422, "upscaler_index"),
              ({"script_name": "sd upscale", "script_args": [None, 64, 2, 2.0]}, 422, "must be smaller than the tile"),
              ({"script_name": "sd upscale", "script_args": [None, 32, 2, 2.0, 5]}, 422, "at most 4 arguments"),
@@ -73,8 +73,8 @@ def test_bad_script_requests(scripts_server):
 def test_script_listing_and_webuiapi(scripts_server):
     import webuiapi
 
-    assert scripts_server.get("/sdapi/v1/scripts").json()["img2img"][:3] == ["loopback", "prompts from file or textbox",
-                                                                          "sd upscale"]
+    assert scripts_server.get("/sdapi/v1/scripts").json()["img2img"][:4] == [
+        "loopback", "poor man's outpainting", "prompts from file or textbox", "sd upscale"]
     info = {s["name"]: s for s in scripts_server.get("/sdapi/v1/script-info").json()}
     assert [a["label"] for a in info["sd upscale"]["args"]] == ["info", "overlap", "upscaler_index", "scale_factor"]
     assert info["loopback"]["args"][2]["choices"] == ["Aggressive", "Linear", "Lazy"]
@@ -106,3 +106,21 @@ def test_prompts_from_file_or_textbox(scripts_server):
     assert r.status_code == 413
     r = scripts_server.post("/sdapi/v1/img2img", json={**base, "script_args": [False, False, "start", "a\n--width 4"]})
     assert r.status_code == 422 and "line 2: width must be between 8" in r.json()["detail"]
+
+
+def test_poor_mans_outpainting(scripts_server):
+    """The picture widened to whole 64-pixel steps, the border inpainted tile by tile; the middle kept."""
+    base = {"init_images": [b64_file(ORACLE / "inputs" / "src_a_64x64.png")], "width": 64, "height": 64, "steps": 4,
+            "prompt": "a cat", "seed": 7, "denoising_strength": 0.8, "script_name": "poor man's outpainting"}
+    r = scripts_server.post("/sdapi/v1/img2img", json={**base, "script_args": [32, 4, 1, ["left", "right"]]})
+    assert r.status_code == 200, r.text
+    (b64,) = r.json()["images"]
+    out = Image.open(io.BytesIO(base64.b64decode(b64)))
+    assert out.size == (128, 64)
+    info = json.loads(r.json()["info"])
+    assert "Mask blur: 8" in info["infotexts"][0] and info["seed"] == 7
+    bad = [([32, 4, 7, ["left"]], "inpainting_fill"), ([32, 4, 0, ["sideways"]], "direction"),
+           ([32, 4, 0, []], "choose at least one"), ([64, 4, 0, ["up"]], "smaller than the tile")]
+    for args, detail in bad:
+        r = scripts_server.post("/sdapi/v1/img2img", json={**base, "script_args": args})
+        assert r.status_code == 422 and detail in r.json()["detail"], r.text

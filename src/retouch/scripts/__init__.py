@@ -101,6 +101,8 @@ def _checked(title: str, index: int, arg: ScriptArg, value: Any) -> Any:
         value = float(value)
     if not isinstance(value, kinds):
         raise ValueError(f"{where} must be {' or '.join(k.__name__ for k in kinds)}, got {str(value)[:60]!r}")
+    if isinstance(value, list) and not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{where} must be a list of names, got {str(value)[:60]!r}")
     if arg.choices is not None and value not in arg.choices:
         raise ValueError(f"{where} must be one of {', '.join(map(str, arg.choices))}, got {value!r}")
     if arg.lo is not None and isinstance(value, int | float) and not arg.lo <= value <= (arg.hi or float("inf")):
@@ -110,10 +112,11 @@ def _checked(title: str, index: int, arg: ScriptArg, value: Any) -> Any:
 
 def img2img_scripts() -> dict[str, Script]:
     from retouch.scripts.loopback import LOOPBACK
+    from retouch.scripts.poor_mans_outpainting import POOR_MANS_OUTPAINTING
     from retouch.scripts.prompts_from_file import PROMPTS_FROM_FILE
     from retouch.scripts.sd_upscale import SD_UPSCALE
 
-    return {s.title.lower(): s for s in (LOOPBACK, PROMPTS_FROM_FILE, SD_UPSCALE)}
+    return {s.title.lower(): s for s in (LOOPBACK, POOR_MANS_OUTPAINTING, PROMPTS_FROM_FILE, SD_UPSCALE)}
 
 
 def find_script(name: str) -> Script:
