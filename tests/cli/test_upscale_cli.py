@@ -34,6 +34,7 @@ def test_upscale_to_a_size_and_bad_names(tmp_path):
 
 def test_img2img_script_from_the_command_line(tmp_path):
     """``--script "SD upscale" --script-args`` runs A1111's script (the upscaler named, as the API allows)."""
+    need_shared()
     source = tmp_path / "in.png"
     Image.open(ORACLE / "inputs" / "src_a_64x64.png").save(source)
     out = tmp_path / "out"

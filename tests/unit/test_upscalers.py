@@ -21,6 +21,7 @@ def _image(w, h, seed=0):
 def test_the_list_is_a1111s():
     """None, Lanczos, Nearest, then every model by lower-cased name — the named ones listed even without a file
     (A1111 lists them, and scripts pick upscalers by index)."""
+    need_shared()
     names = [u.name for u in find_upscalers(UpscalerFolders(esrgan=MODELS / "ESRGAN"))]
     assert names == ["None", "Lanczos", "Nearest", "DAT x2", "DAT x3", "DAT x4", "LDSR", "R-ESRGAN 4x+",
                      "R-ESRGAN 4x+ Anime6B", "ScuNET GAN", "ScuNET PSNR", "SwinIR 4x", "tiny-esrgan-x4"]
