@@ -29,10 +29,15 @@ def _request(case):
     return request
 
 
-@pytest.mark.parametrize("case", ["201", "209"])
+# Outpainting mk2 (203) runs four inpainting passes one after the other, each on the last one's 8-bit picture: a
+# level of float-order rounding in one pass shows up to 3 levels later (mean 0.13; 1 channel of 49,152 at 3).
+TOLERANCE = {"203": 3}
+
+
+@pytest.mark.parametrize("case", ["201", "203", "209"])
 def test_a1111_script_requests(scripts_server, case):
-    """SD upscale (201: Nearest ×2, 9 tiles) and Loopback (209: 2 loops, a grid first): every image, the
-    infotexts and A1111's info."""
+    """SD upscale (201: Nearest ×2, 9 tiles), Outpainting mk2 (203: four sides) and Loopback (209: 2 loops, a grid
+    first): every image, the infotexts and A1111's info."""
     r = scripts_server.post("/sdapi/v1/img2img", json=_request(case))
     assert r.status_code == 200, r.text
     body = r.json()
@@ -42,7 +47,7 @@ def test_a1111_script_requests(scripts_server, case):
         ours = Image.open(io.BytesIO(base64.b64decode(b64)))
         reference = Image.open(ORACLE / "cases" / f"{case}_out{i}.png")
         assert ours.size == reference.size
-        assert np.abs(pixels(ours) - pixels(reference)).max() <= 2
+        assert np.abs(pixels(ours) - pixels(reference)).max() <= TOLERANCE.get(case, 2)
         parameters = ORACLE / "cases" / f"{case}_out{i}_parameters.txt"
         if parameters.is_file():
             assert ours.info["parameters"].rsplit("Version", 1)[0] == parameters.read_text().rsplit("Version", 1)[0]
@@ -57,7 +62,7 @@ def test_a1111_script_requests(scripts_server, case):
 
 def test_bad_script_requests(scripts_server):
     base = {"init_images": [b64_file(ORACLE / "inputs" / "src_a_64x64.png")], "width": 64, "height": 64, "steps": 4}
-    cases = [({"script_name": "nope"}, 422, "Script 'nope' not found; the scripts are: Loopback, Poor man's outpainting, Prompts from file"),
+    cases = [({"script_name": "nope"}, 422, "Script 'nope' not found; the scripts are: Loopback, Outpainting mk2, Poor man's"),
              ({"script_name": "SD UPSCALE", "script_args": [None, 32, 99, 2.0]}, 422, "upscaler_index"),
              ({"script_name": "sd upscale", "script_args": [None, 64, 2, 2.0]}, 422, "must be smaller than the tile"),
              ({"script_name": "sd upscale", "script_args": [None, 32, 2, 2.0, 5]}, 422, "at most 4 arguments"),
@@ -73,8 +78,8 @@ def test_bad_script_requests(scripts_server):
 def test_script_listing_and_webuiapi(scripts_server):
     import webuiapi
 
-    assert scripts_server.get("/sdapi/v1/scripts").json()["img2img"][:4] == [
-        "loopback", "poor man's outpainting", "prompts from file or textbox", "sd upscale"]
+    assert scripts_server.get("/sdapi/v1/scripts").json()["img2img"][:5] == [
+        "loopback", "outpainting mk2", "poor man's outpainting", "prompts from file or textbox", "sd upscale"]
     info = {s["name"]: s for s in scripts_server.get("/sdapi/v1/script-info").json()}
     assert [a["label"] for a in info["sd upscale"]["args"]] == ["info", "overlap", "upscaler_index", "scale_factor"]
     assert info["loopback"]["args"][2]["choices"] == ["Aggressive", "Linear", "Lazy"]

@@ -153,7 +153,8 @@ def test_listing_endpoints(server):
     assert titles == ["tiny", "tiny-inpainting", "tiny-pix2pix"]
     assert server.post("/sdapi/v1/refresh-checkpoints").status_code == 200
     assert server.get("/sdapi/v1/scripts").json() == {"txt2img": ["refiner", "soft inpainting"],
-                                                      "img2img": ["loopback", "poor man's outpainting", "prompts from file or textbox", "sd upscale",
+                                                      "img2img": ["loopback", "outpainting mk2", "poor man's outpainting",
+                                                                  "prompts from file or textbox", "sd upscale",
                                                                   "refiner", "soft inpainting"]}
     assert server.get("/sdapi/v1/memory").json()["ram"]["total"] > 0
     assert "ckpt_dir" in server.get("/sdapi/v1/cmd-flags").json()

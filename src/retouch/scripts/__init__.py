@@ -112,11 +112,13 @@ def _checked(title: str, index: int, arg: ScriptArg, value: Any) -> Any:
 
 def img2img_scripts() -> dict[str, Script]:
     from retouch.scripts.loopback import LOOPBACK
+    from retouch.scripts.outpainting_mk2 import OUTPAINTING_MK2
     from retouch.scripts.poor_mans_outpainting import POOR_MANS_OUTPAINTING
     from retouch.scripts.prompts_from_file import PROMPTS_FROM_FILE
     from retouch.scripts.sd_upscale import SD_UPSCALE
 
-    return {s.title.lower(): s for s in (LOOPBACK, POOR_MANS_OUTPAINTING, PROMPTS_FROM_FILE, SD_UPSCALE)}
+    return {s.title.lower(): s for s in (LOOPBACK, OUTPAINTING_MK2, POOR_MANS_OUTPAINTING, PROMPTS_FROM_FILE,
+                                                       SD_UPSCALE)}
 
 
 def find_script(name: str) -> Script:
