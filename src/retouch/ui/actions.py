@@ -9,6 +9,7 @@ import base64
 import dataclasses
 import html
 import io
+import json
 import logging
 import time
 import uuid
@@ -174,14 +175,14 @@ async def run_request(state: ServerState, fields: dict[str, Any], adjust: dict[s
         raise PageError(str(e)) from None
 
 
-async def generate(state: ServerState, mode: Mode, inputs: ModeInputs, fields: Fields, task_id: str
-                   ) -> tuple[list[Image.Image], str]:
-    """Run the tab's job; the result images (with their infotext) and A1111's info JSON. Files are read and
-    images made off the event loop."""
+async def generate(state: ServerState, mode: Mode, inputs: ModeInputs, fields: Fields, task_id: str,
+                   extra: dict[str, Any] | None = None) -> tuple[list[Image.Image], str]:
+    """Run the tab's job (``extra``: more request fields, e.g. a script's); the result images (with their infotext)
+    and A1111's info JSON. Files are read and images made off the event loop."""
     from starlette.concurrency import run_in_threadpool
 
     request = await run_in_threadpool(page_request, state.config.max_pixels, mode, inputs, fields, task_id)
-    outcome = await run_request(state, request)
+    outcome = await run_request(state, {**request, **(extra or {})})
     return outcome.images, outcome.info
 
 
@@ -238,6 +239,18 @@ def editor_files(inputs: ModeInputs) -> list[Path]:
     for editor in (inputs.sketch, inputs.inpaint, inputs.inpaint_sketch):
         collect(editor)
     return found
+
+
+def shown_infotext(images: list[Image.Image], info: str) -> str:
+    """The infotext under the gallery: the first image's own, else (a grid, a script's combined picture) the job's
+    first infotext, as A1111 shows ``processed.info``."""
+    if images and images[0].info.get("parameters"):
+        return images[0].info["parameters"]
+    try:
+        texts = json.loads(info).get("infotexts") or []
+    except (ValueError, AttributeError):
+        return ""
+    return texts[0] if texts else ""
 
 
 def info_html(text: str, seconds: float | None = None) -> str:

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from retouch.folder_batch import PNG_INFO_PROPS
 from retouch.serving.state import ServerState
-from retouch.ui import actions, networks, widgets, wiring
+from retouch.ui import actions, networks, scripts_ui, widgets, wiring
 from retouch.ui.actions import INPAINT_AREAS, INPAINT_FILLS, MASK_MODES, RESIZE_MODES, Fields, PageError
 from retouch.ui.assets import IMG2IMG_TRIGGERS
 from retouch.ui.batch import BatchInputs, BatchRoots, run_batch
@@ -57,7 +57,7 @@ def build(state: ServerState) -> dict[str, Any]:
                 widgets.seed(ui, "img2img")
                 _inpaint_controls(ui)
                 widgets.refiner(ui, "img2img", [c.title for c in state.backend.checkpoints()])
-                widgets.script(ui, "img2img", [])
+                scripts_ui.build(ui, state)
             networks.build(ui, state, "img2img")
         with gr.Column(scale=1):
             widgets.results(ui, "img2img", [("img2img", "Send to img2img"), ("inpaint", "Send to inpaint"),
@@ -193,14 +193,16 @@ def wire(state: ServerState, ui: dict[str, Any], uploads: UploadFolder) -> None:
         component.change(_scale_preview, preview_inputs, ui["scale_preview"], **wiring.QUIET)
     ui["size_from_image"].click(None, None, [ui["width"], ui["height"]], js="() => retouchSizeFromImage()")
     for name, trigger in ui["triggers"].items():
-        inputs = [ui["task"], ui["started"], *(ui[key] for key in RUNS[name][1]), *field_components(ui)]
+        inputs = [ui["task"], ui["started"], *(ui[key] for key in RUNS[name][1]), *field_components(ui),
+                  *scripts_ui.components(ui)]
         started = trigger.click(wiring.start, None, wiring.start_outputs(ui), concurrency_limit=None, queue=False,
                                 show_progress="hidden")
-        started.then(_run_mode(state, uploads, stopping, name), inputs,
+        started.then(_run_mode(state, uploads, stopping, name, ui), inputs,
                      [ui["gallery"], ui["info"], ui["generation_info"], ui["message"], *wiring.done_outputs(ui)],
                      concurrency_limit=None, show_progress="hidden"
                      ).then(None, js="() => retouchDone('img2img')")
     ui["paste"].click(_paste(state), ui["prompt"], [*field_components(ui), ui["seed_extras"]], **wiring.QUIET)
+    scripts_ui.wire(ui)
     for name, mode, target in (("send_img2img", Mode.IMG2IMG, "image"), ("send_inpaint", Mode.INPAINT, "inpaint"),
                                ("send_sketch", Mode.SKETCH, "sketch")):
         ui[name].click(_send(state, mode, target == "image"), [ui["gallery"], ui["selected"]],
@@ -229,21 +231,24 @@ def _size_of(value: Any) -> tuple[int, int] | None:
         return None
 
 
-def _run_mode(state: ServerState, uploads: UploadFolder, stopping: set[str], run_name: str):
+def _run_mode(state: ServerState, uploads: UploadFolder, stopping: set[str], run_name: str, ui: dict[str, Any]):
     mode, names = RUNS[run_name]
-    count = len(names)
+    count, fields_end = len(names), len(names) + len(FIELD_NAMES)
 
     async def run(task_id: str, started: float, *values: Any):
         given = dict(zip(names, values[:count], strict=True))
         notes = ""
         try:
-            fields = Fields.from_page(dict(zip(FIELD_NAMES, values[count:], strict=True)))
+            fields = Fields.from_page(dict(zip(FIELD_NAMES, values[count:fields_end], strict=True)))
+            script = scripts_ui.request_fields(ui, list(values[fields_end:]))
             if mode == Mode.BATCH:
+                if script:
+                    raise PageError("Batch: scripts are not run on folders here; choose Script: None")
                 images, info, notes = await _batch(state, fields, given, task_id, stopping)
             else:
                 inputs = ModeInputs(**given)
                 try:
-                    images, info = await actions.generate(state, mode, inputs, fields, task_id)
+                    images, info = await actions.generate(state, mode, inputs, fields, task_id, script)
                 finally:
                     await run_in_threadpool(uploads.remove, actions.editor_files(inputs))
         except PageError as e:
@@ -252,7 +257,7 @@ def _run_mode(state: ServerState, uploads: UploadFolder, stopping: set[str], run
             actions.log_unexpected(e)
             return (gr.update(), gr.update(), gr.update(), wiring.error_html("The job failed on the server (see its "
                                                                                "log)."), *wiring.DONE)
-        text = images[0].info.get("parameters", "") if images else ""
+        text = actions.shown_infotext(images, info)
         return (images, actions.info_html(text, time.time() - started), info, notes, *wiring.DONE)
 
     return run

@@ -143,7 +143,7 @@ def _run(state: ServerState):
             return (gr.update(), gr.update(), gr.update(), wiring.error_html("The job failed on the server (see its "
                                                                                "log)."), *wiring.DONE)
         images = outcome.images
-        text = images[0].info.get("parameters", "") if images else ""
+        text = actions.shown_infotext(images, outcome.info)
         return (images, actions.info_html(text, time.time() - started), outcome.info, "", *wiring.DONE)
 
     return run
