@@ -129,3 +129,26 @@ def test_poor_mans_outpainting(scripts_server):
     for args, detail in bad:
         r = scripts_server.post("/sdapi/v1/img2img", json={**base, "script_args": args})
         assert r.status_code == 422 and detail in r.json()["detail"], r.text
+
+
+def test_interrupt_stops_a_script_between_and_inside_its_jobs(scripts_server):
+    import threading
+    import time
+
+    request = {"init_images": [b64_file(ORACLE / "inputs" / "src_a_64x64.png")], "width": 64, "height": 64,
+               "steps": 30, "prompt": "a cat", "seed": 1, "force_task_id": "loop-interrupt", "script_name": "loopback",
+               "script_args": [8, 0.5, "Linear", "None"]}
+    answer = {}
+    thread = threading.Thread(target=lambda: answer.update(r=scripts_server.post("/sdapi/v1/img2img", json=request)))
+    thread.start()
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        state = scripts_server.post("/internal/progress", json={"id_task": "loop-interrupt"}).json()
+        if state.get("active") and state.get("progress", 0) > 0.05:
+            break
+        time.sleep(0.05)
+    scripts_server.post("/sdapi/v1/interrupt", json={"id_task": "loop-interrupt"})
+    thread.join(120)
+    r = answer["r"]
+    assert r.status_code == 200, r.text
+    assert 1 <= len(r.json()["images"]) < 9  # 8 loops and a grid when it runs to the end

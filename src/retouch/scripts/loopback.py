@@ -44,7 +44,11 @@ def run(run: ScriptRun, job: Job, args: dict[str, Any]) -> ScriptOutcome:
         for i in range(loops):
             result = run.generate(current)
             last = (current, result)
-            if control.interrupted:
+            if control.interrupted:  # A1111 drops the cut-short picture; it is kept here (nothing is lost)
+                if result.images:
+                    history.append(result.images[result.index_of_first_image])
+                    kept.append(history[-1])
+                    info = info if info is not None else result.infotexts[0]
                 break
             info = info if info is not None else result.infotexts[0]
             picture = result.images[result.index_of_first_image]
