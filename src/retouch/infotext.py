@@ -28,6 +28,18 @@ def format_infotext(prompt: str, negative_prompt: str, params: Mapping[str, Any]
     return f"{prompt}{negative}\n{line}".strip()
 
 
+def with_params(infotext: str, extra: Mapping[str, Any]) -> str:
+    """``infotext`` with ``extra`` pairs added where A1111 puts ``extra_generation_params`` (before ``Version``), as
+    a script's grid infotext adds its own keys to the first picture's."""
+    if not extra:
+        return infotext
+    head, newline, line = infotext.rpartition("\n")
+    added = ", ".join(f"{k}: {quote(v)}" for k, v in extra.items() if v is not None)
+    at = line.rfind(", Version: ")
+    line = f"{line}, {added}" if at < 0 else f"{line[:at]}, {added}{line[at:]}"
+    return f"{head}{newline}{line}"
+
+
 @dataclass(frozen=True)
 class GenerationInfo:
     """The job-level facts an infotext reports (spec §6.2); per image only seed and subseed vary."""

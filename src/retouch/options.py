@@ -153,6 +153,8 @@ class Options:
     grid_only_if_multiple: bool = _opt(True)
     grid_prevent_empty_spots: bool = _opt(False)
     grid_background_color: str = _opt("#ffffff", color=True)
+    grid_text_active_color: str = _opt("#000000", color=True)
+    grid_text_inactive_color: str = _opt("#999999", color=True)
     return_grid: bool = _opt(True)
     n_rows: int = _opt(-1, lo=-1)
     jpeg_quality: int = _opt(80, lo=1, hi=100)

@@ -78,8 +78,9 @@ def test_bad_script_requests(scripts_server):
 def test_script_listing_and_webuiapi(scripts_server):
     import webuiapi
 
-    assert scripts_server.get("/sdapi/v1/scripts").json()["img2img"][:5] == [
-        "loopback", "outpainting mk2", "poor man's outpainting", "prompts from file or textbox", "sd upscale"]
+    assert scripts_server.get("/sdapi/v1/scripts").json()["img2img"][:7] == [
+        "loopback", "outpainting mk2", "poor man's outpainting", "prompt matrix", "prompts from file or textbox",
+        "sd upscale", "x/y/z plot"]
     info = {s["name"]: s for s in scripts_server.get("/sdapi/v1/script-info").json()}
     assert [a["label"] for a in info["sd upscale"]["args"]] == ["info", "overlap", "upscaler_index", "scale_factor"]
     assert info["loopback"]["args"][2]["choices"] == ["Aggressive", "Linear", "Lazy"]

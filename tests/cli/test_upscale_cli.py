@@ -49,3 +49,27 @@ def test_img2img_script_from_the_command_line(tmp_path):
     assert bad.returncode == 2 and "Script 'nope' not found" in bad.stderr
     bad = run("img2img", str(source), "--ckpt", "tiny", "--script", "loopback", "--script-args", "[2, 0.5, 'x']")
     assert bad.returncode == 2 and "--script-args: not JSON" in bad.stderr
+
+
+def test_xyz_plot_and_prompt_matrix_from_the_command_line(tmp_path):
+    """The X/Y/Z plot saves its grid with the grid's infotext; the prompt matrix its grid and every picture; a bad
+    axis value is refused before any work."""
+    source = tmp_path / "in.png"
+    Image.new("RGB", (64, 64), (120, 80, 40)).save(source)
+    out = tmp_path / "xyz"
+    args = '[4, "2,3", [], 0, "", [], 0, "", [], true, false, false, false, false, false, false, 0, true]'
+    result = run("img2img", str(source), "--ckpt", "tiny", "--width", "64", "--height", "64", "--steps", "3",
+                 "--seed", "3", "--prompt", "a cat", "--script", "x/y/z plot", "--script-args", args, "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    (grid,) = out.iterdir()
+    image = Image.open(grid)
+    assert image.width == 128 and image.height > 64  # two cells under their labels
+    assert 'Script: X/Y/Z plot, X Type: Steps, X Values: "2,3"' in image.info["parameters"]
+    out = tmp_path / "matrix"
+    result = run("img2img", str(source), "--ckpt", "tiny", "--width", "64", "--height", "64", "--steps", "3",
+                 "--seed", "3", "--prompt", "a cat|red|blue", "--script", "prompt matrix", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert len(list(out.iterdir())) == 5
+    bad = run("img2img", str(source), "--ckpt", "tiny", "--script", "x/y/z plot", "--script-args",
+              args.replace('"2,3"', '"2,x"'), "--no-save")
+    assert bad.returncode == 2 and "Steps takes int values" in bad.stderr

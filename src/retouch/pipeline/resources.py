@@ -108,6 +108,15 @@ class JobResources:
         info = upscalers.find(name, "upscaler_for_img2img")
         return lambda image, scale: upscalers.upscale(image, scale, info, options, check)
 
+    def with_vae(self, model: Model, setting: str, field: str) -> Model:
+        """``model`` with the VAE ``sd_vae = setting`` names (a view for one job), where the job's checkpoints
+        can switch VAEs (the server's can); ``ValueError`` naming ``field`` otherwise."""
+        switch = getattr(self.checkpoints, "with_vae", None)
+        if switch is None:
+            raise ValueError(f"{field}: this job cannot switch VAEs (got {setting!r}); load the model with the VAE "
+                             "instead")
+        return switch(model, setting, field)
+
     def checkpoint(self, name: str, field: str) -> Model:
         if self.checkpoints is None:
             raise ValueError(f"{field}: this job has no other checkpoints to choose from (got {name!r})")

@@ -75,6 +75,8 @@ class Script:
     args: tuple[ScriptArg, ...]
     run: Callable[[ScriptRun, Job, dict[str, Any]], ScriptOutcome]
     cost: Callable[[Job, dict[str, Any], list[tuple[int, int]], Any], tuple[int, int]]  # (steps, largest pixels)
+    # (job, args, find_checkpoint(name, field), find_vae(name)): the names the arguments use exist, before any work
+    confirm: Callable[[Job, dict[str, Any], Callable[[str, str], Any], Callable[[str], Any]], None] | None = None
 
     def parse(self, values: Sequence[Any] | None) -> dict[str, Any]:
         """A1111's positional ``script_args`` → named, typed arguments (missing ones: their defaults)."""
@@ -114,11 +116,14 @@ def img2img_scripts() -> dict[str, Script]:
     from retouch.scripts.loopback import LOOPBACK
     from retouch.scripts.outpainting_mk2 import OUTPAINTING_MK2
     from retouch.scripts.poor_mans_outpainting import POOR_MANS_OUTPAINTING
+    from retouch.scripts.prompt_matrix import PROMPT_MATRIX
     from retouch.scripts.prompts_from_file import PROMPTS_FROM_FILE
     from retouch.scripts.sd_upscale import SD_UPSCALE
+    from retouch.scripts.xyz_plot import XYZ_PLOT
 
-    return {s.title.lower(): s for s in (LOOPBACK, OUTPAINTING_MK2, POOR_MANS_OUTPAINTING, PROMPTS_FROM_FILE,
-                                                       SD_UPSCALE)}
+    # in the order A1111 loads them (by file name)
+    return {s.title.lower(): s for s in (LOOPBACK, OUTPAINTING_MK2, POOR_MANS_OUTPAINTING, PROMPT_MATRIX,
+                                         PROMPTS_FROM_FILE, SD_UPSCALE, XYZ_PLOT)}
 
 
 def find_script(name: str) -> Script:

@@ -255,6 +255,16 @@ class _JobCheckpoints:
         ckpt = self.models.find(name, field)
         return self.model if ckpt.name == self.name else self.models.other(ckpt.name, self.vae)
 
+    def with_vae(self, model: Model, setting: str, field: str) -> Model:
+        """The checkpoint ``model`` was loaded from, with the VAE ``setting`` names (its own under "None")."""
+        try:
+            setting = self.models.find_vae(setting)
+        except ValueError as e:
+            raise ValueError(f"{field}: {e}") from None
+        ckpt = self.models.find(model.title, field)
+        raw = self.models.get(ckpt.name) if ckpt.name == self.name else self.models.other(ckpt.name)
+        return self.models.with_vae(raw, ckpt.name, setting)
+
 
 def _is_vae_file(path: Path) -> bool:
     name = path.name.lower()

@@ -106,6 +106,8 @@ def _script(req: Img2ImgRequest | Txt2ImgRequest, job: Job, opened: dict[str, An
     sizes = [image.size for image in opened.get("init_images", [])]
     upscalers = Upscalers(find_upscalers(state.config.upscaler_folders(), options))
     steps, pixels = script.cost(job, args, sizes, upscalers)
+    if script.confirm is not None:
+        script.confirm(job, args, state.backend.find_checkpoint, state.backend.find_vae)
     config = state.config
     if steps > config.max_job_steps:
         raise RequestError(413, f"script_args: {script.title} would run {steps} sampling steps, more than this "

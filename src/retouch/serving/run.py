@@ -61,8 +61,8 @@ def _run_script(model: Model, request: JobRequest, job: Job, control: JobControl
                          resources=resources, styles=request.styles)
     processed = dataclasses.replace(
         Processed.from_result(outcome.last_params, model, request.options, outcome.last),
-        images=outcome.images, infotexts=outcome.infotexts, info=outcome.info, seed=outcome.seed, subseed=-1,
-        index_of_first_image=0, **outcome.overrides)
+        **{"images": outcome.images, "infotexts": outcome.infotexts, "info": outcome.info, "seed": outcome.seed,
+           "subseed": -1, "index_of_first_image": 0, **outcome.overrides})
     return JobOutcome(outcome.images, processed.js(), outcome.last.job_timestamp, queued_s=queued_s,
                       ran_s=time.perf_counter() - started)
 

@@ -202,7 +202,7 @@ def wire(state: ServerState, ui: dict[str, Any], uploads: UploadFolder) -> None:
                      concurrency_limit=None, show_progress="hidden"
                      ).then(None, js="() => retouchDone('img2img')")
     ui["paste"].click(_paste(state), ui["prompt"], [*field_components(ui), ui["seed_extras"]], **wiring.QUIET)
-    scripts_ui.wire(ui)
+    scripts_ui.wire(ui, state)
     for name, mode, target in (("send_img2img", Mode.IMG2IMG, "image"), ("send_inpaint", Mode.INPAINT, "inpaint"),
                                ("send_sketch", Mode.SKETCH, "sketch")):
         ui[name].click(_send(state, mode, target == "image"), [ui["gallery"], ui["selected"]],

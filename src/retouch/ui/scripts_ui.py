@@ -8,10 +8,11 @@ from typing import Any
 
 import gradio as gr
 
+from retouch.scripts import img2img_scripts
 from retouch.scripts.loopback import CURVES
 from retouch.scripts.poor_mans_outpainting import DIRECTIONS, FILLS
 from retouch.serving.state import ServerState
-from retouch.ui import wiring
+from retouch.ui import wiring, xyz_ui
 from retouch.upscalers import find_upscalers
 
 
@@ -23,7 +24,7 @@ def _slug(title: str) -> str:
 def _controls(state: ServerState) -> dict[str, list[tuple[str, Any]]]:
     """Each script's controls, in A1111's ``ui()`` order (its ``script_args``); None: an argument with no control."""
     upscalers = [u.name for u in find_upscalers(state.config.upscaler_folders(), state.options)]
-    return {
+    controls: dict[str, list[tuple[str, Any]]] = {
         "SD upscale": [
             ("info", None),
             ("overlap", lambda i: gr.Slider(0, 256, value=64, step=16, label="Tile overlap", elem_id=i)),
@@ -62,7 +63,19 @@ def _controls(state: ServerState) -> dict[str, list[tuple[str, Any]]]:
             ("prompt_position", lambda i: gr.Radio(["start", "end"], value="start", label="Insert prompts at the",
                                                    elem_id=i)),
             ("prompt_txt", lambda i: gr.Textbox(label="List of prompt inputs", lines=4, elem_id=i))],
+        "Prompt matrix": [
+            ("put_at_start", lambda i: gr.Checkbox(label="Put variable parts at start of prompt", value=False,
+                                                   elem_id=i)),
+            ("different_seeds", lambda i: gr.Checkbox(label="Use different seed for each picture", value=False,
+                                                      elem_id=i)),
+            ("prompt_type", lambda i: gr.Radio(["positive", "negative"], value="positive", label="Select prompt",
+                                               elem_id=i)),
+            ("variations_delimiter", lambda i: gr.Radio(["comma", "space"], value="comma",
+                                                        label="Select joining char", elem_id=i)),
+            ("margin_size", lambda i: gr.Slider(0, 500, value=0, step=2, label="Grid margins (px)", elem_id=i))],
+        xyz_ui.TITLE: xyz_ui.controls(),
     }
+    return {s.title: controls[s.title] for s in img2img_scripts().values()}  # in A1111's order (by file name)
 
 
 def build(ui: dict[str, Any], state: ServerState) -> None:
@@ -76,11 +89,14 @@ def build(ui: dict[str, Any], state: ServerState) -> None:
                 component = make(f"{_slug(title)}_{name}") if make is not None else None
                 if component is not None:
                     ui["script_args"].append((title, name, component))
+            if title == xyz_ui.TITLE:
+                xyz_ui.build_buttons(ui)
         ui["script_groups"][title] = group
     ui["script_layout"] = {title: [name for name, _ in args] for title, args in controls.items()}
 
 
-def wire(ui: dict[str, Any]) -> None:
+def wire(ui: dict[str, Any], state: ServerState) -> None:
+    xyz_ui.wire(ui, state)
     titles = list(ui["script_groups"])
     ui["script"].change(lambda chosen: [gr.Group(visible=chosen == t) for t in titles], ui["script"],
                         [ui["script_groups"][t] for t in titles], **wiring.QUIET)
