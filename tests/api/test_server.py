@@ -154,8 +154,9 @@ def test_listing_endpoints(server):
     assert server.post("/sdapi/v1/refresh-checkpoints").status_code == 200
     assert server.get("/sdapi/v1/scripts").json() == {"txt2img": ["refiner", "soft inpainting"],
                                                       "img2img": ["loopback", "outpainting mk2", "poor man's outpainting",
-                                                                  "prompts from file or textbox", "sd upscale",
-                                                                  "refiner", "soft inpainting"]}
+                                                                  "prompt matrix", "prompts from file or textbox",
+                                                                  "sd upscale", "x/y/z plot", "refiner",
+                                                                  "soft inpainting"]}
     assert server.get("/sdapi/v1/memory").json()["ram"]["total"] > 0
     assert "ckpt_dir" in server.get("/sdapi/v1/cmd-flags").json()
     assert server.get("/internal/pending-tasks").json() == {"size": 0, "tasks": []}
