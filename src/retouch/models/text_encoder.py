@@ -11,6 +11,7 @@ SD2 reads the penultimate layer through ``ln_final``), so both run through the s
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 import threading
@@ -37,10 +38,17 @@ _WHITESPACE = re.compile(r"\s+")
 
 def load_tokenizer(folder: Path | None) -> CLIPTokenizer:
     """A CLIP BPE tokenizer from ``folder`` if it has the files, else the one retouch ships (OpenCLIP's
-    tokenizer is the same BPE: same ids)."""
+    tokenizer is the same BPE: same ids). One instance per folder, shared by every model that uses it."""
     if folder is None or not ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()):
         folder = bundled_path("clip_tokenizer")
-    return CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
+    return _tokenizer(str(Path(folder).resolve()))
+
+
+@functools.lru_cache(maxsize=8)
+def _tokenizer(folder: str) -> CLIPTokenizer:
+    # building the BPE tables holds the GIL ~50 ms (49,408 tokens, 48,894 merges): every other thread, the
+    # server's event loop included, stood still that long on each checkpoint switch
+    return CLIPTokenizer.from_pretrained(folder, local_files_only=True)
 
 
 # Where a chunk row's embedding vectors go: (offset of the first vector after BOS, vectors (n, width)).
