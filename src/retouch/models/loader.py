@@ -10,6 +10,7 @@ import torch
 from diffusers import AutoencoderKL
 
 from retouch.models import diffusers_folder
+from retouch.models.attention import use_upcastable_attention
 from retouch.models.checkpoint import CheckpointError, StateDict, file_sha256, read_state_dict
 from retouch.models.components import build_text_encoders, build_unet, build_vae, build_vae_from_config
 from retouch.models.detect import detect_ldm_config
@@ -70,6 +71,7 @@ def load_model(
     if channels_last:
         model.unet.to(memory_format=torch.channels_last)
         model.vae.to(memory_format=torch.channels_last)
+    use_upcastable_attention(model.unet)
     return _to_device(model, device)
 
 

@@ -200,16 +200,18 @@ class Model:
 
     # -- UNet -----------------------------------------------------------------------------------
     def apply_model(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning,
-                    concat: torch.Tensor | None = None) -> torch.Tensor:
+                    concat: torch.Tensor | None = None, *, upcast_attention: bool = False) -> torch.Tensor:
         """One UNet evaluation: ``x`` latents ``(B, 4, h, w)``, timesteps ``t`` ``(B,)`` (may be
         fractional), batched ``cond``; ``concat`` is the image conditioning (inpainting: mask +
-        masked-image latent, pix2pix: image latent), ignored by plain models."""
+        masked-image latent, pix2pix: image latent), ignored by plain models. ``upcast_attention``: A1111's
+        ``upcast_attn`` (attention products in float32 when the UNet is not)."""
         if concat is not None and self.unet_input is not UNetInput.PLAIN:
             x = torch.cat([x, concat.to(x)], dim=1)
         dtype = dtype_of(self.unet)
         vector = cond.vector.to(dtype) if cond.vector is not None and self.is_sdxl else None
+        extra = {"cross_attention_kwargs": {"upcast": True}} if upcast_attention and dtype != torch.float32 else {}
         out = self.unet(x.to(dtype), t.to(torch.float32), encoder_hidden_states=cond.crossattn.to(dtype),
-                        class_labels=vector).sample
+                        class_labels=vector, **extra).sample
         return out.to(torch.float32)
 
     def image_conditioning(self, source: torch.Tensor, init_latent: torch.Tensor, image_mask: Image.Image | None,

@@ -19,6 +19,7 @@ import torch
 
 from retouch.models.model import Model
 from retouch.options import Options
+from retouch.pipeline.sample import unet_call
 from retouch.sampling.guidance import CFGDenoiser
 from retouch.sampling.plan import SamplingPlan, model_denoiser
 
@@ -70,7 +71,7 @@ class RefinerSwitch:
             return
         refiner = self.refiner.model
         conds = self.encode(refiner)
-        cfg.inner = model_denoiser(self.plan_for(refiner), refiner.apply_model)
+        cfg.inner = model_denoiser(self.plan_for(refiner), unet_call(refiner, self.options))
         cfg.guidance = dataclasses.replace(cfg.guidance, cond=conds.cond, uncond=conds.uncond)
         self.model = refiner
 

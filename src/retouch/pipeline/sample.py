@@ -10,6 +10,7 @@ latents is :meth:`InpaintBlend.apply`, the same object the stack blends with.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -156,7 +157,7 @@ def sample_batch(model: Model, job: Job, options: Options, plan: SamplingPlan, i
         extra["Noise multiplier"] = multiplier
         noise = noise * multiplier
     extra.update(plan.extra_params)
-    cfg = CFGDenoiser(model_denoiser(plan, model.apply_model), _guidance(model, job, options, plan, init, conds),
+    cfg = CFGDenoiser(model_denoiser(plan, unet_call(model, options)), _guidance(model, job, options, plan, init, conds),
                       options, total_steps=plan.total_steps, exact_batch=options.deterministic_batches)
     cfg.before_call = switch
     denoiser: Any = cfg if init.blend is None else Masked(cfg, init.blend, before=plan.spec.uses_timesteps)
@@ -197,3 +198,8 @@ def _report_step(control: JobControl, info: dict) -> None:
     control.sampling_step = info["i"]
     if control.on_step is not None:
         control.on_step(control, info)
+
+
+def unet_call(model: Model, options: Options) -> Any:
+    """``model.apply_model``, with A1111's ``upcast_attn`` option when it is on."""
+    return functools.partial(model.apply_model, upcast_attention=True) if options.upcast_attn else model.apply_model
