@@ -51,9 +51,10 @@ bench: $(STAMP)
 	$(PY) bench/run.py
 
 # the 2048² img2img on the SD1.5-sized model, the inpainting comparison with diffusers, a 1,000-request
-# soak and the SDXL-sized comparison with diffusers (~75 min here); their tables join docs/benchmarks.md
+# soak, the SDXL-sized comparison with diffusers and the SD-upscale / ESRGAN 4096² runs (~90 min here); their
+# tables join docs/benchmarks.md
 bench-extra: $(STAMP)
-	$(PY) bench/run.py --sections large,inpaint,soak,sdxl
+	$(PY) bench/run.py --sections large,inpaint,soak,sdxl,scripts
 
 # did a change make anything slower? BEFORE/AFTER are git revisions, e.g. make compare BEFORE=HEAD~3 AFTER=HEAD
 compare: $(STAMP)

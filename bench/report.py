@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import statistics
 
+EXTRA_SECTIONS = ("large", "inpaint", "soak", "sdxl", "scripts")  # `make bench-extra`
+
 
 def _s(x: dict, unit: str = "s", digits: int = 2) -> str:
     return f"{x['median']:.{digits}f} {unit} ({x['min']:.{digits}f}–{x['max']:.{digits}f}, n={x['n']})"
@@ -15,7 +17,8 @@ def render(r: dict) -> str:
         "# Benchmarks",
         "",
         f"Reproduce with `make bench` (the recorded run took {r.get('make_bench_wall_s', 0) / 60:.1f} minutes here), "
-        "`make bench-extra` (the 2048² run, the inpainting comparison, the soak and the SDXL-sized comparison) or "
+        "`make bench-extra` (the 2048² run, the inpainting comparison, the soak, the SDXL-sized comparison, SD upscale "
+        "and ESRGAN at 4096²) or "
         "`.venv/bin/python bench/run.py --quick` (tiny model only). Raw numbers: `docs/benchmarks.json`.",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, no GPU; Python {m['python']}, "
@@ -39,9 +42,13 @@ def render(r: dict) -> str:
                          f"{_s({k: v * 1000 if k != 'n' else v for k, v in t['http_overhead'].items()}, 'ms', 1)} |")
         lines.append("")
         lines += _throughput("Tiny model: images/s by batch size (64², Euler, 20 steps × 0.75)", t["throughput"])
+    from limits_bench import section_lines as limit_lines
+    from scripts_bench import section_lines as script_lines
     from txt2img_bench import section_lines
 
     lines += section_lines(r)
+    lines += script_lines(r)
+    lines += limit_lines(r)
     if "overhead" in r:
         lines += [
             "## Overhead: `process_images` vs its own network calls (SD1.5-sized)",
@@ -132,10 +139,12 @@ def render(r: dict) -> str:
             "",
         ]
     lines += _large(r.get("large"), m["memory_gib"])
-    secs = {k: v for k, v in r.get("section_seconds", {}).items() if k not in ("large", "inpaint")}
+    all_secs = r.get("section_seconds", {})
+    secs = {k: v for k, v in all_secs.items() if k not in EXTRA_SECTIONS}
+    extra = {k: v for k, v in all_secs.items() if k in EXTRA_SECTIONS}
     lines.append("Time per section: " + ", ".join(f"{k} {v:.0f} s" for k, v in secs.items())
-                 + f"; total {sum(secs.values()):.0f} s for `make bench` (plus start-up; the 2048² run and the inpainting "
-                 "comparison are `make bench-extra`).")
+                 + f"; total {sum(secs.values()):.0f} s for `make bench` (plus start-up). `make bench-extra`: "
+                 + ", ".join(f"{k} {v:.0f} s" for k, v in extra.items()) + ".")
     return "\n".join(lines) + "\n"
 
 
@@ -162,9 +171,11 @@ def _large(g: dict | None, memory_gib: float) -> list[str]:
 
 
 def _txt2img_goals(r: dict) -> list[tuple]:
+    from limits_bench import goal_rows as limit_goals
+    from scripts_bench import goal_rows as script_goals
     from txt2img_bench import goal_rows
 
-    return goal_rows(r)
+    return goal_rows(r) + script_goals(r) + limit_goals(r)
 
 
 def _goals(r: dict) -> list[str]:

@@ -450,13 +450,15 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--out", default=str(REPO / "docs" / "benchmarks.md"))
     parser.add_argument("--sections", default="tiny,diffusers,overhead,load,precision,tiled,batch,lora,cluster,page,"
-                                              "txt2img",  # + large,inpaint,soak,sdxl
+                                              "txt2img,limits",  # + large,inpaint,soak,sdxl,scripts
                         help="comma-separated subset; results of other sections already in the JSON are kept")
     parser.add_argument("--sdxl-precisions", default="bf16,fp32", help="precisions of the SDXL section ('none': its load comparison only)")
     args = parser.parse_args()
     started_run = time.time()
     sys.path.insert(0, str(REPO / "src"))
+    from limits_bench import section as limits_section
     from report import render  # bench/report.py
+    from scripts_bench import section as scripts_section
     from txt2img_bench import section as txt2img_section
 
     from retouch.models.loader import cache_dir
@@ -492,6 +494,8 @@ def main() -> int:
         "cluster": lambda: cluster_section(ckpt, results),
         "page": lambda: page_section(results),
         "txt2img": lambda: txt2img_section(ckpt, folder, results, worker_of),
+        "limits": lambda: limits_section(ckpt, results, worker_of),
+        "scripts": lambda: scripts_section(ckpt, cache_dir() / "bench", results, worker_of),  # ~15 min: `make bench-extra`
         "large": lambda: large_section(ckpt, results, 2048),  # ~25 min: `make bench-extra`
         "soak": lambda: soak_section(results),  # ~2 min: `make bench-extra`
     }

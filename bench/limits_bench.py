@@ -1,0 +1,269 @@
+"""How close the networks run to this machine's limit (issue 27).
+
+In one run: the machine's measured peaks (a 4096² matmul and an SD-shaped 3×3 convolution, bf16 and fp32), the
+FLOPs of each network call of the SD1.5-sized model (counted with ``torch.utils.flop_counter``), each call's
+achieved FLOP/s as a share of the peak of its precision, and a per-operator profile of one UNet call grouped
+into attention, convolutions, matmuls, normalisation, layout conversions and elementwise work.
+
+Workers run as ``python bench/limits_bench.py NAME JSON``; :func:`section` drives them from ``bench/run.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+LATENT, BATCH, REPEATS = 64, 2, 3  # 512² pictures; batch 2 = one CFG step
+
+
+def _timed(fn, repeats: int) -> float:
+    fn()  # warm-up: kernel selection, weight packing
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _load(args: dict) -> dict:
+    """``os.getloadavg`` over the last minute: every figure here is stated with the machine's load."""
+    return {"loadavg_1min": os.getloadavg()[0]}
+
+
+def _cpu_flags() -> dict:
+    """Whether the CPU has the matrix units the bf16 kernels would use (``amx_bf16``) or only ``avx512_bf16``."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return {"amx_bf16": "amx_bf16" in flags, "avx512_bf16": "avx512_bf16" in flags}
+
+
+# ---------------------------------------------------------------------------------------------
+# Workers (each in its own process)
+def peaks(args: dict) -> dict:
+    """TFLOP/s of a 4096² matmul and of a 320→320 3×3 convolution over (2, 320, 64, 64), channels-last."""
+    import torch
+
+    torch.set_num_threads(2)
+    out = {}
+    with torch.inference_mode():
+        for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+            n = 4096
+            a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+            seconds = _timed(lambda a=a, b=b: torch.mm(a, b), REPEATS)
+            out[f"matmul_{name}"] = 2 * n**3 / seconds / 1e12
+            conv = torch.nn.Conv2d(320, 320, 3, padding=1).to(dtype=dtype, memory_format=torch.channels_last)
+            x = torch.randn(BATCH, 320, LATENT, LATENT, dtype=dtype).to(memory_format=torch.channels_last)
+            seconds = _timed(lambda conv=conv, x=x: conv(x), REPEATS * 3)
+            out[f"conv_{name}"] = 2 * 320 * 320 * 9 * LATENT * LATENT * BATCH / seconds / 1e12
+    return {**out, **_load(args), **_cpu_flags()}
+
+
+def networks(args: dict) -> dict:
+    """FLOPs and time of one UNet call (batch 2, 64² latent), one VAE encode and one VAE decode (512²)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    from workers import DTYPES
+
+    from retouch import load_model
+
+    torch.set_num_threads(2)
+    dtype, vae_dtype = DTYPES[args["precision"]], DTYPES[args["vae_precision"]]
+    model = load_model(args["ckpt"], dtype=dtype, vae_dtype=vae_dtype, channels_last=True)
+    unet, vae = model.unet, model.vae
+    latent = torch.randn(BATCH, 4, LATENT, LATENT, dtype=dtype)
+    context = torch.randn(BATCH, 77, 768, dtype=dtype)
+    t = torch.full((BATCH,), 500.0)
+    picture = torch.randn(1, 3, LATENT * 8, LATENT * 8, dtype=vae_dtype)
+    z = torch.randn(1, 4, LATENT, LATENT, dtype=vae_dtype)
+    extra = {"cross_attention_kwargs": {"upcast": True}} if args.get("upcast") else {}
+    calls = {"unet": lambda: unet(latent, t, encoder_hidden_states=context, **extra).sample,
+             "vae_encode": lambda: vae.encode(picture).latent_dist.mean,
+             "vae_decode": lambda: vae.decode(z).sample}
+    out = {}
+    with torch.inference_mode():
+        for name, call in calls.items():
+            counter = FlopCounterMode(display=False, custom_mapping=_attention_mapping())
+            with counter:
+                call()
+            flops = counter.get_total_flops()
+            by_op = {str(op): n for op, n in counter.get_flop_counts()["Global"].items()}
+            seconds = _timed(call, REPEATS if name == "unet" else 2)
+            out[name] = {"flops": flops, "seconds": seconds, "tflops": flops / seconds / 1e12, "by_op": by_op}
+        if args.get("profile"):
+            out["profile"] = _profile(calls["unet"])
+    return {**out, "precision": args["precision"], "vae_precision": args["vae_precision"],
+            "upcast": bool(args.get("upcast")), **_load(args)}
+
+
+def _cpu_attention_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    """The CPU flash-attention kernel's FLOPs (``flop_counter`` counts only the GPU kernels): Q·Kᵀ and P·V,
+    a multiply-add = 2, the softmax not counted — the convention of its ``sdpa_flop``."""
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(query, key, value)
+
+
+def _attention_mapping() -> dict:
+    import torch
+
+    return {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops}
+
+CATEGORIES = (  # (category, substrings of aten operator names), first match wins
+    ("attention", ("scaled_dot_product", "flash_attention", "softmax", "baddbmm", "bmm")),
+    ("convolution", ("convolution", "conv2d", "mkldnn_conv")),
+    ("matmul (linear)", ("addmm", "linear", "aten::mm", "matmul")),
+    ("normalisation", ("group_norm", "layer_norm", "native_batch_norm")),
+    ("layout conversions", ("copy_", "contiguous", "clone", "to_copy", "permute", "transpose", "reshape", "view",
+                            "cat", "empty", "_to_dense", "as_strided")),
+    ("elementwise", ("add", "mul", "silu", "gelu", "sigmoid", "div", "sub", "exp", "sin", "cos", "upsample",
+                     "rsqrt", "pow", "neg", "tanh", "chunk", "split")),
+)
+
+
+def _profile(call) -> dict:
+    """Self CPU time of one UNet call by category (and the top operators), from ``torch.profiler``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        call()
+    by_category: dict[str, float] = {}
+    operators = []
+    for event in prof.key_averages():
+        if not event.key.startswith("aten::"):
+            continue
+        seconds = event.self_cpu_time_total / 1e6
+        category = next((c for c, keys in CATEGORIES if any(k in event.key for k in keys)), "other")
+        by_category[category] = by_category.get(category, 0.0) + seconds
+        operators.append((event.key, seconds, event.count))
+    operators.sort(key=lambda row: -row[1])
+    return {"categories": by_category, "top": operators[:12]}
+
+
+# ---------------------------------------------------------------------------------------------
+# The section (in bench/run.py's process)
+def section(ckpt: Path, results: dict, worker) -> None:
+    peak = worker(__file__, "peaks")
+    print(f"peaks: {peak}", flush=True)
+    runs = [worker(__file__, "networks", ckpt=str(ckpt), precision=p, vae_precision=v, profile=p == "bf16" and v == "fp32",
+                   upcast=upcast)
+            for p, v, upcast in (("bf16", "fp32", False), ("bf16", "bf16", True), ("fp32", "fp32", False))]
+    for run in runs:
+        print(f"networks {run['precision']}/{run['vae_precision']} upcast {run['upcast']}: "
+              + ", ".join(f"{k} {run[k]['seconds']:.2f} s {run[k]['tflops']:.3f} TFLOP/s"
+                          for k in ("unet", "vae_encode", "vae_decode")), flush=True)
+    results["limits"] = {"peaks": peak, "networks": runs}
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown (bench/report.py)
+def _share(run: dict, name: str, peaks: dict, best: bool = False) -> float:
+    """The call's FLOP/s over the matmul peak of its precision (``best``: over the faster of matmul and conv)."""
+    precision = run["precision"] if name == "unet" else run["vae_precision"]
+    peak = max(peaks[f"matmul_{precision}"], peaks[f"conv_{precision}"]) if best else peaks[f"matmul_{precision}"]
+    return run[name]["tflops"] / peak
+
+
+def _units(peaks: dict) -> str:
+    if "amx_bf16" not in peaks:
+        return "matrix units not recorded"
+    if peaks["amx_bf16"]:
+        return "AMX (`amx_bf16`): bf16 matmuls on the tile units"
+    return ("no AMX on this run's host, `avx512_bf16` only" if peaks.get("avx512_bf16") else "no AMX, no avx512_bf16") \
+        + " — the bf16 peak is the vector units'"
+
+
+def _reading(seconds: dict, flops: dict, peaks: dict, total: float) -> str:
+    def rate(name: str) -> float:
+        peak = peaks["conv_bf16" if name == "convolution" else "matmul_bf16"]
+        return flops.get(name, 0) / seconds[name] / 1e12 / peak * 100 if seconds.get(name) else 0.0
+
+    dense = sum(seconds.get(k, 0.0) for k in ("convolution", "matmul (linear)"))
+    return (f"Reading: the convolutions and linear layers ({dense / total * 100:.0f} % of the call) run at "
+            f"{rate('convolution'):.0f} % and {rate('matmul (linear)'):.0f} % of what their kernels reach alone; "
+            f"attention (PyTorch's CPU flash kernel, SD1's 40-wide heads over 4,096 positions) is "
+            f"{seconds.get('attention', 0.0) / total * 100:.0f} % of the time at {rate('attention'):.0f} % of the "
+            "matmul peak — that kernel is the gap between this UNet and the machine's limit. Normalisation, "
+            "elementwise work and layout conversions together are "
+            f"{sum(seconds.get(k, 0.0) for k in ('normalisation', 'elementwise', 'layout conversions')) / total * 100:.0f}"
+            " %: fusing them (GroupNorm + SiLU, `torch.compile`) could win at most that.")
+
+
+def _category_flops(by_op: dict) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for op, n in by_op.items():
+        category = next((c for c, keys in CATEGORIES if any(k.replace("aten::", "") in op for k in keys)), "other")
+        out[category] = out.get(category, 0) + n
+    return out
+
+
+def goal_rows(r: dict) -> list[tuple]:
+    lim = r.get("limits")
+    if not lim:
+        return []
+    peaks, bf16 = lim["peaks"], lim["networks"][0]
+    share = _share(bf16, "unet", peaks)
+    return [("SD1.5-sized UNet at 512², bf16: ≥ 70 % of the measured bf16 matmul peak", f"{share * 100:.0f} % "
+             f"({bf16['unet']['tflops']:.2f} of {peaks['matmul_bf16']:.2f} TFLOP/s)", share >= 0.7,
+             "--sections limits")]
+
+
+def section_lines(r: dict) -> list[str]:
+    lim = r.get("limits")
+    if not lim:
+        return []
+    peaks = lim["peaks"]
+    lines = [
+        "## Limits: the networks against this machine's peak",
+        "",
+        f"Measured in the same run (load average {peaks['loadavg_1min']:.2f} over the minute before; 2 threads): "
+        f"4096² matmul **{peaks['matmul_bf16']:.2f} TFLOP/s bf16**, {peaks['matmul_fp32']:.2f} TFLOP/s fp32; a "
+        f"320→320 3×3 convolution over (2, 320, 64, 64), channels-last: {peaks['conv_bf16']:.2f} TFLOP/s bf16, "
+        f"{peaks['conv_fp32']:.2f} TFLOP/s fp32. CPU: {_units(peaks)}. FLOPs counted with `torch.utils.flop_counter` "
+        "(a multiply-add = 2; the CPU flash-attention kernel added with its `sdpa_flop` rule, which the counter "
+        "applies to the GPU kernels only). Load: the 1-minute load average at the end of the measurement, this "
+        "run's own 2 threads included.",
+        "",
+        "| network call (SD1.5-sized, 512²) | precision | GFLOP | time | TFLOP/s | of the matmul peak | of the best "
+        "kernel (matmul or conv) | load |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for run in lim["networks"]:
+        unet = "UNet, batch 2 (one CFG step)" + (", `upcast_attn`" if run.get("upcast") else "")
+        for name, label in (("unet", unet), ("vae_encode", "VAE encode"), ("vae_decode", "VAE decode")):
+            precision = run["precision"] if name == "unet" else run["vae_precision"]
+            row = run[name]
+            lines.append(f"| {label} | {precision} | {row['flops'] / 1e9:.0f} | {row['seconds']:.2f} s | "
+                         f"{row['tflops']:.3f} | {_share(run, name, peaks) * 100:.0f} % | "
+                         f"{_share(run, name, peaks, best=True) * 100:.0f} % | {run['loadavg_1min']:.2f} |")
+    profiled = next((run for run in lim["networks"] if "profile" in run), None)
+    if profiled:
+        profile, flops = profiled["profile"], _category_flops(profiled["unet"].get("by_op", {}))
+        total = sum(profile["categories"].values())
+        lines += ["", "Where one bf16 UNet call's time goes (`torch.profiler`, self CPU time of aten operators; the "
+                  "rate is the category's counted FLOPs over that time, against the conv peak for convolutions and "
+                  "the matmul peak otherwise):", "",
+                  "| category | time | share | GFLOP | TFLOP/s | of its peak |", "| --- | --- | --- | --- | --- | --- |"]
+        for name, seconds in sorted(profile["categories"].items(), key=lambda kv: -kv[1]):
+            work = flops.get(name, 0)
+            peak = peaks["conv_bf16" if name == "convolution" else "matmul_bf16"]
+            rate = f"{work / seconds / 1e12:.3f} | {work / seconds / 1e12 / peak * 100:.0f} %" if work else "– | –"
+            lines.append(f"| {name} | {seconds:.3f} s | {seconds / total * 100:.1f} % | {work / 1e9:.0f} | {rate} |")
+        lines += ["", _reading(profile["categories"], flops, peaks, total)]
+        lines += ["", "| top operators | self time | calls |", "| --- | --- | --- |"]
+        lines += [f"| `{key}` | {seconds:.3f} s | {count} |" for key, seconds, count in profile["top"]]
+    lines.append("")
+    return lines
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).parent))
+    result = globals()[sys.argv[1]](json.loads(sys.argv[2] if len(sys.argv) > 2 else "{}"))
+    print(json.dumps(result))
