@@ -42,6 +42,7 @@ def render(r: dict) -> str:
                          f"{_s({k: v * 1000 if k != 'n' else v for k, v in t['http_overhead'].items()}, 'ms', 1)} |")
         lines.append("")
         lines += _throughput("Tiny model: images/s by batch size (64², Euler, 20 steps × 0.75)", t["throughput"])
+    from fast_paths import section_lines as fast_path_lines
     from limits_bench import section_lines as limit_lines
     from scripts_bench import section_lines as script_lines
     from txt2img_bench import section_lines
@@ -49,6 +50,7 @@ def render(r: dict) -> str:
     lines += section_lines(r)
     lines += script_lines(r)
     lines += limit_lines(r)
+    lines += fast_path_lines(r)
     if "overhead" in r:
         lines += [
             "## Overhead: `process_images` vs its own network calls (SD1.5-sized)",
@@ -111,7 +113,7 @@ def render(r: dict) -> str:
             "",
             "Pixel deviation from the fp32 result of the same seed, in 8-bit levels.",
             "",
-            "| variant | time | speed-up | max |Δ| | mean |Δ| |", "| --- | --- | --- | --- | --- |",
+            "| variant | time | speed-up | max difference | mean difference |", "| --- | --- | --- | --- | --- |",
         ]
         for name, row in p["rows"].items():
             lines.append(f"| {name} | {row['time']:.1f} s | {base / row['time']:.2f}× | {row['max_diff']} | "
@@ -171,11 +173,12 @@ def _large(g: dict | None, memory_gib: float) -> list[str]:
 
 
 def _txt2img_goals(r: dict) -> list[tuple]:
+    from fast_paths import goal_rows as fast_path_goals
     from limits_bench import goal_rows as limit_goals
     from scripts_bench import goal_rows as script_goals
     from txt2img_bench import goal_rows
 
-    return goal_rows(r) + script_goals(r) + limit_goals(r)
+    return goal_rows(r) + script_goals(r) + limit_goals(r) + fast_path_goals(r)
 
 
 def _goals(r: dict) -> list[str]:
