@@ -30,7 +30,7 @@ def _timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _load(args: dict) -> dict:
+def _load() -> dict:
     """``os.getloadavg`` over the last minute: every figure here is stated with the machine's load."""
     return {"loadavg_1min": os.getloadavg()[0]}
 
@@ -63,7 +63,7 @@ def peaks(args: dict) -> dict:
             x = torch.randn(BATCH, 320, LATENT, LATENT, dtype=dtype).to(memory_format=torch.channels_last)
             seconds = _timed(lambda conv=conv, x=x: conv(x), REPEATS * 3)
             out[f"conv_{name}"] = 2 * 320 * 320 * 9 * LATENT * LATENT * BATCH / seconds / 1e12
-    return {**out, **_load(args), **_cpu_flags()}
+    return {**out, **_load(), **_cpu_flags()}
 
 
 def networks(args: dict) -> dict:
@@ -100,7 +100,7 @@ def networks(args: dict) -> dict:
         if args.get("profile"):
             out["profile"] = _profile(calls["unet"])
     return {**out, "precision": args["precision"], "vae_precision": args["vae_precision"],
-            "upcast": bool(args.get("upcast")), **_load(args)}
+            "upcast": bool(args.get("upcast")), **_load()}
 
 
 def _cpu_attention_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:

@@ -30,6 +30,7 @@ def sd_upscale(args: dict) -> dict:
     from workers import DTYPES, NetworkTimer, peak_rss_mb, source
 
     from retouch import load_model
+    from retouch.control import JobControl
     from retouch.options import Options
     from retouch.params import Img2ImgParams
     from retouch.pipeline import CheckpointFolder, JobResources
@@ -47,16 +48,10 @@ def sd_upscale(args: dict) -> dict:
     timer = NetworkTimer(model)
     start = time.perf_counter()
     with torch.inference_mode():
-        outcome = run_script(script, script_args, job, model, options=options, control=_control(), resources=resources)
+        outcome = run_script(script, script_args, job, model, options=options, control=JobControl(), resources=resources)
     total = time.perf_counter() - start
     return {"total": total, "network": timer.total, "calls": timer.calls, "size": list(outcome.images[0].size),
             "peak_rss_mb": peak_rss_mb()}
-
-
-def _control():
-    from retouch.control import JobControl
-
-    return JobControl()
 
 
 def write_esrgan(path: Path) -> None:

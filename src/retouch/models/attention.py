@@ -24,13 +24,8 @@ class UpcastableAttnProcessor(AttnProcessor2_0):
     def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None, *args: Any,
                  upcast: bool = False, **kwargs: Any) -> torch.Tensor:
-        if not upcast or hidden_states.dtype == torch.float32 or not _plain(attn, attention_mask, temb):
+        if not upcast or hidden_states.dtype == torch.float32 or not _plain(attn, hidden_states, attention_mask, temb):
             return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
-        residual, shape = hidden_states, hidden_states.shape
-        if hidden_states.ndim == 4:
-            hidden_states = hidden_states.flatten(2).transpose(1, 2)
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
         if encoder_hidden_states is not None and attn.norm_cross:
             context = attn.norm_encoder_hidden_states(context)
@@ -43,18 +38,17 @@ class UpcastableAttnProcessor(AttnProcessor2_0):
         out = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
         out = out.transpose(1, 2).reshape(batch, -1, out.shape[1] * out.shape[-1]).to(hidden_states.dtype)
         out = attn.to_out[1](attn.to_out[0](out))
-        if len(shape) == 4:
-            out = out.transpose(-1, -2).reshape(shape)
         if attn.residual_connection:
-            out = out + residual
+            out = out + hidden_states
         return out / attn.rescale_output_factor
 
 
-def _plain(attn: Attention, attention_mask: torch.Tensor | None, temb: torch.Tensor | None) -> bool:
-    """What SD's UNets use (no mask, no spatial norm, no q/k norms); anything else takes diffusers' path."""
-    return attention_mask is None and temb is None and attn.spatial_norm is None and attn.norm_q is None \
-        and attn.norm_k is None
-
+def _plain(attn: Attention, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None,
+           temb: torch.Tensor | None) -> bool:
+    """What the UNets' transformer blocks use (token sequences; no mask, group or spatial norm, q/k norms); the
+    rest (the VAE's spatial attention, which never gets ``upcast``) takes diffusers' path."""
+    return hidden_states.ndim == 3 and attention_mask is None and temb is None and attn.group_norm is None \
+        and attn.spatial_norm is None and attn.norm_q is None and attn.norm_k is None
 
 def use_upcastable_attention(unet: torch.nn.Module) -> None:
     """Give every attention layer of ``unet`` the processor above."""

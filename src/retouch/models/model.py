@@ -209,7 +209,7 @@ class Model:
             x = torch.cat([x, concat.to(x)], dim=1)
         dtype = dtype_of(self.unet)
         vector = cond.vector.to(dtype) if cond.vector is not None and self.is_sdxl else None
-        extra = {"cross_attention_kwargs": {"upcast": True}} if upcast_attention and dtype != torch.float32 else {}
+        extra = {"cross_attention_kwargs": {"upcast": True}} if upcast_attention else {}  # fp32: a no-op
         out = self.unet(x.to(dtype), t.to(torch.float32), encoder_hidden_states=cond.crossattn.to(dtype),
                         class_labels=vector, **extra).sample
         return out.to(torch.float32)
