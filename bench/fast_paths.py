@@ -27,7 +27,11 @@ PATHS: dict[str, tuple[dict, dict]] = {
     "bf16, bf16 VAE": ({"dtype": "bf16", "vae_dtype": "bf16"}, {}),
     "bf16, upcast_attn": ({"dtype": "bf16"}, {"upcast_attn": True}),
     "fp32, channels-last": ({"channels_last": True}, {}),
+    "fp32, compiled UNet": ({"compile": True}, {}),
 }
+# held on the SD1 cases only by tests/pipeline/test_compile.py (each architecture and size compiles once:
+# every case here would add minutes to the tests); make bench measures it on every case
+COMPILED = "fp32, compiled UNet"
 # stated distance from the default path: (max, mean) |Δ| in 8-bit levels over the cases (the tiny reference
 # models have random weights, which magnify precision effects far beyond a trained model's: see "Precision")
 BUDGETS: dict[str, tuple[float, float]] = {
@@ -36,6 +40,7 @@ BUDGETS: dict[str, tuple[float, float]] = {
     "bf16, bf16 VAE": (160, 9.0),  # 108, 6.1
     "bf16, upcast_attn": (160, 8.0),  # 139, 6.4
     "fp32, channels-last": (2, 0.01),  # 1, 0.002 (other convolution kernels: another summation order)
+    "fp32, compiled UNet": (2, 0.01),  # SD1 cases 1, 0.0002 (Inductor's fused kernels: another summation order)
 }
 
 

@@ -21,7 +21,7 @@ def load_model(path: PathLike = None, *, lora_dir: PathLike = None, embeddings_d
                swinir_models_path: PathLike = None, dat_models_path: PathLike = None,
                scunet_models_path: PathLike = None, **kwargs: Any) -> Model:
     """Load a Stable Diffusion model (see :func:`retouch.models.load_model` for ``path``, ``vae``, ``device``,
-    ``dtype``, ``vae_dtype`` and ``channels_last``) with its LoRA-family networks folder for ``<lora:name:weight>``
+    ``dtype``, ``vae_dtype``, ``channels_last`` and ``compile``) with its LoRA-family networks folder for ``<lora:name:weight>``
     tags (A1111 ``--lora-dir``), its textual-inversion embeddings folder (A1111 ``--embeddings-dir``) and the
     upscaler model folders the hires fix finds upscalers in (A1111 ``--esrgan-models-path`` and friends)."""
     model = load_networks(path, **kwargs)

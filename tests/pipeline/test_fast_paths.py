@@ -17,21 +17,22 @@ def fast_paths():
 
 
 FAST_PATHS = fast_paths()
+TESTED_HERE = {name: path for name, path in FAST_PATHS.PATHS.items() if name != FAST_PATHS.COMPILED}  # test_compile
 
 
 @pytest.fixture(scope="module")
 def measured():
     need_shared()
-    return FAST_PATHS.distances()
+    return FAST_PATHS.distances(TESTED_HERE)
 
 
 def test_every_path_has_a_stated_budget():
     assert set(FAST_PATHS.PATHS) == set(FAST_PATHS.BUDGETS)
 
 
-@pytest.mark.parametrize("path", list(FAST_PATHS.PATHS))
+@pytest.mark.parametrize("path", list(TESTED_HERE))
 def test_path_stays_within_its_budget(measured, path):
     row, (max_budget, mean_budget) = measured[path], FAST_PATHS.BUDGETS[path]
     assert row["max"] <= max_budget and row["mean"] <= mean_budget, row["cases"]
-    if path != "fp32, channels-last":  # a lower precision does change the pictures: the comparison is live
+    if not path.startswith("fp32"):  # a lower precision does change the pictures: the comparison is live
         assert row["max"] > 0

@@ -12,6 +12,7 @@ from diffusers import AutoencoderKL
 from retouch.models import diffusers_folder
 from retouch.models.attention import use_upcastable_attention
 from retouch.models.checkpoint import CheckpointError, StateDict, file_sha256, read_state_dict
+from retouch.models.compiled import compile_unet
 from retouch.models.components import build_text_encoders, build_unet, build_vae, build_vae_from_config
 from retouch.models.detect import detect_ldm_config
 from retouch.models.ldm_config import LdmConfig
@@ -31,6 +32,7 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     vae_dtype: torch.dtype | None = None,
     channels_last: bool = False,
+    compile: bool = False,  # noqa: A002 (the word users know from torch.compile)
 ) -> Model:
     """Load a Stable Diffusion model (its networks only: :func:`retouch.load_model` also gives it its LoRA and
     embeddings folders).
@@ -46,6 +48,8 @@ def load_model(
         vae_dtype: the VAE's precision (default: float32 on CPU, ``dtype`` elsewhere); a decode that
             produces NaN/inf in a lower precision is redone in float32 (A1111's auto-revert).
         channels_last: UNet and VAE in channels-last memory format (faster on CPU, bf16 most; measure).
+        compile: compile the UNet with ``torch.compile`` (Inductor) on its first call per input shape; the
+            compiled code is cached on disk for the next start (see :mod:`retouch.models.compiled`).
 
     Raises:
         ValueError (:class:`CheckpointError`): a missing, corrupt, unsafe or unsupported file; the
@@ -72,7 +76,11 @@ def load_model(
         model.unet.to(memory_format=torch.channels_last)
         model.vae.to(memory_format=torch.channels_last)
     use_upcastable_attention(model.unet)
-    return _to_device(model, device)
+    model = _to_device(model, device)
+    if compile:
+        compile_unet(model.unet)
+        model.compiled = True
+    return model
 
 
 def _load_single_file(path: Path, dtype: torch.dtype, vae_dtype: torch.dtype) -> Model:

@@ -29,7 +29,7 @@ from PIL import Image
 from retouch.conditioning import Conditioning, PromptContext, PromptEncoder
 from retouch.control import JobHooks
 from retouch.models.formats import SD_RGB, SDXL_RGB, LatentFormat
-from retouch.models.padding import circular_padding, make_padding_switchable
+from retouch.models.padding import circular_enabled, circular_padding, make_padding_switchable
 from retouch.models.sdxl import SDXLConditioner
 from retouch.models.text_encoder import SDTextConditioner, TextEncoder
 from retouch.models.tiling import OVERLAP, TILE_SIZES, tiled_pass
@@ -89,6 +89,7 @@ class Model:
     vae_info: VaeInfo | None = None
     text_encoder_2: TextEncoder | None = None  # SDXL's OpenCLIP (``text_encoder`` is then its CLIP-L)
     dtype: torch.dtype = torch.float32
+    compiled: bool = False  # the UNet's forward is torch.compile'd (retouch.models.compiled)
     vae_tiling: str = "auto"  # "auto" (when an untiled pass would not fit, or ran out of memory), "always", "never"
     vae_memory_budget: int | None = None  # bytes a VAE pass may use; None: 3/4 of what is free at the time
     vae_tile_size: int | None = None  # image pixels per tile side; None: the largest that fits the budget
@@ -210,8 +211,9 @@ class Model:
         dtype = dtype_of(self.unet)
         vector = cond.vector.to(dtype) if cond.vector is not None and self.is_sdxl else None
         extra = {"cross_attention_kwargs": {"upcast": True}} if upcast_attention else {}  # fp32: a no-op
-        out = self.unet(x.to(dtype), t.to(torch.float32), encoder_hidden_states=cond.crossattn.to(dtype),
-                        class_labels=vector, **extra).sample
+        unet = self.unet.forward if self.compiled and circular_enabled() else self.unet  # compiled: not circular
+        out = unet(x.to(dtype), t.to(torch.float32), encoder_hidden_states=cond.crossattn.to(dtype),
+                   class_labels=vector, **extra).sample
         return out.to(torch.float32)
 
     def image_conditioning(self, source: torch.Tensor, init_latent: torch.Tensor, image_mask: Image.Image | None,

@@ -36,6 +36,11 @@ def circular_padding(enabled: bool) -> Iterator[None]:
         _CIRCULAR.reset(token)
 
 
+def circular_enabled() -> bool:
+    """Whether the current job's convolutions pad circularly (within :func:`circular_padding`)."""
+    return _CIRCULAR.get()
+
+
 @contextlib.contextmanager
 def stop_when(should_stop: Callable[[], bool] | None) -> Iterator[None]:
     """Within this block, a switchable convolution raises :class:`Interrupted` when ``should_stop()`` is true
@@ -49,6 +54,8 @@ def stop_when(should_stop: Callable[[], bool] | None) -> Iterator[None]:
 
 def _switchable_conv_forward(self: torch.nn.Conv2d, input: torch.Tensor, weight: torch.Tensor,  # noqa: A002
                              bias: torch.Tensor | None) -> torch.Tensor:
+    if torch.compiler.is_compiling():  # a compiled UNet: no circular jobs (run eager), stops between calls
+        return torch.nn.Conv2d._conv_forward(self, input, weight, bias)
     should_stop = _STOP.get()
     if should_stop is not None and should_stop():
         raise Interrupted
