@@ -42,6 +42,7 @@ def render(r: dict) -> str:
                          f"{_s({k: v * 1000 if k != 'n' else v for k, v in t['http_overhead'].items()}, 'ms', 1)} |")
         lines.append("")
         lines += _throughput("Tiny model: images/s by batch size (64², Euler, 20 steps × 0.75)", t["throughput"])
+    from compile_bench import section_lines as compile_lines
     from fast_paths import section_lines as fast_path_lines
     from limits_bench import section_lines as limit_lines
     from scripts_bench import section_lines as script_lines
@@ -51,6 +52,7 @@ def render(r: dict) -> str:
     lines += script_lines(r)
     lines += limit_lines(r)
     lines += fast_path_lines(r)
+    lines += compile_lines(r)
     if "overhead" in r:
         lines += [
             "## Overhead: `process_images` vs its own network calls (SD1.5-sized)",
@@ -173,12 +175,13 @@ def _large(g: dict | None, memory_gib: float) -> list[str]:
 
 
 def _txt2img_goals(r: dict) -> list[tuple]:
+    from compile_bench import goal_rows as compile_goals
     from fast_paths import goal_rows as fast_path_goals
     from limits_bench import goal_rows as limit_goals
     from scripts_bench import goal_rows as script_goals
     from txt2img_bench import goal_rows
 
-    return goal_rows(r) + script_goals(r) + limit_goals(r) + fast_path_goals(r)
+    return goal_rows(r) + script_goals(r) + limit_goals(r) + fast_path_goals(r) + compile_goals(r)
 
 
 def _goals(r: dict) -> list[str]:
