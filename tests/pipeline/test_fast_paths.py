@@ -17,7 +17,8 @@ def fast_paths():
 
 
 FAST_PATHS = fast_paths()
-TESTED_HERE = {name: path for name, path in FAST_PATHS.PATHS.items() if name != FAST_PATHS.COMPILED}  # test_compile
+TESTED_HERE = {name: path for name, path in FAST_PATHS.PATHS.items()
+               if name not in (FAST_PATHS.COMPILED, FAST_PATHS.FROZEN)}  # those: test_compile.py
 
 
 @pytest.fixture(scope="module")

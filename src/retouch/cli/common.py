@@ -71,9 +71,11 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vae-precision", choices=PRECISIONS, default=None,
                         help="VAE precision (default fp32 on CPU); NaNs fall back to fp32")
     parser.add_argument("--channels-last", action="store_true", help="UNet and VAE in channels-last memory format (faster on CPU)")
-    parser.add_argument("--compile", action="store_true",
+    parser.add_argument("--compile", nargs="?", const="default", choices=("default", "freeze"), default=None,
                         help="compile the UNet with torch.compile on its first call per image size (slow once, "
-                             "cached on disk for the next start; measure before relying on it)")
+                             "kernels cached on disk for the next start); 'freeze': weights frozen in, faster, a "
+                             "copy of the UNet's weights per image size; jobs with LoRA networks or seamless "
+                             "tiling run it uncompiled")
     parser.add_argument("--vae-tiling", choices=("auto", "always", "never"), default="auto",
                         help="tiled VAE: auto = when an untiled pass would not fit in free memory, or ran out of it")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
@@ -100,7 +102,7 @@ def model_kwargs(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     return {"dtype": dtypes[args.precision],
             "vae_dtype": dtypes[args.vae_precision] if args.vae_precision else None,
-            "channels_last": args.channels_last, "compile": args.compile}
+            "channels_last": args.channels_last, "compile": args.compile or False}
 
 
 def param_values(args: argparse.Namespace, cls: type[GenerationParams] = Img2ImgParams) -> dict:

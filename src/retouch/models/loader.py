@@ -12,7 +12,7 @@ from diffusers import AutoencoderKL
 from retouch.models import diffusers_folder
 from retouch.models.attention import use_upcastable_attention
 from retouch.models.checkpoint import CheckpointError, StateDict, file_sha256, read_state_dict
-from retouch.models.compiled import compile_unet
+from retouch.models.compiled import compile_mode, compile_unet
 from retouch.models.components import build_text_encoders, build_unet, build_vae, build_vae_from_config
 from retouch.models.detect import detect_ldm_config
 from retouch.models.ldm_config import LdmConfig
@@ -32,7 +32,7 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     vae_dtype: torch.dtype | None = None,
     channels_last: bool = False,
-    compile: bool = False,  # noqa: A002 (the word users know from torch.compile)
+    compile: bool | str = False,  # noqa: A002 (the word users know from torch.compile)
 ) -> Model:
     """Load a Stable Diffusion model (its networks only: :func:`retouch.load_model` also gives it its LoRA and
     embeddings folders).
@@ -48,14 +48,17 @@ def load_model(
         vae_dtype: the VAE's precision (default: float32 on CPU, ``dtype`` elsewhere); a decode that
             produces NaN/inf in a lower precision is redone in float32 (A1111's auto-revert).
         channels_last: UNet and VAE in channels-last memory format (faster on CPU, bf16 most; measure).
-        compile: compile the UNet with ``torch.compile`` (Inductor) on its first call per input shape; the
-            compiled code is cached on disk for the next start (see :mod:`retouch.models.compiled`).
+        compile: compile the UNet with ``torch.compile`` (Inductor) on its first call per input shape, kernels
+            cached on disk for the next start: ``True`` (weights as inputs) or ``"freeze"`` (weights frozen in:
+            faster, a copy of the weights per input shape); jobs with networks in the weights or seamless tiling
+            run it uncompiled (see :mod:`retouch.models.compiled`).
 
     Raises:
         ValueError (:class:`CheckpointError`): a missing, corrupt, unsafe or unsupported file; the
         message names the file and the problem.
     """
     device = torch.device(device)
+    mode = compile_mode(compile)
     for name, value in (("dtype", dtype), ("vae_dtype", vae_dtype)):
         if value is not None and value not in (torch.float32, torch.bfloat16, torch.float16):
             raise ValueError(f"{name} must be torch.float32, torch.bfloat16 or torch.float16, got {value}")
@@ -77,9 +80,9 @@ def load_model(
         model.vae.to(memory_format=torch.channels_last)
     use_upcastable_attention(model.unet)
     model = _to_device(model, device)
-    if compile:
-        compile_unet(model.unet)
-        model.compiled = True
+    if mode is not None:
+        compile_unet(model.unet, mode)
+        model.compiled = mode
     return model
 
 

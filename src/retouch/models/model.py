@@ -28,6 +28,7 @@ from PIL import Image
 
 from retouch.conditioning import Conditioning, PromptContext, PromptEncoder
 from retouch.control import JobHooks
+from retouch.models.compiled import compiled_call
 from retouch.models.formats import SD_RGB, SDXL_RGB, LatentFormat
 from retouch.models.padding import circular_enabled, circular_padding, make_padding_switchable
 from retouch.models.sdxl import SDXLConditioner
@@ -89,7 +90,7 @@ class Model:
     vae_info: VaeInfo | None = None
     text_encoder_2: TextEncoder | None = None  # SDXL's OpenCLIP (``text_encoder`` is then its CLIP-L)
     dtype: torch.dtype = torch.float32
-    compiled: bool = False  # the UNet's forward is torch.compile'd (retouch.models.compiled)
+    compiled: str | None = None  # the UNet's forward is torch.compile'd: "default" or "freeze" (models.compiled)
     vae_tiling: str = "auto"  # "auto" (when an untiled pass would not fit, or ran out of memory), "always", "never"
     vae_memory_budget: int | None = None  # bytes a VAE pass may use; None: 3/4 of what is free at the time
     vae_tile_size: int | None = None  # image pixels per tile side; None: the largest that fits the budget
@@ -211,10 +212,18 @@ class Model:
         dtype = dtype_of(self.unet)
         vector = cond.vector.to(dtype) if cond.vector is not None and self.is_sdxl else None
         extra = {"cross_attention_kwargs": {"upcast": True}} if upcast_attention else {}  # fp32: a no-op
-        unet = self.unet.forward if self.compiled and circular_enabled() else self.unet  # compiled: not circular
-        out = unet(x.to(dtype), t.to(torch.float32), encoder_hidden_states=cond.crossattn.to(dtype),
-                   class_labels=vector, **extra).sample
+        mode = self.compiled if self.compiled is not None and self._compiled_unet_applies() else None
+        unet = self.unet if mode is not None or self.compiled is None else self.unet.forward  # forward: eager
+        with compiled_call(mode) if mode is not None else contextlib.nullcontext():
+            out = unet(x.to(dtype), t.to(torch.float32), encoder_hidden_states=cond.crossattn.to(dtype),
+                       class_labels=vector, **extra).sample
         return out.to(torch.float32)
+
+    def _compiled_unet_applies(self) -> bool:
+        """Whether this call may use the compiled UNet: a job with networks in the weights (frozen code would not
+        see them) or with seamless tiling (compiled code pads with zeros) runs the eager one (``unet.forward``)."""
+        patched = self.extra_networks is not None and self.extra_networks.weights_patched
+        return not patched and not circular_enabled()
 
     def image_conditioning(self, source: torch.Tensor, init_latent: torch.Tensor, image_mask: Image.Image | None,
                            round_mask: bool, mask_weight: float, hooks: JobHooks | None = None) -> torch.Tensor:

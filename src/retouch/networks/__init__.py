@@ -68,6 +68,11 @@ class ExtraNetworks:
         return self._patcher
 
     @property
+    def weights_patched(self) -> bool:
+        """Whether a job's networks are in the model's weights now."""
+        return self._patcher is not None and self._patcher.active
+
+    @property
     def is_sd2(self) -> bool:
         return any(name.startswith("model_transformer_resblocks") for name in self.layers)
 

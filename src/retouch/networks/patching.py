@@ -85,6 +85,11 @@ class NetworkPatcher:
                 self._cond.notify_all()
 
     @property
+    def active(self) -> bool:
+        """Whether networks are in the weights now (a job with networks is running)."""
+        return bool(self._active)
+
+    @property
     def cached_bytes(self) -> int:
         """Memory held by the kept patched weights."""
         return sum(_bytes(w) + (_bytes(b) if b is not None else 0) for w, b in self._cached.values())
