@@ -28,10 +28,11 @@ PATHS: dict[str, tuple[dict, dict]] = {
     "bf16, upcast_attn": ({"dtype": "bf16"}, {"upcast_attn": True}),
     "fp32, channels-last": ({"channels_last": True}, {}),
     "fp32, compiled UNet": ({"compile": True}, {}),
+    "fp32, compiled UNet, frozen weights": ({"compile": "freeze"}, {}),
 }
-# held on the SD1 cases only by tests/pipeline/test_compile.py (each architecture and size compiles once:
-# every case here would add minutes to the tests); make bench measures it on every case
-COMPILED = "fp32, compiled UNet"
+# held on SD1 cases only by tests/pipeline/test_compile.py (each architecture and size compiles once: every case
+# here would add minutes to the tests); make bench measures them on every case
+COMPILED, FROZEN = "fp32, compiled UNet", "fp32, compiled UNet, frozen weights"
 # stated distance from the default path: (max, mean) |Δ| in 8-bit levels over the cases (the tiny reference
 # models have random weights, which magnify precision effects far beyond a trained model's: see "Precision")
 BUDGETS: dict[str, tuple[float, float]] = {
@@ -41,6 +42,7 @@ BUDGETS: dict[str, tuple[float, float]] = {
     "bf16, upcast_attn": (160, 8.0),  # 139, 6.4
     "fp32, channels-last": (2, 0.01),  # 1, 0.002 (other convolution kernels: another summation order)
     "fp32, compiled UNet": (2, 0.01),  # SD1 cases 1, 0.0002 (Inductor's fused kernels: another summation order)
+    "fp32, compiled UNet, frozen weights": (2, 0.01),  # tiny-sd1-b: 1
 }
 
 

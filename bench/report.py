@@ -25,6 +25,7 @@ def render(r: dict) -> str:
         f"torch {m['torch']}, {m['threads']} threads; measured {m['date']}. Times are medians "
         "(min–max, n runs). Each engine runs in its own process. The SD1.5-sized model has SD1.5's exact "
         "architecture with random weights, written in the original LDM layout.",
+        *_other_hosts(r),
         "",
         *_goals(r),
     ]
@@ -172,6 +173,17 @@ def _large(g: dict | None, memory_gib: float) -> list[str]:
         f"| peak RSS (whole process) | {g['peak_rss_mb'] / 1024:.1f} GiB of {memory_gib} GiB; weights {g['weights_mb']:.0f} MB |",
         "",
     ]
+
+
+def _other_hosts(r: dict) -> list[str]:
+    """This VM's host changes between sessions: sections last measured on another CPU than the latest run's."""
+    cpu = r["machine"]["cpu"]
+    others: dict[str, list[str]] = {}
+    for section, where in r.get("section_cpu", {}).items():
+        if where != cpu:
+            others.setdefault(where, []).append(section)
+    return [f"Sections last measured on another host ({where}): {', '.join(sorted(names))} — compare ratios "
+            "within a section, not times across sections." for where, names in others.items()]
 
 
 def _txt2img_goals(r: dict) -> list[tuple]:

@@ -507,6 +507,7 @@ def main() -> int:
         started = time.time()
         steps[name]()
         times[name] = time.time() - started
+        results.setdefault("section_cpu", {})[name] = results["machine"]["cpu"]  # shared VMs change host
         save()  # partial results survive a failing later section
     results["wall_time_s"] = sum(times.values())
     if args.sections == parser.get_default("sections") and not args.quick:
