@@ -450,12 +450,13 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--out", default=str(REPO / "docs" / "benchmarks.md"))
     parser.add_argument("--sections", default="tiny,diffusers,overhead,load,precision,tiled,batch,lora,cluster,page,"
-                                              "txt2img,limits,fastpaths",  # + large,inpaint,soak,sdxl,scripts,compile
+                                              "txt2img,limits,fastpaths",  # + large,inpaint,soak,sdxl,scripts,compile,fastest
                         help="comma-separated subset; results of other sections already in the JSON are kept")
     parser.add_argument("--sdxl-precisions", default="bf16,fp32", help="precisions of the SDXL section ('none': its load comparison only)")
     args = parser.parse_args()
     started_run = time.time()
     sys.path.insert(0, str(REPO / "src"))
+    from compile_bench import fastest_section
     from compile_bench import section as compile_section
     from fast_paths import section as fast_paths_section
     from limits_bench import section as limits_section
@@ -499,6 +500,7 @@ def main() -> int:
         "limits": lambda: limits_section(ckpt, results, worker_of),
         "fastpaths": lambda: fast_paths_section(results),
         "compile": lambda: compile_section(ckpt, results, worker_of),  # ~12 min: `make bench-extra`
+        "fastest": lambda: fastest_section(ckpt, folder, results, worker_of),  # ~5 min: `make bench-extra`
         "scripts": lambda: scripts_section(ckpt, cache_dir() / "bench", results, worker_of),  # ~15 min: `make bench-extra`
         "large": lambda: large_section(ckpt, results, 2048),  # ~25 min: `make bench-extra`
         "soak": lambda: soak_section(results),  # ~2 min: `make bench-extra`
