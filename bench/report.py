@@ -18,7 +18,7 @@ def render(r: dict) -> str:
         "",
         f"Reproduce with `make bench` (the recorded run took {r.get('make_bench_wall_s', 0) / 60:.1f} minutes here), "
         "`make bench-extra` (the 2048² run, the inpainting comparison, the soak, the SDXL-sized comparison, SD upscale "
-        "and ESRGAN at 4096²) or "
+        "and ESRGAN at 4096², `--compile`, the fastest path end to end) or "
         "`.venv/bin/python bench/run.py --quick` (tiny model only). Raw numbers: `docs/benchmarks.json`.",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, no GPU; Python {m['python']}, "
