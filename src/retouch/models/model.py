@@ -212,9 +212,9 @@ class Model:
         dtype = dtype_of(self.unet)
         vector = cond.vector.to(dtype) if cond.vector is not None and self.is_sdxl else None
         extra = {"cross_attention_kwargs": {"upcast": True}} if upcast_attention else {}  # fp32: a no-op
-        mode = self.compiled if self.compiled is not None and self._compiled_unet_applies() else None
-        unet = self.unet if mode is not None or self.compiled is None else self.unet.forward  # forward: eager
-        with compiled_call(mode) if mode is not None else contextlib.nullcontext():
+        compiled = self.compiled is not None and self._compiled_unet_applies()
+        unet = self.unet.forward if self.compiled is not None and not compiled else self.unet  # forward: eager code
+        with compiled_call(self.compiled) if compiled and self.compiled else contextlib.nullcontext():
             out = unet(x.to(dtype), t.to(torch.float32), encoder_hidden_states=cond.crossattn.to(dtype),
                        class_labels=vector, **extra).sample
         return out.to(torch.float32)
