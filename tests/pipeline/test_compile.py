@@ -1,8 +1,10 @@
-"""``load_model(..., compile=True | "freeze")`` / ``--compile [freeze]``: the UNet compiled by ``torch.compile``
-(issue 27). Each compile takes tens of seconds on the CI machine: the module compiles one input shape per mode."""
+"""``load_model(..., compile=True | "freeze")`` / ``--compile [freeze]``: the UNet compiled by ``torch.compile`` or,
+weights frozen in, by AOTInductor into a package on disk (issue 27). Each compile takes tens of seconds on the CI
+machine: the module compiles one input shape per mode and checkpoint."""
 
 from __future__ import annotations
 
+import gc
 import weakref
 
 import numpy as np
@@ -10,6 +12,7 @@ import pytest
 from torch._dynamo.utils import counters
 
 from retouch import Img2ImgParams, generate, load_model
+from retouch.models import frozen
 from retouch.models.compiled import inductor_cache_dir
 from tests.conftest import MODELS, need_shared
 from tests.pipeline.helpers import source_image
@@ -32,8 +35,8 @@ def run(model, prompt: str = "a red cat", **extra) -> np.ndarray:
     return np.asarray(generate(params, model).images[0].convert("RGB"), dtype=np.int16)
 
 
-def test_the_compiled_path_stays_within_its_budget_on_the_reference_cases(models):
-    path = FAST_PATHS.COMPILED
+@pytest.mark.parametrize("path", [FAST_PATHS.COMPILED, FAST_PATHS.FROZEN])
+def test_the_compiled_paths_stay_within_their_budgets_on_the_reference_cases(models, path):
     row = FAST_PATHS.distances({path: FAST_PATHS.PATHS[path]}, SD1_CASES)[path]
     max_budget, mean_budget = FAST_PATHS.BUDGETS[path]
     assert row["max"] <= max_budget and row["mean"] <= mean_budget, row["cases"]
@@ -52,7 +55,7 @@ def test_a_job_with_a_lora_runs_the_eager_unet_and_the_next_job_the_compiled_one
     assert np.array_equal(run(compiled), plain)  # and is taken out again
 
 
-def test_frozen_weights_are_each_models_own(models):
+def test_frozen_weights_are_each_models_own(models, private_cache):
     """A second model of the same architecture, compiled with its weights frozen in, runs with its own."""
     eager_b, frozen_b = (load_model(MODELS / "tiny-sd1-b.safetensors", compile=mode, lora_dir=MODELS / "lora")
                          for mode in (False, "freeze"))
@@ -61,9 +64,7 @@ def test_frozen_weights_are_each_models_own(models):
     assert np.abs(b - run(models[1])).max() > 20  # not the first model's weights
     lora = "a red cat <lora:tiny_lora_kohya:1>"
     assert np.array_equal(run(frozen_b, lora), run(eager_b, lora))  # networks: the eager UNet, exactly
-    # and the compiled UNet again (in this process a model compiled without freezing shares the code cache: the
-    # pictures may come from either kind of compiled code, each within the budget)
-    assert np.abs(run(frozen_b) - b).max() <= FAST_PATHS.BUDGETS[FAST_PATHS.FROZEN][0]
+    assert np.array_equal(run(frozen_b), b)  # and the frozen one again
 
 
 def test_a_tiling_job_runs_the_unet_uncompiled_and_pads_circularly(models):
@@ -79,12 +80,49 @@ def test_compiled_code_is_kept_in_retouchs_cache_for_the_next_start(models, priv
     assert any((private_cache / "inductor").rglob("*.so"))  # Inductor's compiled kernels, on disk
 
 
-def test_a_compiled_model_let_go_frees_its_frozen_weights_by_the_next_compiled_load():
+def test_the_next_start_loads_the_frozen_package_instead_of_compiling(private_cache, monkeypatch):
+    """The package of tiny-sd1-b (made by the test above, or here) is found by a model loaded afresh — its key is
+    the weights' contents, not the object — and a change of input shape compiles a package of its own."""
     need_shared()
-    first = load_model(MODELS / "tiny-sd1-b.safetensors", compile="freeze")
+    first = run(load_model(MODELS / "tiny-sd1-b.safetensors", compile="freeze"))
+    packages = set((private_cache / "aoti").glob("*.pt2"))
+    assert len(packages) >= 1
+
+    def no_compile(*args):
+        raise AssertionError("compiled again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(frozen, "build_package", no_compile)
+        again = load_model(MODELS / "tiny-sd1-b.safetensors", compile="freeze")  # a restart, as far as keys go
+        assert np.array_equal(run(again), first)
+    built = []
+    monkeypatch.setattr(frozen, "build_package", lambda *args: built.append(args[1]) or no_compile())
+    run(again, prompt="a red cat " + "on a mat " * 20)  # a longer prompt, the same 77 tokens: no compile …
+    assert built == []
+    params = Img2ImgParams(init_images=[source_image()], prompt="a red cat", steps=2, seed=1, width=64, height=64,
+                           batch_size=2)
+    with pytest.raises(AssertionError, match="compiled again"):
+        generate(params, again)  # … batch 2: a new input shape
+    assert [tuple(a.shape) for a in built[0]][0] == (4, 4, 8, 8)
+
+
+def test_a_frozen_model_let_go_takes_its_compiled_weights_with_it(private_cache):
+    need_shared()
+    model = load_model(MODELS / "tiny-sd1-b.safetensors", compile="freeze")
+    run(model)
+    packages = weakref.ref(frozen.frozen_unet(model.unet))
+    weight = weakref.ref(model.unet.conv_in.weight)
+    del model
+    gc.collect()
+    assert weight() is None and packages() is None  # the compiled packages' weights go with their holder
+
+
+def test_a_compiled_model_let_go_is_freed_by_the_next_compiled_load():
+    need_shared()
+    first = load_model(MODELS / "tiny-sd1-b.safetensors", compile=True)
     run(first)
     weight = weakref.ref(first.unet.conv_in.weight)
     del first
-    second = load_model(MODELS / "tiny-sd1-b.safetensors", compile="freeze")  # a server's checkpoint switch
+    second = load_model(MODELS / "tiny-sd1-b.safetensors", compile=True)  # a server's checkpoint switch
     assert weight() is None
     assert np.abs(run(second) - run(load_model(MODELS / "tiny-sd1-b.safetensors"))).max() <= 2

@@ -72,10 +72,10 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
                         help="VAE precision (default fp32 on CPU); NaNs fall back to fp32")
     parser.add_argument("--channels-last", action="store_true", help="UNet and VAE in channels-last memory format (faster on CPU)")
     parser.add_argument("--compile", nargs="?", const="default", choices=("default", "freeze"), default=None,
-                        help="compile the UNet with torch.compile on its first call per image size (slow once, "
-                             "kernels cached on disk for the next start); 'freeze': weights frozen in, faster, a "
-                             "copy of the UNet's weights per image size; jobs with LoRA networks or seamless "
-                             "tiling run it uncompiled")
+                        help="compile the UNet on its first call per image size (slow once, cached on disk for "
+                             "the next start): torch.compile; 'freeze': AOTInductor with the weights frozen in, "
+                             "faster, a copy of the UNet's weights per image size in memory and on disk; jobs with "
+                             "LoRA networks or seamless tiling run it uncompiled")
     parser.add_argument("--vae-tiling", choices=("auto", "always", "never"), default="auto",
                         help="tiled VAE: auto = when an untiled pass would not fit in free memory, or ran out of it")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")

@@ -1,13 +1,15 @@
-"""Opt-in ``torch.compile`` of the UNet: ``load_model(..., compile=True | "freeze")``, ``--compile [freeze]``.
+"""Opt-in compiled UNet: ``load_model(..., compile=True | "freeze")``, ``--compile [freeze]``.
 
-The UNet's forward is compiled by Inductor the first time each input shape meets it (a new size or batch
-compiles again, once: shapes are not made dynamic, whose kernels are slower). Two modes:
+The UNet is compiled by Inductor the first time each input shape meets it (a new size or batch compiles
+again, once: shapes are not made dynamic, whose kernels are slower). Two modes:
 
-* ``True`` (``"default"``): the compiled code takes the weights as inputs at every call. No memory beyond the
-  code; a modest gain (fused elementwise work around the same matmul and convolution kernels).
-* ``"freeze"``: Inductor's *freezing* folds the loaded weights into the compiled code and pre-packs them for
-  oneDNN — most of the gain, and a copy of the UNet's weights per compiled input shape (measured in
-  docs/benchmarks.md): for a server that sees one or two image sizes.
+* ``True`` (``"default"``): ``torch.compile`` of the UNet's forward; the compiled code takes the weights as
+  inputs at every call. No memory beyond the code; a modest gain (fused elementwise work around the same
+  matmul and convolution kernels).
+* ``"freeze"``: AOTInductor with *freezing* (:mod:`retouch.models.frozen`): the loaded weights are folded into
+  the compiled code and pre-packed for oneDNN — most of the gain, and a copy of the UNet's weights per
+  compiled input shape (measured in docs/benchmarks.md): for a server that sees one or two image sizes. The
+  compiled package is kept on disk and loaded by the next start in seconds.
 
 Either way a job whose networks (LoRA …) are in the weights runs the eager UNet, as does a seamless-tiling job
 (circular padding): their pictures are exactly those of an uncompiled model.
@@ -16,9 +18,10 @@ Inductor's caches (compiled kernels) go to ``<retouch cache>/inductor`` unless `
 another folder, so a restart does not build them again (the system's temporary folder, Inductor's default, is
 emptied on reboot).
 
-Compiled code lives as long as the process: a frozen model that is let go would keep its weights in memory. So
-when a compiled model has been let go, the next compiled load (a checkpoint switch) first drops all compiled code
-(:func:`forget_released`); UNets still in use compile again on their next call, from the disk cache.
+``torch.compile``'s code lives as long as the process and may hold a model that was let go. So when a compiled
+model has been let go, the next compiled load (a checkpoint switch) first drops all compiled code
+(:func:`forget_released`); UNets still in use compile again on their next call, from the disk cache. Frozen
+packages go with their model.
 
 What else a compiled UNet does differently: an interrupt lands between UNet calls instead of within one
 convolution.
@@ -26,16 +29,15 @@ convolution.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
 import os
 import threading
 import weakref
-from collections.abc import Iterator
 
 import torch
 
+from retouch.models.frozen import frozen_unet, package_dir
 from retouch.models.paths import cache_dir
 
 logger = logging.getLogger(__name__)
@@ -75,23 +77,27 @@ def _inductor_default() -> str:
 
 
 def compile_unet(unet: torch.nn.Module, mode: str) -> None:
-    """Compile ``unet``'s forward in place (the module, its parameters and names stay as they are); its calls
-    must run within :func:`compiled_call` with the same ``mode``."""
+    """Make ``unet`` compile on its first call per input shape through :func:`run_compiled` (the module, its
+    parameters and names stay as they are; ``unet.forward`` stays the eager code)."""
     os.environ[CACHE_ENV] = inductor_cache_dir()  # Inductor reads it at each compile: the process's setting
     forget_released()
-    unet.compile(dynamic=False)
-    weakref.finalize(unet, _released.set)
-    logger.info("the UNet compiles (%s) on its first call per input shape (cache: %s)", mode, os.environ[CACHE_ENV])
+    if mode == "default":
+        unet.compile(dynamic=False)
+        weakref.finalize(unet, _released.set)
+    logger.info("the UNet compiles (%s) on its first call per input shape (cache: %s)", mode,
+                package_dir() if mode == "freeze" else os.environ[CACHE_ENV])
 
 
-@contextlib.contextmanager
-def compiled_call(mode: str) -> Iterator[None]:
-    """Around a compiled UNet's call. Freezing is read from Inductor's settings when a graph is traced (the first
-    call of a shape), and ``torch.compile(options=...)`` does not reach that step: so it is set here, per call."""
+def run_compiled(unet: torch.nn.Module, mode: str, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
+                 class_labels: torch.Tensor | None, upcast: bool) -> torch.Tensor:
+    """One call of the compiled UNet (``mode`` as given to :func:`compile_unet`): the predicted noise."""
+    if mode == "freeze":
+        return frozen_unet(unet)(x, t, context, class_labels, upcast)
     import torch._inductor.config as inductor_config
 
-    with inductor_config.patch(freezing=mode == "freeze"):
-        yield
+    extra = {"cross_attention_kwargs": {"upcast": True}} if upcast else {}
+    with inductor_config.patch(freezing=False):  # read when a graph is traced (TORCHINDUCTOR_FREEZING aside)
+        return unet(x, t, encoder_hidden_states=context, class_labels=class_labels, **extra).sample
 
 
 def forget_released() -> bool:

@@ -48,10 +48,10 @@ def load_model(
         vae_dtype: the VAE's precision (default: float32 on CPU, ``dtype`` elsewhere); a decode that
             produces NaN/inf in a lower precision is redone in float32 (A1111's auto-revert).
         channels_last: UNet and VAE in channels-last memory format (faster on CPU, bf16 most; measure).
-        compile: compile the UNet with ``torch.compile`` (Inductor) on its first call per input shape, kernels
-            cached on disk for the next start: ``True`` (weights as inputs) or ``"freeze"`` (weights frozen in:
-            faster, a copy of the weights per input shape); jobs with networks in the weights or seamless tiling
-            run it uncompiled (see :mod:`retouch.models.compiled`).
+        compile: compile the UNet (Inductor) on its first call per input shape, cached on disk for the next
+            start: ``True`` (``torch.compile``, weights as inputs) or ``"freeze"`` (AOTInductor, weights frozen
+            in: faster, a copy of the weights per input shape in memory and on disk); jobs with networks in the
+            weights or seamless tiling run it uncompiled (see :mod:`retouch.models.compiled`).
 
     Raises:
         ValueError (:class:`CheckpointError`): a missing, corrupt, unsafe or unsupported file; the

@@ -28,7 +28,7 @@ from PIL import Image
 
 from retouch.conditioning import Conditioning, PromptContext, PromptEncoder
 from retouch.control import JobHooks
-from retouch.models.compiled import compiled_call
+from retouch.models.compiled import run_compiled
 from retouch.models.formats import SD_RGB, SDXL_RGB, LatentFormat
 from retouch.models.padding import circular_enabled, circular_padding, make_padding_switchable
 from retouch.models.sdxl import SDXLConditioner
@@ -211,13 +211,13 @@ class Model:
             x = torch.cat([x, concat.to(x)], dim=1)
         dtype = dtype_of(self.unet)
         vector = cond.vector.to(dtype) if cond.vector is not None and self.is_sdxl else None
+        args = (x.to(dtype), t.to(torch.float32), cond.crossattn.to(dtype), vector)
+        if self.compiled is not None and self._compiled_unet_applies():
+            return run_compiled(self.unet, self.compiled, *args, upcast_attention).to(torch.float32)
         extra = {"cross_attention_kwargs": {"upcast": True}} if upcast_attention else {}  # fp32: a no-op
-        compiled = self.compiled is not None and self._compiled_unet_applies()
-        unet = self.unet.forward if self.compiled is not None and not compiled else self.unet  # forward: eager code
-        with compiled_call(self.compiled) if compiled and self.compiled else contextlib.nullcontext():
-            out = unet(x.to(dtype), t.to(torch.float32), encoder_hidden_states=cond.crossattn.to(dtype),
-                       class_labels=vector, **extra).sample
-        return out.to(torch.float32)
+        unet = self.unet.forward if self.compiled == "default" else self.unet  # torch.compile'd: forward is eager
+        out = unet(args[0], args[1], encoder_hidden_states=args[2], class_labels=vector, **extra)
+        return out.sample.to(torch.float32)
 
     def _compiled_unet_applies(self) -> bool:
         """Whether this call may use the compiled UNet: a job with networks in the weights (frozen code would not

@@ -1,0 +1,191 @@
+"""``compile="freeze"``: the UNet compiled ahead of time by AOTInductor with its weights frozen in, one package
+per input signature, kept on disk so that the next start loads it instead of compiling again.
+
+Inductor's freezing folds the weights into the compiled code and pre-packs them for oneDNN; ``torch.compile``'s
+own caches cannot keep such code (pre-packed weights do not pickle), so a restart would compile everything
+again. Here the UNet is exported (``torch.export``) for one input signature and compiled by AOTInductor into a
+package (``<retouch cache>/aoti/<key>.pt2``: the compiled code and the frozen weights) that later starts load in
+seconds.
+
+A package's key covers everything the compiled code depends on: the weights' contents (hashed once per loaded
+model, about 1 s per GB), the UNet's configuration, the input shapes, dtypes and memory formats, the attention
+upcast, the versions of torch, diffusers and retouch's model code, and the CPU (pre-packed layouts are
+ISA-specific). Each package holds a copy of the weights: the folder is kept under ``RETOUCH_FROZEN_CACHE_GB``
+(default 20) by deleting the least recently used packages.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+import weakref
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from retouch.models.paths import cache_dir
+
+logger = logging.getLogger(__name__)
+
+BUDGET_ENV = "RETOUCH_FROZEN_CACHE_GB"
+FORMAT = 1  # bump when the package contents change meaning
+# The weights go in a blob beside the compiled code, not into the shared library: a library's constants stay
+# mapped (and resident) after they are copied into the pre-packed tensors, twice the memory.
+CONFIG = {"freezing": True, "aot_inductor.package_constants_in_so": False,
+          "aot_inductor.package_constants_on_disk_format": "binary_blob"}
+_MODELS_SOURCE = Path(__file__).resolve().parent
+_frozen: weakref.WeakKeyDictionary[torch.nn.Module, FrozenUNet] = weakref.WeakKeyDictionary()
+_registry_lock = threading.Lock()
+
+
+def package_dir() -> Path:
+    return cache_dir() / "aoti"
+
+
+def frozen_unet(unet: torch.nn.Module) -> FrozenUNet:
+    """The frozen compiled code of ``unet`` (made on first use; let go with the module)."""
+    with _registry_lock:
+        found = _frozen.get(unet)
+        if found is None:
+            found = _frozen[unet] = FrozenUNet(unet)
+        return found
+
+
+class _Call(torch.nn.Module):
+    """The UNet call that is exported: positional tensors in, the predicted noise out."""
+
+    def __init__(self, unet: torch.nn.Module, upcast: bool):
+        super().__init__()
+        self.unet, self.upcast = unet, upcast
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
+                class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        extra = {"cross_attention_kwargs": {"upcast": True}} if self.upcast else {}
+        return self.unet(x, t, encoder_hidden_states=context, class_labels=class_labels, return_dict=False,
+                         **extra)[0]
+
+
+class FrozenUNet:
+    """One loaded UNet's AOTInductor packages, one per input signature. Holds the module weakly."""
+
+    def __init__(self, unet: torch.nn.Module):
+        self._unet = weakref.ref(unet)
+        self._runners: dict[tuple, Any] = {}
+        self._weights: str | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, class_labels: torch.Tensor | None,
+                 upcast: bool) -> torch.Tensor:
+        args = (x, t, context) if class_labels is None else (x, t, context, class_labels)
+        signature = (upcast, *(_describe(a) for a in args))
+        runner = self._runners.get(signature)
+        if runner is None:
+            with self._lock:
+                runner = self._runners.get(signature) or self._load(signature, args, upcast)
+                self._runners[signature] = runner
+        return runner(*args)
+
+    def _load(self, signature: tuple, args: tuple, upcast: bool) -> Any:
+        unet = self._unet()
+        assert unet is not None, "a FrozenUNet outlived its module"
+        if self._weights is None:
+            self._weights = weights_digest(unet)
+        path = package_dir() / f"{package_key(unet, self._weights, signature)}.pt2"
+        if path.is_file():
+            os.utime(path)  # most recently used
+        else:
+            build_package(_Call(unet, upcast).eval(), args, path)
+            prune(package_dir(), keep=path)
+        started = time.perf_counter()
+        runner = torch._inductor.aoti_load_package(str(path))
+        logger.info("loaded the frozen UNet for %s from %s in %.1f s", signature[1:], path,
+                    time.perf_counter() - started)
+        return runner
+
+
+def build_package(call: torch.nn.Module, args: tuple, path: Path) -> None:
+    """Export ``call`` for ``args``' shapes and compile it with frozen weights into the package ``path``."""
+    started = time.perf_counter()
+    logger.info("compiling the UNet with frozen weights for %s (once: kept in %s)", [tuple(a.shape) for a in args],
+                path.parent)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.partial.pt2")
+    with torch.inference_mode(False), torch.no_grad():
+        examples = tuple(a.clone() for a in args)  # not inference tensors: export traces with autograd off
+        exported = torch.export.export(call, examples, strict=False)
+        try:
+            torch._inductor.aoti_compile_and_package(exported, package_path=str(partial), inductor_configs=CONFIG)
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
+    del exported, examples
+    gc.collect()  # the compiler's copies of the weights (freed memory goes back to the system after the job)
+    logger.info("compiled the frozen UNet in %.0f s (%.0f MB)", time.perf_counter() - started,
+                path.stat().st_size / 2**20)
+
+
+def _describe(tensor: torch.Tensor) -> tuple:
+    channels_last = tensor.dim() == 4 and tensor.is_contiguous(memory_format=torch.channels_last)
+    return tuple(tensor.shape), str(tensor.dtype), channels_last, tensor.is_contiguous()
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """sha256 of a module's parameters and buffers: names, dtypes, shapes and contents."""
+    started = time.perf_counter()
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for name, tensor in (*module.named_parameters(), *module.named_buffers()):
+            digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+            flat = tensor.detach().contiguous().reshape(-1)
+            if flat.numel():
+                digest.update(flat.view(torch.uint8).numpy().data)
+    logger.debug("hashed the UNet's weights in %.1f s", time.perf_counter() - started)
+    return digest.hexdigest()
+
+
+def package_key(unet: torch.nn.Module, weights: str, signature: tuple) -> str:
+    import diffusers
+
+    config = {k: v for k, v in dict(getattr(unet, "config", {})).items() if not k.startswith("_")}  # _: bookkeeping
+    parts = {"format": FORMAT, "inductor": CONFIG, "torch": torch.__version__, "diffusers": diffusers.__version__,
+             "code": _code_digest(), "cpu": _cpu_identity(), "class": type(unet).__qualname__,
+             "config": json.dumps(config, sort_keys=True, default=str), "weights": weights,
+             "signature": repr(signature)}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _code_digest() -> str:
+    """retouch's model code (attention, padding …), which is part of the traced UNet."""
+    digest = hashlib.sha256()
+    for source in sorted(_MODELS_SOURCE.glob("*.py")):
+        digest.update(source.name.encode() + source.read_bytes())
+    return digest.hexdigest()
+
+
+def _cpu_identity() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    wanted = [line for line in lines if line.startswith(("model name", "flags"))][:2]
+    return hashlib.sha256(("\n".join(wanted) + os.uname().machine).encode()).hexdigest()
+
+
+def prune(folder: Path, keep: Path) -> None:
+    """Delete the least recently used packages until the folder is within its budget (never ``keep``)."""
+    budget = float(os.environ.get(BUDGET_ENV, "20")) * 2**30
+    packages = sorted(folder.glob("*.pt2"), key=lambda p: p.stat().st_mtime)
+    total = sum(p.stat().st_size for p in packages)
+    for package in packages:
+        if total <= budget:
+            break
+        if package != keep and not package.name.endswith(".partial.pt2"):
+            total -= package.stat().st_size
+            package.unlink(missing_ok=True)
+            logger.info("deleted the least recently used frozen UNet package %s (%s)", package.name, BUDGET_ENV)
