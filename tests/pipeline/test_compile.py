@@ -80,30 +80,30 @@ def test_compiled_code_is_kept_in_retouchs_cache_for_the_next_start(models, priv
     assert any((private_cache / "inductor").rglob("*.so"))  # Inductor's compiled kernels, on disk
 
 
-def test_the_next_start_loads_the_frozen_package_instead_of_compiling(private_cache, monkeypatch):
-    """The package of tiny-sd1-b (made by the test above, or here) is found by a model loaded afresh — its key is
-    the weights' contents, not the object — and a change of input shape compiles a package of its own."""
+def test_the_next_start_loads_the_frozen_packages_instead_of_compiling(private_cache, monkeypatch):
+    """Packages of tiny-sd1-b for two input shapes (made by the test above, or here) are found by a model loaded
+    afresh — their keys are the weights' contents, not the object, and nothing a compile leaves behind — and only
+    a new input shape compiles a package of its own."""
     need_shared()
-    first = run(load_model(MODELS / "tiny-sd1-b.safetensors", compile="freeze"))
-    packages = set((private_cache / "aoti").glob("*.pt2"))
-    assert len(packages) >= 1
+    kinds = {"one": {}, "two": {"batch_size": 2}}
+    first = load_model(MODELS / "tiny-sd1-b.safetensors", compile="freeze")
+    pictures = {kind: run(first, **extra) for kind, extra in kinds.items()}
+    assert len(list((private_cache / "aoti").glob("*.pt2"))) >= 2
+    built = []
 
-    def no_compile(*args):
+    def no_compile(call, args, path):
+        built.append([tuple(a.shape) for a in args])
         raise AssertionError("compiled again")
 
-    with monkeypatch.context() as patch:
-        patch.setattr(frozen, "build_package", no_compile)
-        again = load_model(MODELS / "tiny-sd1-b.safetensors", compile="freeze")  # a restart, as far as keys go
-        assert np.array_equal(run(again), first)
-    built = []
-    monkeypatch.setattr(frozen, "build_package", lambda *args: built.append(args[1]) or no_compile())
-    run(again, prompt="a red cat " + "on a mat " * 20)  # a longer prompt, the same 77 tokens: no compile …
+    monkeypatch.setattr(frozen, "build_package", no_compile)
+    again = load_model(MODELS / "tiny-sd1-b.safetensors", compile="freeze")  # a restart, as far as keys go
+    for kind, extra in kinds.items():
+        assert np.array_equal(run(again, **extra), pictures[kind])
+    run(again, prompt="a red cat " + "on a mat " * 20)  # a longer prompt, the same 77 tokens: no compile either
     assert built == []
-    params = Img2ImgParams(init_images=[source_image()], prompt="a red cat", steps=2, seed=1, width=64, height=64,
-                           batch_size=2)
     with pytest.raises(AssertionError, match="compiled again"):
-        generate(params, again)  # … batch 2: a new input shape
-    assert [tuple(a.shape) for a in built[0]][0] == (4, 4, 8, 8)
+        run(again, batch_size=3)  # a new input shape
+    assert built[0][0] == (6, 4, 8, 8)
 
 
 def test_a_frozen_model_let_go_takes_its_compiled_weights_with_it(private_cache):

@@ -120,7 +120,8 @@ def build_package(call: torch.nn.Module, args: tuple, path: Path) -> None:
         examples = tuple(a.clone() for a in args)  # not inference tensors: export traces with autograd off
         exported = torch.export.export(call, examples, strict=False)
         try:
-            torch._inductor.aoti_compile_and_package(exported, package_path=str(partial), inductor_configs=CONFIG)
+            torch._inductor.aoti_compile_and_package(exported, package_path=str(partial),
+                                                     inductor_configs=dict(CONFIG))  # it adds its own keys
             os.replace(partial, path)
         finally:
             partial.unlink(missing_ok=True)
