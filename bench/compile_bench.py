@@ -70,26 +70,38 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+# UNet calls per job: SD1.5-sized 20 steps × 0.75 = 16 (diffusers: 22 steps × 0.75); SDXL-sized, 2.6 B
+# parameters, as the sdxl section: 4 steps × 0.75 = 4 (diffusers: 6 × 0.75). Each batched cond + uncond.
+STEPS = {"sd15": {"retouch": 20, "diffusers": 22}, "sdxl": {"retouch": 4, "diffusers": 6}}
+
+
 def img2img_job(args: dict) -> dict:
-    """A 512² img2img job (20 steps × 0.75 = 16 UNet calls, Euler), twice in one process: the fastest CPU path
-    (bf16 UNet and VAE, channels-last, optionally ``compile="freeze"``) or diffusers' bf16 img2img pipeline."""
+    """A 512² img2img job (Euler, 0.75), twice in one process: the fastest CPU path (bf16 UNet and VAE,
+    channels-last, optionally ``compile="freeze"``) or diffusers' img2img pipeline loaded in bf16."""
     import torch
     from workers import job, peak_rss_mb, source
 
     torch.set_num_threads(2)
     times = []
+    family = args.get("family", "sd15")
+    steps = STEPS[family][args["engine"]]
     if args["engine"] == "diffusers":
-        from diffusers import EulerDiscreteScheduler, StableDiffusionImg2ImgPipeline
+        from diffusers import (
+            EulerDiscreteScheduler,
+            StableDiffusionImg2ImgPipeline,
+            StableDiffusionXLImg2ImgPipeline,
+        )
 
-        pipe = StableDiffusionImg2ImgPipeline.from_pretrained(args["folder"], torch_dtype=torch.bfloat16,
-                                                              safety_checker=None, local_files_only=True)
+        extra = {"safety_checker": None} if family == "sd15" else {}
+        pipeline = StableDiffusionImg2ImgPipeline if family == "sd15" else StableDiffusionXLImg2ImgPipeline
+        pipe = pipeline.from_pretrained(args["folder"], torch_dtype=torch.bfloat16, local_files_only=True, **extra)
         pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config, timestep_spacing="leading")
         pipe.set_progress_bar_config(disable=True)
-        for _ in range(2):  # 22 steps × 0.75 → 16 UNet calls, as ours
+        for _ in range(2):
             begin = time.perf_counter()
             with torch.inference_mode():
                 pipe(prompt="a watercolor painting of a forest", negative_prompt="blurry", image=source(512),
-                     strength=0.75, num_inference_steps=22, guidance_scale=7.0,
+                     strength=0.75, num_inference_steps=steps, guidance_scale=7.0,
                      generator=torch.Generator().manual_seed(1))
             times.append(time.perf_counter() - begin)
     else:
@@ -100,7 +112,7 @@ def img2img_job(args: dict) -> dict:
                            compile=args["compile"])
         for _ in range(2):
             begin = time.perf_counter()
-            process_images(StableDiffusionProcessingImg2Img(sd_model=model, **job(512, "Euler")))
+            process_images(StableDiffusionProcessingImg2Img(sd_model=model, **{**job(512, "Euler"), "steps": steps}))
             times.append(time.perf_counter() - begin)
     return {"first_s": times[0], "second_s": times[1], "peak_rss_mb": peak_rss_mb(),
             "loadavg_1min": os.getloadavg()[0]}
@@ -108,11 +120,17 @@ def img2img_job(args: dict) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 # The section (in bench/run.py's process)
-def fastest_section(ckpt: Path, folder: Path, results: dict, worker) -> None:
-    """The fastest path end to end against diffusers at the same precision (each in its own process)."""
+def fastest_section(ckpt: Path, folder: Path, results: dict, worker, sdxl: tuple[Path, Path] | None = None) -> None:
+    """The fastest path end to end against diffusers at the same precision (each in its own process); with
+    ``sdxl`` (checkpoint, diffusers folder) also the SDXL-sized pair. (Not compiled there: a frozen SDXL UNet
+    is a 5 GB package per size and its compile needs more memory than this machine has beside the model.)"""
     out = {name: worker(__file__, "img2img_job", engine=engine, ckpt=str(ckpt), folder=str(folder), compile=mode)
            for name, engine, mode in (("diffusers bf16", "diffusers", False), ("retouch bf16", "retouch", False),
                                       ("retouch bf16, --compile freeze", "retouch", "freeze"))}
+    if sdxl is not None:
+        for name, engine in (("SDXL: diffusers bf16", "diffusers"), ("SDXL: retouch bf16", "retouch")):
+            out[name] = worker(__file__, "img2img_job", engine=engine, ckpt=str(sdxl[0]), folder=str(sdxl[1]),
+                               compile=False, family="sdxl")
     print(f"fastest: {out}", flush=True)
     results["fastest"] = out
 
@@ -122,15 +140,18 @@ def fastest_lines(r: dict) -> list[str]:
     if not f:
         return []
     base = f["diffusers bf16"]["second_s"]
-    lines = ["## The fastest path end to end (SD1.5-sized, 512², 20 steps × 0.75, Euler)", "",
+    lines = ["## The fastest path end to end (512², Euler, denoising 0.75)", "",
              "retouch with a bf16 UNet and VAE, channels-last (and `--compile freeze`), against diffusers' "
-             "`StableDiffusionImg2ImgPipeline` loaded in bf16 (its VAE too), 16 UNet calls each; each engine in its "
-             "own process, two jobs: the first pays the warm-up (compilation), the second is the steady state.", "",
+             "`StableDiffusionImg2ImgPipeline` loaded in bf16 (its VAE too): SD1.5-sized 16 UNet calls each (20 "
+             "steps); SDXL-sized (`StableDiffusionXLImg2ImgPipeline`) 4 (4 steps; not compiled: a frozen SDXL UNet "
+             "is a 5 GB package per size). Each engine in its own process, two jobs: the first pays the warm-up "
+             "(compilation), the second is the steady state.", "",
              "| engine | first job | second job | second / diffusers' | peak RSS | load |",
              "| --- | --- | --- | --- | --- | --- |"]
     for name, row in f.items():
-        lines.append(f"| {name} | {row['first_s']:.1f} s | {row['second_s']:.1f} s | {row['second_s'] / base:.2f}× | "
-                     f"{row['peak_rss_mb']:.0f} MB | {row['loadavg_1min']:.2f} |")
+        reference = f["SDXL: diffusers bf16"]["second_s"] if name.startswith("SDXL") else base
+        lines.append(f"| {name} | {row['first_s']:.1f} s | {row['second_s']:.1f} s | "
+                     f"{row['second_s'] / reference:.2f}× | {row['peak_rss_mb']:.0f} MB | {row['loadavg_1min']:.2f} |")
     return [*lines, ""]
 
 
@@ -139,8 +160,13 @@ def fastest_goals(r: dict) -> list[tuple]:
     if not f:
         return []
     ratio = f["retouch bf16, --compile freeze"]["second_s"] / f["diffusers bf16"]["second_s"]
-    return [("SD1.5-sized img2img 512² bf16 (fastest path, steady state): ≤ 0.5× diffusers' wall time",
+    rows = [("SD1.5-sized img2img 512² bf16 (fastest path, steady state): ≤ 0.5× diffusers' wall time",
              f"{ratio:.2f}×", ratio <= 0.5, "--sections fastest")]
+    if "SDXL: retouch bf16" in f:
+        ratio = f["SDXL: retouch bf16"]["second_s"] / f["SDXL: diffusers bf16"]["second_s"]
+        rows.append(("SDXL-sized img2img 512² bf16 (fastest path, steady state): ≤ 0.6× diffusers' wall time",
+                     f"{ratio:.2f}×", ratio <= 0.6, "--sections fastest"))
+    return rows
 def section(ckpt: Path, results: dict, worker) -> None:
     out: dict = {"peaks": worker(Path(__file__).with_name("limits_bench.py"), "peaks")}
     with tempfile.TemporaryDirectory(prefix="retouch-compile-") as cache:

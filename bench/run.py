@@ -500,7 +500,8 @@ def main() -> int:
         "limits": lambda: limits_section(ckpt, results, worker_of),
         "fastpaths": lambda: fast_paths_section(results),
         "compile": lambda: compile_section(ckpt, results, worker_of),  # ~12 min: `make bench-extra`
-        "fastest": lambda: fastest_section(ckpt, folder, results, worker_of),  # ~5 min: `make bench-extra`
+        "fastest": lambda: fastest_section(ckpt, folder, results, worker_of,  # ~12 min: `make bench-extra`
+                                           sdxl=prepare_sdxl(cache_dir() / "bench")),
         "scripts": lambda: scripts_section(ckpt, cache_dir() / "bench", results, worker_of),  # ~15 min: `make bench-extra`
         "large": lambda: large_section(ckpt, results, 2048),  # ~25 min: `make bench-extra`
         "soak": lambda: soak_section(results),  # ~2 min: `make bench-extra`
