@@ -87,9 +87,25 @@ class FrozenUNet:
         runner = self._runners.get(signature)
         if runner is None:
             with self._lock:
-                runner = self._runners.get(signature) or self._load(signature, args, upcast)
+                runner = self._runners.get(signature) or self._load_or_eager(signature, args, upcast)
                 self._runners[signature] = runner
         return runner(*args)
+
+    def _load_or_eager(self, signature: tuple, args: tuple, upcast: bool) -> Any:
+        """The package's runner; if compiling or loading it fails, the eager UNet for this signature (said once
+        in the log: a compiler error must not cost the job)."""
+        try:
+            return self._load(signature, args, upcast)
+        except Exception:  # noqa: BLE001 - any compiler failure; the eager UNet is always there
+            logger.warning("the frozen UNet could not be compiled for %s: this input shape runs eager",
+                           signature[1:], exc_info=True)
+
+            def eager(*call_args: torch.Tensor) -> torch.Tensor:  # holds no reference to the module: see __init__
+                unet = self._unet()
+                assert unet is not None
+                return _Call(unet, upcast)(*call_args)
+
+            return eager
 
     def _load(self, signature: tuple, args: tuple, upcast: bool) -> Any:
         unet = self._unet()
