@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 
 from retouch.models import frozen
@@ -57,3 +58,12 @@ def test_the_package_folder_keeps_within_its_budget_least_recently_used_first(tm
         os.utime(path, (1_000_000 - age * 100, 1_000_000 - age * 100))
     frozen.prune(tmp_path, keep=tmp_path / "oldest.pt2")  # the one being loaded is never deleted
     assert sorted(p.stem for p in tmp_path.glob("*.pt2")) == ["newest", "oldest"]
+
+
+def test_a_bad_package_budget_is_refused_naming_the_variable(monkeypatch):
+    for bad in ("lots", "-1", "nan", "inf"):
+        monkeypatch.setenv(frozen.BUDGET_ENV, bad)
+        with pytest.raises(ValueError, match=f"RETOUCH_FROZEN_CACHE_GB .*{bad}"):
+            frozen.cache_budget()
+    monkeypatch.setenv(frozen.BUDGET_ENV, "0.5")
+    assert frozen.cache_budget() == 2**29

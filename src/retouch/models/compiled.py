@@ -37,7 +37,7 @@ import weakref
 
 import torch
 
-from retouch.models.frozen import frozen_unet, package_dir
+from retouch.models.frozen import cache_budget, frozen_unet, package_dir
 from retouch.models.paths import cache_dir
 
 logger = logging.getLogger(__name__)
@@ -81,6 +81,8 @@ def compile_unet(unet: torch.nn.Module, mode: str) -> None:
     parameters and names stay as they are; ``unet.forward`` stays the eager code)."""
     os.environ[CACHE_ENV] = inductor_cache_dir()  # Inductor reads it at each compile: the process's setting
     forget_released()
+    if mode == "freeze":
+        cache_budget()  # a bad RETOUCH_FROZEN_CACHE_GB fails the load, not a job's compile later
     if mode == "default":
         unet.compile(dynamic=False)
         weakref.finalize(unet, _released.set)

@@ -194,9 +194,21 @@ def _cpu_identity() -> str:
     return hashlib.sha256(("\n".join(wanted) + os.uname().machine).encode()).hexdigest()
 
 
+def cache_budget() -> float:
+    """Bytes the package folder may hold: ``$RETOUCH_FROZEN_CACHE_GB`` (default 20) GiB."""
+    value = os.environ.get(BUDGET_ENV, "20")
+    try:
+        budget = float(value)
+    except ValueError:
+        budget = -1.0
+    if not budget >= 0 or budget == float("inf"):
+        raise ValueError(f"{BUDGET_ENV} must be a number of GiB (0 or more), got {value!r}")
+    return budget * 2**30
+
+
 def prune(folder: Path, keep: Path) -> None:
     """Delete the least recently used packages until the folder is within its budget (never ``keep``)."""
-    budget = float(os.environ.get(BUDGET_ENV, "20")) * 2**30
+    budget = cache_budget()
     packages = sorted(folder.glob("*.pt2"), key=lambda p: p.stat().st_mtime)
     total = sum(p.stat().st_size for p in packages)
     for package in packages:
