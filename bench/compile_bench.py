@@ -152,7 +152,37 @@ def fastest_lines(r: dict) -> list[str]:
         reference = f["SDXL: diffusers bf16"]["second_s"] if name.startswith("SDXL") else base
         lines.append(f"| {name} | {row['first_s']:.1f} s | {row['second_s']:.1f} s | "
                      f"{row['second_s'] / reference:.2f}× | {row['peak_rss_mb']:.0f} MB | {row['loadavg_1min']:.2f} |")
+    bound = machine_bound(r)
+    if bound is not None:
+        lines += ["", f"What this machine allows: the SD1.5-sized job's network arithmetic (16 UNet calls, one encode, "
+                  f"one decode: {bound['tflop']:.1f} TFLOP counted in the limits section, the text encoder left out) "
+                  f"takes at least {bound['seconds']:.1f} s at the best bf16 rate measured here "
+                  f"({bound['peak']:.2f} TFLOP/s, {bound['kernel']} alone), {bound['ratio']:.2f}× diffusers' "
+                  "job. No engine doing the same arithmetic in bf16 can go below that ratio on this machine; a "
+                  "faster job would have to compute less (fewer or cheaper UNet calls, lower precision), which "
+                  "changes A1111's results."]
     return [*lines, ""]
+
+
+UNET_CALLS = 16  # the SD1.5-sized fastest job: 20 steps × 0.75
+
+
+def machine_bound(r: dict) -> dict | None:
+    """The least time the SD1.5-sized fastest job's networks could take on this run's machine: their FLOPs
+    (the limits section's count) at the best bf16 kernel rate measured there; None without both sections
+    measured on one host."""
+    lim, f, cpu = r.get("limits"), r.get("fastest"), r.get("section_cpu", {})
+    if not lim or not f or cpu.get("limits") != cpu.get("fastest"):
+        return None
+    net = next((n for n in lim["networks"] if n["precision"] == "bf16"), None)
+    if net is None:
+        return None
+    flops = UNET_CALLS * net["unet"]["flops"] + net["vae_encode"]["flops"] + net["vae_decode"]["flops"]
+    kernel, peak = max((("matmul", lim["peaks"]["matmul_bf16"]), ("convolution", lim["peaks"]["conv_bf16"])),
+                       key=lambda pair: pair[1])
+    seconds = flops / (peak * 1e12)
+    return {"tflop": flops / 1e12, "peak": peak, "kernel": kernel, "seconds": seconds,
+            "ratio": seconds / f["diffusers bf16"]["second_s"]}
 
 
 def fastest_goals(r: dict) -> list[tuple]:
@@ -160,8 +190,10 @@ def fastest_goals(r: dict) -> list[tuple]:
     if not f:
         return []
     ratio = f["retouch bf16, --compile freeze"]["second_s"] / f["diffusers bf16"]["second_s"]
+    bound = machine_bound(r)
+    limit = f" (this machine's limit for any engine: {bound['ratio']:.2f}×)" if bound else ""
     rows = [("SD1.5-sized img2img 512² bf16 (fastest path, steady state): ≤ 0.5× diffusers' wall time",
-             f"{ratio:.2f}×", ratio <= 0.5, "--sections fastest")]
+             f"{ratio:.2f}×{limit}", ratio <= 0.5, "--sections fastest")]
     if "SDXL: retouch bf16" in f:
         ratio = f["SDXL: retouch bf16"]["second_s"] / f["SDXL: diffusers bf16"]["second_s"]
         rows.append(("SDXL-sized img2img 512² bf16 (fastest path, steady state): ≤ 0.6× diffusers' wall time",

@@ -438,7 +438,17 @@ def _diffusers(d: dict | None, pipeline: str) -> list[str]:
             "it every large activation is a fresh mmap, faulted in page by page — an SDXL VAE pass at 512² "
             "re-faulted about 10 GB) and returns all free memory when the job ends; diffusers gets a similar "
             "reuse by accident of how its loading leaves glibc's heap. The trade is a few per cent of peak "
-            "memory for fewer page faults.", ""]),
+            "memory for fewer page faults.", "",
+            "Where the difference is (measured 2026-12-07 on this host): before the job, retouch's process holds "
+            "about 50 MB more than diffusers' (its imports, OpenCV's 16 MB among them, and the loader's "
+            "bookkeeping); the peak is in the VAE decode's last up-block, whose blocks are each 4× the size of the "
+            "stage before, so glibc's kept blocks rarely fit them and the heap grows beyond the decode's 192 MB "
+            "of live tensors (plus oneDNN's blocked-format copies). Two alternatives were measured and left "
+            "out (a one-off script, 3 jobs each in one process, 256² fp32, 4 steps): mapping an untiled VAE "
+            "pass's blocks of 4 MiB and more from the kernel and back lowered the peak above the loaded model "
+            "from 332–463 MB to 263–317 MB but cost 1–2 s of page faults (about 1 M) per job; returning the "
+            "freed memory between the encode, sampling and the decode did not lower this section's peak "
+            "(5067 MB, the highest of 3 runs).", ""]),
     ]
 
 
