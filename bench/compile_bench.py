@@ -273,6 +273,15 @@ def section_lines(r: dict) -> list[str]:
                          f"{row['compiled_s']:.2f} s | {row['compiled_s'] / row['eager_s']:.2f}× | "
                          f"{row['max_difference']:.3f} | {run.get('rss_added_mb', 0):.0f} MB | "
                          f"{run.get('package_mb', 0):.0f} MB | {run['loadavg_1min']:.2f} |")
+    lines += ["", "Where `--compile`'s next start goes (2026-12-07, this host; cProfile of the first compiled call "
+              "at 256² in a new process on a warm cache): 15.6 of the 17.0 s profiled are Dynamo tracing the UNet's "
+              "Python again — Inductor's and AOTAutograd's caches keep the compiled code, not the trace. torch "
+              "2.13's experimental Dynamo cache (`TORCH_CACHING_PRECOMPILE=1`) fails on this UNet (\"check_fn."
+              "guards_state must not be None\"). `--compile freeze` skips the trace by loading an AOTInductor "
+              "package; the same without freezing — a package without the weights, the live parameters attached "
+              "(`load_constants(..., user_managed=True)`) — was probed on the tiny model (a 3 MB package; in-place "
+              "weight changes are seen by the compiled code) and is the way to a next start within 10 % for "
+              "`--compile` too; not built yet."]
     return [*lines, "", *fastest_lines(r)]
 
 
