@@ -1,16 +1,17 @@
-"""``load_model(..., compile=True | "freeze")`` / ``--compile [freeze]``: the UNet compiled by ``torch.compile`` or,
-weights frozen in, by AOTInductor into a package on disk (issue 27). Each compile takes tens of seconds on the CI
-machine: the module compiles one input shape per mode and checkpoint."""
+"""``load_model(..., compile=True | "freeze")`` / ``--compile [freeze]``: the UNet compiled by AOTInductor into a
+package on disk, the model's own weights attached or frozen in (issue 27). Each compile takes tens of seconds on
+the CI machine: the module compiles few input shapes (the session's cache folder is shared)."""
 
 from __future__ import annotations
 
 import gc
 import logging
 import weakref
+import zipfile
 
 import numpy as np
 import pytest
-from torch._dynamo.utils import counters
+import torch
 
 from retouch import Img2ImgParams, generate, load_model
 from retouch.models import frozen
@@ -48,9 +49,10 @@ def test_a_job_with_a_lora_runs_the_eager_unet_and_the_next_job_the_compiled_one
     it (nor make it compile again), and gets exactly the eager model's pictures."""
     eager, compiled = models
     plain = run(compiled)
-    graphs = counters["stats"]["unique_graphs"]
+    packages = frozen.packaged_unet(compiled.unet, freeze=False)
+    shapes = packages.shapes
     with_lora = run(compiled, "a red cat <lora:tiny_lora_kohya:1>")
-    assert counters["stats"]["unique_graphs"] == graphs
+    assert packages.shapes == shapes
     assert np.abs(with_lora - plain).max() > 20  # the network does change the picture …
     assert np.array_equal(with_lora, run(eager, "a red cat <lora:tiny_lora_kohya:1>"))  # … exactly as eager
     assert np.array_equal(run(compiled), plain)  # and is taken out again
@@ -75,29 +77,49 @@ def test_a_tiling_job_runs_the_unet_uncompiled_and_pads_circularly(models):
     assert np.abs(tiled - run(compiled)).max() > 20
 
 
-def test_compiled_code_is_kept_in_retouchs_cache_for_the_next_start(models, private_cache):
+def test_live_packages_hold_no_weights_and_serve_every_checkpoint_of_the_architecture(models, private_cache,
+                                                                                      monkeypatch, caplog):
+    """``compile=True``: the package in retouch's cache holds the compiled code only; a second checkpoint of the
+    same architecture runs the same package with its own weights, and a replaced parameter is attached anew."""
+    caplog.set_level(logging.INFO, logger="retouch.models.frozen")
     run(models[1])
     assert inductor_cache_dir() == str(private_cache / "inductor")
-    assert any((private_cache / "inductor").rglob("*.so"))  # Inductor's compiled kernels, on disk
+    weights = {p.name: [n for n in zipfile.ZipFile(p).namelist() if "weights" in n]
+               for p in (private_cache / "aoti").glob("*.pt2")}
+    assert [] in weights.values()  # the live package holds no weights (frozen ones: a "wrapper_weights.blob")
+    monkeypatch.setattr(frozen, "build_package", lambda *args: pytest.fail("compiled again"))
+    eager_b, live_b = (load_model(MODELS / "tiny-sd1-b.safetensors", compile=mode) for mode in (False, True))
+    b = run(live_b)
+    assert np.abs(b - run(eager_b)).max() <= FAST_PATHS.BUDGETS[FAST_PATHS.COMPILED][0]
+    assert np.abs(b - run(models[1])).max() > 20  # its own weights, not the first model's
+    for model in (eager_b, live_b):  # a new tensor in the module's place (a .to(), an assignment)
+        weight = model.unet.conv_in.weight
+        model.unet.conv_in.weight = torch.nn.Parameter(weight.detach() * 0.5, requires_grad=False)
+    changed = run(live_b)
+    assert np.abs(changed - run(eager_b)).max() <= FAST_PATHS.BUDGETS[FAST_PATHS.COMPILED][0]
+    assert np.abs(changed - b).max() > 20
+    assert "could not be compiled" not in caplog.text  # all of it ran compiled, none fell back to eager
+    assert "loaded the live UNet" in caplog.text
 
 
-def test_the_next_start_loads_the_frozen_packages_instead_of_compiling(private_cache, monkeypatch, caplog):
-    """Packages of tiny-sd1-b for two input shapes (made by the test above, or here) are found by a model loaded
-    afresh — their keys are the weights' contents, not the object, and nothing a compile leaves behind — and only
-    a new input shape compiles a package of its own."""
+@pytest.mark.parametrize("mode", ["freeze", True])
+def test_the_next_start_loads_the_packages_instead_of_compiling(private_cache, monkeypatch, caplog, mode):
+    """Packages of tiny-sd1-b for two input shapes (made by the tests above, or here) are found by a model loaded
+    afresh — their keys are the weights' contents (frozen) or layout (live), not the object, and nothing a
+    compile leaves behind — and only a new input shape compiles a package of its own."""
     need_shared()
     kinds = {"one": {}, "two": {"batch_size": 2}}
-    first = load_model(MODELS / "tiny-sd1-b.safetensors", compile="freeze")
+    first = load_model(MODELS / "tiny-sd1-b.safetensors", compile=mode)
     pictures = {kind: run(first, **extra) for kind, extra in kinds.items()}
     assert len(list((private_cache / "aoti").glob("*.pt2"))) >= 2
     built = []
 
-    def no_compile(call, args, path):
+    def no_compile(call, args, path, config):
         built.append([tuple(a.shape) for a in args])
         raise AssertionError("compiled again")
 
     monkeypatch.setattr(frozen, "build_package", no_compile)
-    again = load_model(MODELS / "tiny-sd1-b.safetensors", compile="freeze")  # a restart, as far as keys go
+    again = load_model(MODELS / "tiny-sd1-b.safetensors", compile=mode)  # a restart, as far as keys go
     for kind, extra in kinds.items():
         assert np.array_equal(run(again, **extra), pictures[kind])
     run(again, prompt="a red cat " + "on a mat " * 20)  # a longer prompt, the same 77 tokens: no compile either
@@ -110,26 +132,16 @@ def test_the_next_start_loads_the_frozen_packages_instead_of_compiling(private_c
     assert np.array_equal(tripled, plain)  # a compiler failure costs neither the job nor its exactness
 
 
-def test_a_frozen_model_let_go_takes_its_compiled_weights_with_it(private_cache):
+@pytest.mark.parametrize("mode", ["freeze", True])
+def test_a_compiled_model_let_go_takes_its_packages_and_weights_with_it(private_cache, mode):
     need_shared()
-    model = load_model(MODELS / "tiny-sd1-b.safetensors", compile="freeze")
+    model = load_model(MODELS / "tiny-sd1-b.safetensors", compile=mode)
     run(model)
-    packages = weakref.ref(frozen.frozen_unet(model.unet))
+    packages = weakref.ref(frozen.packaged_unet(model.unet, freeze=mode == "freeze"))
     weight = weakref.ref(model.unet.conv_in.weight)
     del model
     gc.collect()
-    assert weight() is None and packages() is None  # the compiled packages' weights go with their holder
-
-
-def test_a_compiled_model_let_go_is_freed_by_the_next_compiled_load():
-    need_shared()
-    first = load_model(MODELS / "tiny-sd1-b.safetensors", compile=True)
-    run(first)
-    weight = weakref.ref(first.unet.conv_in.weight)
-    del first
-    second = load_model(MODELS / "tiny-sd1-b.safetensors", compile=True)  # a server's checkpoint switch
-    assert weight() is None
-    assert np.abs(run(second) - run(load_model(MODELS / "tiny-sd1-b.safetensors"))).max() <= 2
+    assert weight() is None and packages() is None  # the compiled code and the weights go with their holder
 
 
 def test_an_sdxl_unet_freezes_with_its_pooled_vector_input(private_cache, caplog):

@@ -67,3 +67,14 @@ def test_a_bad_package_budget_is_refused_naming_the_variable(monkeypatch):
             frozen.cache_budget()
     monkeypatch.setenv(frozen.BUDGET_ENV, "0.5")
     assert frozen.cache_budget() == 2**29
+
+
+def test_a_live_package_key_is_the_weights_layout_not_their_contents():
+    """Live packages take the model's own weights at run time: any checkpoint of the same architecture, dtype and
+    memory layout shares one; frozen and live packages never share a key."""
+    a, b = small_net(0), small_net(1)
+    key = frozen.package_key(a, frozen.weights_layout(a), SIGNATURE, freeze=False)
+    assert frozen.package_key(b, frozen.weights_layout(b), SIGNATURE, freeze=False) == key
+    for other in (a.to(torch.bfloat16), small_net(0).to(memory_format=torch.channels_last)):
+        assert frozen.package_key(other, frozen.weights_layout(other), SIGNATURE, freeze=False) != key
+    assert frozen.package_key(a, frozen.weights_layout(a), SIGNATURE, freeze=True) != key

@@ -73,7 +73,7 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channels-last", action="store_true", help="UNet and VAE in channels-last memory format (faster on CPU)")
     parser.add_argument("--compile", nargs="?", const="default", choices=("default", "freeze"), default=None,
                         help="compile the UNet on its first call per image size (slow once, cached on disk for "
-                             "the next start): torch.compile; 'freeze': AOTInductor with the weights frozen in, "
+                             "the next start): AOTInductor, the model's own weights; 'freeze': with the weights frozen in, "
                              "faster, a copy of the UNet's weights per image size in memory and on disk; jobs with "
                              "LoRA networks or seamless tiling run it uncompiled")
     parser.add_argument("--vae-tiling", choices=("auto", "always", "never"), default="auto",

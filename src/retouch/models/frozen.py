@@ -1,17 +1,21 @@
-"""``compile="freeze"``: the UNet compiled ahead of time by AOTInductor with its weights frozen in, one package
-per input signature, kept on disk so that the next start loads it instead of compiling again.
+"""The compiled UNet as AOTInductor packages, one per input signature, kept on disk so that the next start loads
+them instead of compiling again. Two kinds:
 
-Inductor's freezing folds the weights into the compiled code and pre-packs them for oneDNN; ``torch.compile``'s
-own caches cannot keep such code (pre-packed weights do not pickle), so a restart would compile everything
-again. Here the UNet is exported (``torch.export``) for one input signature and compiled by AOTInductor into a
-package (``<retouch cache>/aoti/<key>.pt2``: the compiled code and the frozen weights) that later starts load in
-seconds.
+* **frozen** (``compile="freeze"``): Inductor's freezing folds the weights into the compiled code and pre-packs
+  them for oneDNN. ``torch.compile``'s own caches cannot keep such code (pre-packed weights do not pickle), so a
+  restart would compile everything again. The package (the compiled code and a copy of the frozen weights)
+  belongs to one set of weights.
+* **live** (``compile=True``): the package holds the compiled code only; the loaded model's own parameters are
+  attached to it at run time (no copy), and attached again if the module's tensors are replaced. One package
+  serves every checkpoint of the same architecture and layout. (``torch.compile`` itself spent most of a next
+  start re-tracing the UNet's Python, which its caches do not keep: measured in docs/benchmarks.md.)
 
-A package's key covers everything the compiled code depends on: the weights' contents (hashed once per loaded
-model, about 1 s per GB), the UNet's configuration, the input shapes, dtypes and memory formats, the attention
-upcast, the versions of torch, diffusers and retouch's model code, and the CPU (pre-packed layouts are
-ISA-specific). Each package holds a copy of the weights: the folder is kept under ``RETOUCH_FROZEN_CACHE_GB``
-(default 20) by deleting the least recently used packages.
+The UNet is exported (``torch.export``) for one input signature and compiled by AOTInductor into
+``<retouch cache>/aoti/<key>.pt2``. A package's key covers everything the compiled code depends on: the weights
+(frozen: their contents, hashed once per loaded model, about 1 s per GB; live: their names, dtypes, shapes and
+strides), the UNet's configuration, the input shapes, dtypes and memory formats, the attention upcast, the
+versions of torch, diffusers and retouch's model code, and the CPU (pre-packed layouts are ISA-specific). The
+folder is kept under ``RETOUCH_FROZEN_CACHE_GB`` (default 20) by deleting the least recently used packages.
 """
 
 from __future__ import annotations
@@ -39,8 +43,15 @@ FORMAT = 1  # bump when the package contents change meaning
 # mapped (and resident) after they are copied into the pre-packed tensors, twice the memory.
 CONFIG = {"freezing": True, "aot_inductor.package_constants_in_so": False,
           "aot_inductor.package_constants_on_disk_format": "binary_blob"}
+# Live packages hold no weights at all: the model's parameters are attached at run time. What Inductor computes
+# from the weights ahead of time (constant folding: reshaped or transposed weights) is computed when they are
+# attached instead — folded at compile time, it would keep the first checkpoint's values.
+LIVE_CONFIG = {"freezing": False, "aot_inductor.package_constants_in_so": False,
+               "aot_inductor.package_constants_on_disk_format": None,
+               "aot_inductor.use_runtime_constant_folding": True}
+FOLDED = "_FOLDED_CONST_"  # the names of the constants a live package computes itself
 _MODELS_SOURCE = Path(__file__).resolve().parent
-_frozen: weakref.WeakKeyDictionary[torch.nn.Module, FrozenUNet] = weakref.WeakKeyDictionary()
+_packaged: weakref.WeakKeyDictionary[torch.nn.Module, dict[bool, PackagedUNet]] = weakref.WeakKeyDictionary()
 _registry_lock = threading.Lock()
 
 
@@ -48,12 +59,13 @@ def package_dir() -> Path:
     return cache_dir() / "aoti"
 
 
-def frozen_unet(unet: torch.nn.Module) -> FrozenUNet:
-    """The frozen compiled code of ``unet`` (made on first use; let go with the module)."""
+def packaged_unet(unet: torch.nn.Module, freeze: bool) -> PackagedUNet:
+    """The compiled code of ``unet``, frozen or live (made on first use; let go with the module)."""
     with _registry_lock:
-        found = _frozen.get(unet)
+        kinds = _packaged.setdefault(unet, {})
+        found = kinds.get(freeze)
         if found is None:
-            found = _frozen[unet] = FrozenUNet(unet)
+            found = kinds[freeze] = PackagedUNet(unet, freeze)
         return found
 
 
@@ -71,11 +83,12 @@ class _Call(torch.nn.Module):
                          **extra)[0]
 
 
-class FrozenUNet:
+class PackagedUNet:
     """One loaded UNet's AOTInductor packages, one per input signature. Holds the module weakly."""
 
-    def __init__(self, unet: torch.nn.Module):
+    def __init__(self, unet: torch.nn.Module, freeze: bool):
         self._unet = weakref.ref(unet)
+        self.freeze = freeze
         self._runners: dict[tuple, Any] = {}
         self._weights: str | None = None
         self._lock = threading.Lock()
@@ -97,7 +110,7 @@ class FrozenUNet:
         try:
             return self._load(signature, args, upcast)
         except Exception:  # noqa: BLE001 - any compiler failure; the eager UNet is always there
-            logger.warning("the frozen UNet could not be compiled for %s: this input shape runs eager",
+            logger.warning("the %s UNet could not be compiled for %s: this input shape runs eager", self.kind,
                            signature[1:], exc_info=True)
 
             def eager(*call_args: torch.Tensor) -> torch.Tensor:  # holds no reference to the module: see __init__
@@ -107,29 +120,73 @@ class FrozenUNet:
 
             return eager
 
+    @property
+    def kind(self) -> str:
+        return "frozen" if self.freeze else "live"
+
+    @property
+    def shapes(self) -> int:
+        """How many input signatures have their compiled code (or eager fallback) loaded."""
+        return len(self._runners)
+
     def _load(self, signature: tuple, args: tuple, upcast: bool) -> Any:
         unet = self._unet()
-        assert unet is not None, "a FrozenUNet outlived its module"
+        assert unet is not None, "a PackagedUNet outlived its module"
         if self._weights is None:
-            self._weights = weights_digest(unet)
-        path = package_dir() / f"{package_key(unet, self._weights, signature)}.pt2"
+            self._weights = weights_digest(unet) if self.freeze else weights_layout(unet)
+        path = package_dir() / f"{package_key(unet, self._weights, signature, self.freeze)}.pt2"
         if path.is_file():
             os.utime(path)  # most recently used
         else:
-            build_package(_Call(unet, upcast).eval(), args, path)
+            build_package(_Call(unet, upcast).eval(), args, path, CONFIG if self.freeze else LIVE_CONFIG)
             prune(package_dir(), keep=path)
         started = time.perf_counter()
-        runner = torch._inductor.aoti_load_package(str(path))
-        logger.info("loaded the frozen UNet for %s from %s in %.1f s", signature[1:], path,
+        runner: Any = torch._inductor.aoti_load_package(str(path))
+        if not self.freeze:
+            live = LiveWeights(runner, self._unet)
+            live.attach()
+            runner = live
+        logger.info("loaded the %s UNet for %s from %s in %.1f s", self.kind, signature[1:], path,
                     time.perf_counter() - started)
         return runner
 
 
-def build_package(call: torch.nn.Module, args: tuple, path: Path) -> None:
-    """Export ``call`` for ``args``' shapes and compile it with frozen weights into the package ``path``."""
+class LiveWeights:
+    """A live package's runner with the module's own parameters attached (no copy). The compiled code keeps
+    their addresses: the tensors are held here, and if the module's are replaced (a new ``Parameter``, a
+    ``.to()``), the new ones are attached before the next call. Changes made in place are not seen by what the
+    package folded from the weights when they were attached (transposed copies): jobs whose networks patch the
+    weights run the eager UNet (``Model._compiled_unet_applies``)."""
+
+    def __init__(self, runner: Any, unet: weakref.ref[torch.nn.Module]):
+        self._runner, self._unet = runner, unet
+        self._names = [name for name in runner.get_constant_fqns() if not name.startswith(FOLDED)]
+        self._attached: list[torch.Tensor] = []
+
+    def _current(self) -> list[torch.Tensor]:
+        unet = self._unet()
+        assert unet is not None, "a live UNet package outlived its module"
+        tensors = {**dict(unet.named_parameters(prefix="unet")), **dict(unet.named_buffers(prefix="unet"))}
+        return [tensors[name] for name in self._names]  # a missing name fails the load: that shape runs eager
+
+    def attach(self, tensors: list[torch.Tensor] | None = None) -> None:
+        tensors = self._current() if tensors is None else tensors
+        self._runner.load_constants({name: t.detach() for name, t in zip(self._names, tensors, strict=True)},
+                                    check_full_update=False, user_managed=True)  # the folded ones: computed
+        self._attached = tensors
+
+    def __call__(self, *args: torch.Tensor) -> Any:
+        current = self._current()
+        if any(a is not b for a, b in zip(current, self._attached, strict=True)):
+            self.attach(current)
+        return self._runner(*args)
+
+
+def build_package(call: torch.nn.Module, args: tuple, path: Path, config: dict) -> None:
+    """Export ``call`` for ``args``' shapes and compile it (Inductor settings ``config``) into the package
+    ``path``."""
     started = time.perf_counter()
-    logger.info("compiling the UNet with frozen weights for %s (once: kept in %s)", [tuple(a.shape) for a in args],
-                path.parent)
+    logger.info("compiling the UNet for %s (once: kept in %s)", [tuple(a.shape) for a in args], path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.partial.pt2")
     with torch.inference_mode(False), torch.no_grad():
@@ -137,13 +194,13 @@ def build_package(call: torch.nn.Module, args: tuple, path: Path) -> None:
         exported = torch.export.export(call, examples, strict=False)
         try:
             torch._inductor.aoti_compile_and_package(exported, package_path=str(partial),
-                                                     inductor_configs=dict(CONFIG))  # it adds its own keys
+                                                     inductor_configs=dict(config))  # it adds its own keys
             os.replace(partial, path)
         finally:
             partial.unlink(missing_ok=True)
     del exported, examples
     gc.collect()  # the compiler's copies of the weights (freed memory goes back to the system after the job)
-    logger.info("compiled the frozen UNet in %.0f s (%.0f MB)", time.perf_counter() - started,
+    logger.info("compiled the UNet in %.0f s (%.0f MB)", time.perf_counter() - started,
                 path.stat().st_size / 2**20)
 
 
@@ -166,11 +223,21 @@ def weights_digest(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def package_key(unet: torch.nn.Module, weights: str, signature: tuple) -> str:
+def weights_layout(module: torch.nn.Module) -> str:
+    """sha256 of a module's parameters' and buffers' names, dtypes, shapes and strides (not their contents):
+    what a live package's compiled code assumes of the tensors attached to it."""
+    digest = hashlib.sha256()
+    for name, tensor in (*module.named_parameters(), *module.named_buffers()):
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}:{tensor.stride()};".encode())
+    return digest.hexdigest()
+
+
+def package_key(unet: torch.nn.Module, weights: str, signature: tuple, freeze: bool = True) -> str:
+    """The package's file name: ``weights`` is :func:`weights_digest` (frozen) or :func:`weights_layout` (live)."""
     import diffusers
 
     config = {k: v for k, v in dict(getattr(unet, "config", {})).items() if not k.startswith("_")}  # _: bookkeeping
-    parts = {"format": FORMAT, "inductor": CONFIG, "torch": torch.__version__, "diffusers": diffusers.__version__,
+    parts = {"format": FORMAT, "inductor": CONFIG if freeze else LIVE_CONFIG, "torch": torch.__version__, "diffusers": diffusers.__version__,
              "code": _code_digest(), "cpu": _cpu_identity(), "class": type(unet).__qualname__,
              "config": json.dumps(config, sort_keys=True, default=str), "weights": weights,
              "signature": repr(signature)}

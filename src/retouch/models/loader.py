@@ -49,7 +49,7 @@ def load_model(
             produces NaN/inf in a lower precision is redone in float32 (A1111's auto-revert).
         channels_last: UNet and VAE in channels-last memory format (faster on CPU, bf16 most; measure).
         compile: compile the UNet (Inductor) on its first call per input shape, cached on disk for the next
-            start: ``True`` (``torch.compile``, weights as inputs) or ``"freeze"`` (AOTInductor, weights frozen
+            start: ``True`` (AOTInductor, the model's own weights attached) or ``"freeze"`` (AOTInductor, weights frozen
             in: faster, a copy of the weights per input shape in memory and on disk); jobs with networks in the
             weights or seamless tiling run it uncompiled (see :mod:`retouch.models.compiled`).
 

@@ -90,7 +90,7 @@ class Model:
     vae_info: VaeInfo | None = None
     text_encoder_2: TextEncoder | None = None  # SDXL's OpenCLIP (``text_encoder`` is then its CLIP-L)
     dtype: torch.dtype = torch.float32
-    compiled: str | None = None  # the UNet's forward is torch.compile'd: "default" or "freeze" (models.compiled)
+    compiled: str | None = None  # the UNet runs compiled: "default" or "freeze" (models.compiled)
     vae_tiling: str = "auto"  # "auto" (when an untiled pass would not fit, or ran out of memory), "always", "never"
     vae_memory_budget: int | None = None  # bytes a VAE pass may use; None: 3/4 of what is free at the time
     vae_tile_size: int | None = None  # image pixels per tile side; None: the largest that fits the budget
@@ -215,13 +215,12 @@ class Model:
         if self.compiled is not None and self._compiled_unet_applies():
             return run_compiled(self.unet, self.compiled, *args, upcast_attention).to(torch.float32)
         extra = {"cross_attention_kwargs": {"upcast": True}} if upcast_attention else {}  # fp32: a no-op
-        unet = self.unet.forward if self.compiled == "default" else self.unet  # torch.compile'd: forward is eager
-        out = unet(args[0], args[1], encoder_hidden_states=args[2], class_labels=vector, **extra)
+        out = self.unet(args[0], args[1], encoder_hidden_states=args[2], class_labels=vector, **extra)
         return out.sample.to(torch.float32)
 
     def _compiled_unet_applies(self) -> bool:
         """Whether this call may use the compiled UNet: a job with networks in the weights (frozen code would not
-        see them) or with seamless tiling (compiled code pads with zeros) runs the eager one (``unet.forward``)."""
+        see them) or with seamless tiling (compiled code pads with zeros) runs the eager one."""
         patched = self.extra_networks is not None and self.extra_networks.weights_patched
         return not patched and not circular_enabled()
 

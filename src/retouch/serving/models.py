@@ -13,7 +13,6 @@ from typing import Any
 from retouch.loading import load_model
 from retouch.models import Model
 from retouch.models.checkpoint import cached_sha256
-from retouch.models.compiled import forget_released
 from retouch.models.loader import TINY_MODELS, load_vae
 from retouch.models.model import VaeInfo, dtype_of
 from retouch.models.paths import natural_key
@@ -229,10 +228,7 @@ class ModelManager:
     def release_other(self) -> None:
         """Let the second checkpoint go (a job that needs none ran)."""
         with self._lock:
-            other, self._other = self._other, None
-            if other is not None and other[1].compiled is not None:
-                del other
-                forget_released()  # its frozen weights live in the compiled code until it is dropped
+            self._other = None
 
     @property
     def loaded(self) -> Model | None:
