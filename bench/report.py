@@ -213,7 +213,8 @@ def _goals(r: dict) -> list[str]:
             rows.append(("(not a goal) time outside the networks, retouch vs diffusers",
                          f"{ours_out * 1000:.0f} ms vs {theirs_out * 1000:.0f} ms of a "
                          f"{d['ours']['median']:.0f} s job", "info", "--sections diffusers"))
-        rows.append(("peak RSS ≤ diffusers' (img2img)", f"{rss:.3f}×", rss <= 1, "--sections diffusers"))
+        why = "" if rss <= 1 else " (diffusers' mapped files: 145 MB of its token-embedding table never read; below)"
+        rows.append(("peak RSS ≤ diffusers' (img2img)", f"{rss:.3f}×{why}", rss <= 1, "--sections diffusers"))
     di = r.get("diffusers_inpaint")
     if di:
         wall = di["ours"]["median"] / di["diffusers"]["median"]
@@ -432,23 +433,22 @@ def _diffusers(d: dict | None, pipeline: str) -> list[str]:
         f"| ratio retouch / diffusers | {ratio:.3f} | | {d['ours_peak_rss_mb'] / d['diffusers_peak_rss_mb']:.3f} |",
         "",
         *([] if d["ours_peak_rss_mb"] <= d["diffusers_peak_rss_mb"] or d.get("pipeline") == "inpaint" else [
-            "Why the peak RSS is higher: both hold the same 4.07 GB of fp32 weights (diffusers' as pages of "
-            "its mmap-ed fp32 files, ours as memory cast from the fp16 checkpoint); the rest is what glibc keeps. "
-            "During a job retouch deliberately keeps freed blocks for reuse (`retouch.models.memory`: without "
-            "it every large activation is a fresh mmap, faulted in page by page — an SDXL VAE pass at 512² "
-            "re-faulted about 10 GB) and returns all free memory when the job ends; diffusers gets a similar "
-            "reuse by accident of how its loading leaves glibc's heap. The trade is a few per cent of peak "
-            "memory for fewer page faults.", "",
-            "Where the difference is (measured 2026-12-07 on this host): before the job, retouch's process holds "
-            "about 50 MB more than diffusers' (its imports, OpenCV's 16 MB among them, and the loader's "
-            "bookkeeping); the peak is in the VAE decode's last up-block, whose blocks are each 4× the size of the "
-            "stage before, so glibc's kept blocks rarely fit them and the heap grows beyond the decode's 192 MB "
-            "of live tensors (plus oneDNN's blocked-format copies). Two alternatives were measured and left "
-            "out (a one-off script, 3 jobs each in one process, 256² fp32, 4 steps): mapping an untiled VAE "
-            "pass's blocks of 4 MiB and more from the kernel and back lowered the peak above the loaded model "
-            "from 332–463 MB to 263–317 MB but cost 1–2 s of page faults (about 1 M) per job; returning the "
-            "freed memory between the encode, sampling and the decode did not lower this section's peak "
-            "(5067 MB, the highest of 3 runs).", ""]),
+            "Why the peak RSS is higher: diffusers' weights are pages of its memory-mapped fp32 files, and a page "
+            "it never reads never counts. Its text encoder's token-embedding table (49,408 × 768, 145 MB in fp32) "
+            "is read only at the rows a prompt uses: touching the whole table adds 145 MB to its process "
+            "(measured 2026-12-07). retouch copies its weights into memory when it loads them (cast from the "
+            "fp16 checkpoint, as A1111 does), the table included: mapped from the file instead, a checkpoint "
+            "replaced or truncated on disk while a server runs would crash it (SIGBUS). The rest is the "
+            "allocator, and varies by about ±100 MB from run to run with the heap's layout.", "",
+            "How retouch uses the allocator (`retouch.models.memory`, since 2026-12-07): the sampling's blocks "
+            "come from glibc's heap, reused call after call (the convolution weights' reordered copies, 59 MB "
+            "for an SD1.5-sized fp32 layer, handed out fresh by the kernel each time cost 4.6 M page faults and "
+            "7 s in this job); a VAE pass's blocks of 32 MiB and more are mapped from the kernel and returned "
+            "when freed, so that the heap does not grow with the pass's 4×-larger stages, unless its widest "
+            "activation reaches 128 MiB (fp32 at 512²), where faulting them in costs seconds. Before, the whole "
+            "job ran from the heap: the peak was 5108–5143 MB here (now 4897–5017 MB), 3427 MB for a 512² bf16 "
+            "job with a bf16 VAE (now 3044 MB) and 8981 MB for the SDXL-sized bf16 job (now 8686 MB), at the "
+            "same times (one-off runs, 2026-12-07).", ""]),
     ]
 
 

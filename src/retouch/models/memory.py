@@ -1,14 +1,27 @@
-"""How the networks' CPU memory is obtained from the allocator: fewer page faults for the same work.
+"""How a job's CPU memory is obtained from glibc's allocator and given back: few page faults, a low peak.
 
-glibc gives every block above its mmap threshold (at most 32 MiB) straight back to the kernel when it is
-freed, and the kernel hands out fresh pages (each 4 KiB page faulted in and zeroed) for the next one. A VAE
-pass at 512² allocates about 10 GB of activations that way: 2.4 M page faults, and the SDXL decode took
-15 s instead of 12 s. Within :func:`reuse_freed_memory` — a job — glibc keeps freed blocks for the next
-allocation instead; at its end everything free is returned (``malloc_trim``), so a process's memory between
-jobs is what it was. Where the calls do not exist (not Linux, not glibc) it does nothing.
+Two kinds of large blocks behave differently:
 
-(Transparent huge pages for the weights at load time were tried and left out: 4× fewer faults, but under
-a fragmented page cache the kernel's compaction made an SD1.5-sized load 2× slower as often as it made an
+* **Sampling** calls the UNet many times, and every call allocates and frees the same blocks — among them the
+  convolution weights' reordered copies (59 MB for an SD1.5-sized fp32 layer). Handed out fresh by the kernel
+  each time, they are faulted in page by page again: 4.6 M page faults and 48 s instead of 41 s for a 256²
+  fp32 SD1.5-sized job. Within :func:`keep_freed_blocks` (the sampling), glibc serves every block from its heap,
+  where freed ones are reused; when it ends, the free memory is returned.
+* **A VAE pass** runs once, and its activations grow 4× from one stage to the next: kept in the heap, freed
+  blocks rarely fit the next ones and the heap grows beyond what is live (everything from the heap for the
+  whole job raised the peak by 130–530 MB at 256²–512², SD1.5- and SDXL-sized). Outside the sampling, blocks
+  of 32 MiB and more are mapped from the kernel and returned as soon as they are freed. That costs page
+  faults, little for small passes and seconds for large ones (an SDXL-sized fp32 VAE at 512², whose widest
+  activations are 256 MiB: decode 15.4 s instead of 12.4 s), so a pass whose widest activation reaches
+  :data:`LARGE_BLOCK` keeps its freed blocks as the sampling does (:func:`keep_freed_blocks` with ``when``).
+
+:func:`return_freed_memory` marks a job: it fixes that 32 MiB threshold (glibc's own moves with what the
+process freed before, so a job's page faults depended on its history) and keeps the heap's top while it
+runs; when the last running job ends, all free memory is returned (``malloc_trim``), so a process's memory
+between jobs is what it was. Where the calls do not exist (not Linux, not glibc) these do nothing.
+
+(Transparent huge pages for the weights at load time were tried and left out: 4× fewer faults, but under a
+fragmented page cache the kernel's compaction made an SD1.5-sized load 2× slower as often as it made an
 SDXL-sized one 10 % faster.)
 """
 
@@ -22,10 +35,12 @@ import threading
 from collections.abc import Iterator
 from functools import lru_cache
 
-# glibc's malloc.h parameters and their defaults
-M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
-DEFAULT_TRIM_THRESHOLD, DEFAULT_MMAP_MAX = 128 * 1024, 65536
+# glibc's malloc.h parameters, their defaults, and what a job sets them to
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
+DEFAULT_TRIM_THRESHOLD, DEFAULT_MMAP_THRESHOLD, DEFAULT_MMAP_MAX = 128 * 1024, 128 * 1024, 65536
+JOB_MMAP_THRESHOLD = 32 * 1024 * 1024  # the ceiling of glibc's own moving threshold
 KEEP_ALL = 2**31 - 1  # mallopt takes an int
+LARGE_BLOCK = 128 * 1024 * 1024  # a VAE pass with activations this large keeps its freed blocks
 
 
 @lru_cache(maxsize=1)
@@ -42,29 +57,53 @@ def _glibc() -> ctypes.CDLL | None:
 
 
 _lock = threading.Lock()
-_users = 0  # jobs inside reuse_freed_memory (the setting is the process's: on with the first, off with the last)
+_jobs = 0  # inside return_freed_memory
+_sampling = 0  # inside keep_freed_blocks (the settings are the process's: on with the first, off with the last)
 
 
 @contextlib.contextmanager
-def reuse_freed_memory() -> Iterator[None]:
-    """Within this block (nestable, any thread), freed memory is kept for reuse instead of being returned
-    to the kernel; when the last such block ends, all free memory is returned."""
-    global _users
+def return_freed_memory() -> Iterator[None]:
+    """A job (nestable, any thread): large blocks mapped from the kernel from a fixed size on, the heap kept
+    while it runs; when the last such block ends, all free memory is returned to the kernel."""
+    global _jobs
     libc = _glibc()
     if libc is None:
         yield
         return
     with _lock:
-        if _users == 0:
-            libc.mallopt(M_MMAP_MAX, 0)  # large blocks from the heap, where freed ones can be reused
+        if _jobs == 0:
+            libc.mallopt(M_MMAP_THRESHOLD, JOB_MMAP_THRESHOLD)
             libc.mallopt(M_TRIM_THRESHOLD, KEEP_ALL)
-        _users += 1
+        _jobs += 1
     try:
         yield
     finally:
         with _lock:
-            _users -= 1
-            if _users == 0:
-                libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
+            _jobs -= 1
+            if _jobs == 0:
+                libc.mallopt(M_MMAP_THRESHOLD, DEFAULT_MMAP_THRESHOLD)
                 libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
+                libc.malloc_trim(0)
+
+
+@contextlib.contextmanager
+def keep_freed_blocks(when: bool = True) -> Iterator[None]:
+    """Sampling, or a large VAE pass (nestable, any thread): every block from the heap, where freed ones are
+    reused; when the last such block ends, the free memory is returned. ``when`` False: nothing changes."""
+    global _sampling
+    libc = _glibc()
+    if libc is None or not when:
+        yield
+        return
+    with _lock:
+        if _sampling == 0:
+            libc.mallopt(M_MMAP_MAX, 0)
+        _sampling += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _sampling -= 1
+            if _sampling == 0:
+                libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
                 libc.malloc_trim(0)

@@ -30,6 +30,7 @@ from retouch.conditioning import Conditioning, PromptContext, PromptEncoder
 from retouch.control import JobHooks
 from retouch.models.compiled import run_compiled
 from retouch.models.formats import SD_RGB, SDXL_RGB, LatentFormat
+from retouch.models.memory import LARGE_BLOCK, keep_freed_blocks
 from retouch.models.padding import circular_enabled, circular_padding, make_padding_switchable
 from retouch.models.sdxl import SDXLConditioner
 from retouch.models.text_encoder import SDTextConditioner, TextEncoder
@@ -306,8 +307,11 @@ class Model:
             if tiled:
                 hooks.note(f"Tiled VAE {what}: an untiled pass needs about {need / 2**30:.1f} GiB, more than the "
                            f"{budget / 2**30:.1f} GiB it may use.")
+        channels = self.vae.config.block_out_channels  # the widest activation: the last upsampler's / first block's
+        widest = channels[1 if decode and len(channels) > 1 else 0] * pixels * vae_dtype.itemsize
         try:
-            return self._run_vae(fn, x, decode, tiled, budget, hooks)
+            with keep_freed_blocks(when=not tiled and widest >= LARGE_BLOCK):
+                return self._run_vae(fn, x, decode, tiled, budget, hooks)
         except (torch.OutOfMemoryError, RuntimeError) as e:
             if tiled or self.vae_tiling == "never" or "memory" not in str(e).lower():
                 raise

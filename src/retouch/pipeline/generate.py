@@ -28,7 +28,7 @@ from PIL import Image
 from retouch.control import Interrupted, JobControl, JobHooks
 from retouch.imageops.resize import Enlarge
 from retouch.infotext import GenerationInfo, format_infotext, generation_params
-from retouch.models.memory import reuse_freed_memory
+from retouch.models.memory import keep_freed_blocks, return_freed_memory
 from retouch.models.model import Model
 from retouch.models.padding import stop_when
 from retouch.networks import networks_of
@@ -204,7 +204,7 @@ def generate(params: GenerationParams | Job, model: Model, *, options: Options |
     uses_soft_inpainting = getattr(job.params, "uses_soft_inpainting", False)
     if uses_soft_inpainting:
         log.extra.update(job.params.soft_inpainting.infotext_params())  # a script's process(): before init()
-    with model.tiling(tiling), _tiling_of(run, tiling), reuse_freed_memory(), \
+    with model.tiling(tiling), _tiling_of(run, tiling), return_freed_memory(), \
             stop_when(lambda: control.interrupted):
         init = _initialize(run, source)
         if run.hires is not None:
@@ -331,7 +331,8 @@ def _sample(run: _Job, model: Model, networks: JobNetworks, plan: SamplingPlan, 
 
             switch = RefinerSwitch(run.refiner, model, run.options, plan, encode, lambda _: plan,
                                    None if run.hires is None else hires is not None)
-        sampled = sample_batch(model, run.job, run.options, plan, init, conds, batch, run.control, switch)
+        with keep_freed_blocks():
+            sampled = sample_batch(model, run.job, run.options, plan, init, conds, batch, run.control, switch)
     run.log.extra.update(sampled.extra_params)
     return sampled
 
