@@ -58,3 +58,21 @@ def test_memory_freed_during_a_job_is_returned_when_the_last_job_ends(probe):
 @glibc
 def test_within_a_job_a_freed_large_block_goes_back_at_once(probe):
     assert probe["after_large_block"] - probe["kept"] < 8  # 64 MiB freed: not kept in the heap
+
+
+def test_a_vae_pass_keeps_its_freed_blocks_only_when_its_widest_activation_is_large(tiny_sd1, monkeypatch):
+    """Small passes map their large blocks from the kernel (a lower peak); one whose widest activation reaches
+    LARGE_BLOCK keeps its freed blocks in the heap (faulting them in again would cost seconds)."""
+    import torch
+
+    from retouch.models import model as model_module
+
+    seen: list[bool] = []
+    real = model_module.keep_freed_blocks
+    monkeypatch.setattr(model_module, "keep_freed_blocks", lambda when=True: seen.append(when) or real(when))
+    latents = torch.zeros(1, 4, 8, 8)
+    widest = tiny_sd1.vae.config.block_out_channels[1] * 64 * 64 * 4  # the decode's, fp32, 64² pixels
+    for large_block, expected in ((widest + 1, False), (widest, True)):
+        monkeypatch.setattr(model_module, "LARGE_BLOCK", large_block)
+        tiny_sd1.decode_first_stage(latents)
+        assert seen.pop() is expected
