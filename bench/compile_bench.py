@@ -262,8 +262,9 @@ def section_lines(r: dict) -> list[str]:
              "\"next start\" is a new process on the same folder. Rows \"first/next start\": `--compile freeze` "
              "(AOTInductor: weights frozen into the compiled code and pre-packed for oneDNN, one package per size "
              "on disk); \"no freezing\": `--compile` (AOTInductor without freezing: the package holds the compiled "
-             "code only, the model's own weights are attached). Either way a job with "
-             "LoRA networks in the weights, or with seamless tiling, runs the eager UNet. Memory: RSS added by "
+             "code only, the model's own weights are attached). A job with seamless tiling runs the eager UNet, and "
+             "so does one with LoRA networks in the weights under `freeze` (`--compile` runs them compiled). "
+             "Memory: RSS added by "
              "compiling (or loading) both sizes; on disk: the packages. Max difference: between the compiled and "
              "eager outputs of the first call.", "",
              "| run | size | warm-up | eager | compiled | compiled / eager | max difference | memory added | on disk "
@@ -282,14 +283,15 @@ def section_lines(r: dict) -> list[str]:
               "which Inductor's and AOTAutograd's caches do not keep (torch 2.13's experimental Dynamo cache, "
               "`TORCH_CACHING_PRECOMPILE=1`, fails on this UNet: \"check_fn.guards_state must not be None\"). "
               "The package holds only the compiled code; the model's own parameters are attached at run time "
-              "(`load_constants(..., user_managed=True)`), and what Inductor would fold from the weights at "
-              "compile time is folded when they are attached (`use_runtime_constant_folding`): folded at "
-              "compile time, a second checkpoint of the same architecture ran with the first one's folded "
-              "weights (the tiny UNet's output off by 0.023 instead of 7e-6). The folding costs memory: each "
-              "size's runner keeps its own folded copies (mostly the linear layers' weights, transposed), so the "
-              "memory added is about 0.6 GB per size for the SD1.5-sized bf16 UNet, where `torch.compile` added "
-              "0.2 GB per size (318–481 MB for the two) — sharing them between sizes, or not folding "
-              "transposes, is the next step."]
+              "(`load_constants(..., user_managed=True)`), and the compiled code reads nothing else derived from "
+              "them: Inductor's constant folding (transposed linear weights) and its inlining of small tensors "
+              "(a 4-value bias) are turned off (`joint_graph_constant_folding`, `always_keep_tensor_constants`). "
+              "Either would keep the first checkpoint's values — a second checkpoint of the same architecture "
+              "ran with them, the tiny UNet's output off by 0.023 instead of 7e-6 — and folding at attach time "
+              "instead (`use_runtime_constant_folding`, until 2026-12-07) kept a folded copy of the linear "
+              "weights per size: 1386 MB added for the two sizes, now 411 MB (143 MB on the next start), at the "
+              "same speed. With nothing folded, weights changed in place or swapped in by a job's LoRA networks "
+              "are what the compiled code runs with."]
     return [*lines, "", *fastest_lines(r)]
 
 

@@ -44,17 +44,23 @@ def test_the_compiled_paths_stay_within_their_budgets_on_the_reference_cases(mod
     assert row["max"] <= max_budget and row["mean"] <= mean_budget, row["cases"]
 
 
-def test_a_job_with_a_lora_runs_the_eager_unet_and_the_next_job_the_compiled_one_again(models):
-    """The compiled code has the loaded weights frozen in: a job whose networks are in the weights must not use
-    it (nor make it compile again), and gets exactly the eager model's pictures."""
+def test_a_job_with_a_lora_runs_the_live_package_with_the_networks_in_its_weights(models, monkeypatch):
+    """Live code takes the weights as they are at the call: a job whose networks are swapped into the weights
+    runs compiled (without compiling again), with the networks' effect, and the next job without them gets the
+    plain weights back."""
     eager, compiled = models
+    calls: list[int] = []
+    real_call = frozen.LiveWeights.__call__
+    monkeypatch.setattr(frozen.LiveWeights, "__call__", lambda self, *a: calls.append(1) or real_call(self, *a))
     plain = run(compiled)
     packages = frozen.packaged_unet(compiled.unet, freeze=False)
-    shapes = packages.shapes
-    with_lora = run(compiled, "a red cat <lora:tiny_lora_kohya:1>")
-    assert packages.shapes == shapes
+    shapes, plain_calls = packages.shapes, len(calls)
+    lora = "a red cat <lora:tiny_lora_kohya:1>"
+    with_lora = run(compiled, lora)
+    assert plain_calls > 0 and len(calls) == 2 * plain_calls  # every UNet call of the job ran compiled …
+    assert packages.shapes == shapes  # … on the package it had
     assert np.abs(with_lora - plain).max() > 20  # the network does change the picture …
-    assert np.array_equal(with_lora, run(eager, "a red cat <lora:tiny_lora_kohya:1>"))  # … exactly as eager
+    assert np.abs(with_lora - run(eager, lora)).max() <= FAST_PATHS.BUDGETS[FAST_PATHS.COMPILED][0]  # … as eager
     assert np.array_equal(run(compiled), plain)  # and is taken out again
 
 

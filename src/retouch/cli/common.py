@@ -74,8 +74,8 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", nargs="?", const="default", choices=("default", "freeze"), default=None,
                         help="compile the UNet on its first call per image size (slow once, cached on disk for "
                              "the next start): AOTInductor, the model's own weights; 'freeze': with the weights frozen in, "
-                             "faster, a copy of the UNet's weights per image size in memory and on disk; jobs with "
-                             "LoRA networks or seamless tiling run it uncompiled")
+                             "faster, a copy of the UNet's weights per image size in memory and on disk (jobs with "
+                             "LoRA networks run it uncompiled); seamless tiling runs it uncompiled")
     parser.add_argument("--vae-tiling", choices=("auto", "always", "never"), default="auto",
                         help="tiled VAE: auto = when an untiled pass would not fit in free memory, or ran out of it")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")

@@ -4,16 +4,17 @@ The UNet is compiled ahead of time by AOTInductor the first time each input shap
 batch compiles again, once: shapes are not made dynamic, whose kernels are slower), into a package on disk that
 the next start loads in seconds (:mod:`retouch.models.frozen`). Two modes:
 
-* ``True`` (``"default"``): the compiled code takes the loaded model's own weights (attached, not copied). No
+* ``True`` (``"default"``): the compiled code takes the loaded model's own weights (attached, not copied),
+  whatever they are at the call: a job's networks (LoRA …) swapped into the weights run compiled too. No
   memory beyond the code, one package per architecture and input shape whatever the checkpoint; a modest gain
   (fused elementwise work around the same matmul and convolution kernels).
 * ``"freeze"``: with *freezing*: the loaded weights are folded into the compiled code and pre-packed for
   oneDNN — most of the gain, and a copy of the UNet's weights per compiled input shape (measured in
-  docs/benchmarks.md): for a server that sees one or two image sizes.
+  docs/benchmarks.md): for a server that sees one or two image sizes. A job whose networks are in the weights
+  runs the eager UNet: its pictures are exactly those of an uncompiled model.
 
-Either way a job whose networks (LoRA …) are in the weights runs the eager UNet, as does a seamless-tiling job
-(circular padding): their pictures are exactly those of an uncompiled model. A compiled UNet's packages are
-held with the module and go with it.
+Either way a seamless-tiling job (circular padding) runs the eager UNet. A compiled UNet's packages are held
+with the module and go with it.
 
 Inductor's own caches (compiled kernels, the C++ build) go to ``<retouch cache>/inductor`` unless
 ``TORCHINDUCTOR_CACHE_DIR`` names another folder (the system's temporary folder, Inductor's default, is emptied

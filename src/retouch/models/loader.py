@@ -50,8 +50,8 @@ def load_model(
         channels_last: UNet and VAE in channels-last memory format (faster on CPU, bf16 most; measure).
         compile: compile the UNet (Inductor) on its first call per input shape, cached on disk for the next
             start: ``True`` (AOTInductor, the model's own weights attached) or ``"freeze"`` (AOTInductor, weights frozen
-            in: faster, a copy of the weights per input shape in memory and on disk); jobs with networks in the
-            weights or seamless tiling run it uncompiled (see :mod:`retouch.models.compiled`).
+            in: faster, a copy of the weights per input shape in memory and on disk; jobs with networks in the
+            weights run it uncompiled); seamless tiling runs it uncompiled (see :mod:`retouch.models.compiled`).
 
     Raises:
         ValueError (:class:`CheckpointError`): a missing, corrupt, unsafe or unsupported file; the

@@ -220,10 +220,11 @@ class Model:
         return out.sample.to(torch.float32)
 
     def _compiled_unet_applies(self) -> bool:
-        """Whether this call may use the compiled UNet: a job with networks in the weights (frozen code would not
-        see them) or with seamless tiling (compiled code pads with zeros) runs the eager one."""
+        """Whether this call may use the compiled UNet: a job with seamless tiling (compiled code pads with zeros)
+        runs the eager one, and so does a job with networks in the weights when they are frozen into the code
+        (live code takes the patched weights as it takes any others)."""
         patched = self.extra_networks is not None and self.extra_networks.weights_patched
-        return not patched and not circular_enabled()
+        return not (patched and self.compiled == "freeze") and not circular_enabled()
 
     def image_conditioning(self, source: torch.Tensor, init_latent: torch.Tensor, image_mask: Image.Image | None,
                            round_mask: bool, mask_weight: float, hooks: JobHooks | None = None) -> torch.Tensor:
