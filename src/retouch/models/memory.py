@@ -57,53 +57,49 @@ def _glibc() -> ctypes.CDLL | None:
 
 
 _lock = threading.Lock()
-_jobs = 0  # inside return_freed_memory
-_sampling = 0  # inside keep_freed_blocks (the settings are the process's: on with the first, off with the last)
 
 
-@contextlib.contextmanager
-def return_freed_memory() -> Iterator[None]:
+class _Setting:
+    """glibc parameters that are the process's: set by the first of nested blocks (any thread), reset by the last,
+    which also returns all free memory to the kernel."""
+
+    def __init__(self, on: tuple[tuple[int, int], ...], off: tuple[tuple[int, int], ...]):
+        self.on, self.off, self.users = on, off, 0
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        libc = _glibc()
+        if libc is None:
+            yield
+            return
+        with _lock:
+            if self.users == 0:
+                for param, value in self.on:
+                    libc.mallopt(param, value)
+            self.users += 1
+        try:
+            yield
+        finally:
+            with _lock:
+                self.users -= 1
+                if self.users == 0:
+                    for param, value in self.off:
+                        libc.mallopt(param, value)
+                    libc.malloc_trim(0)
+
+
+_JOB = _Setting(on=((M_MMAP_THRESHOLD, JOB_MMAP_THRESHOLD), (M_TRIM_THRESHOLD, KEEP_ALL)),
+                off=((M_MMAP_THRESHOLD, DEFAULT_MMAP_THRESHOLD), (M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)))
+_HEAP_ONLY = _Setting(on=((M_MMAP_MAX, 0),), off=((M_MMAP_MAX, DEFAULT_MMAP_MAX),))
+
+
+def return_freed_memory() -> contextlib.AbstractContextManager[None]:
     """A job (nestable, any thread): large blocks mapped from the kernel from a fixed size on, the heap kept
     while it runs; when the last such block ends, all free memory is returned to the kernel."""
-    global _jobs
-    libc = _glibc()
-    if libc is None:
-        yield
-        return
-    with _lock:
-        if _jobs == 0:
-            libc.mallopt(M_MMAP_THRESHOLD, JOB_MMAP_THRESHOLD)
-            libc.mallopt(M_TRIM_THRESHOLD, KEEP_ALL)
-        _jobs += 1
-    try:
-        yield
-    finally:
-        with _lock:
-            _jobs -= 1
-            if _jobs == 0:
-                libc.mallopt(M_MMAP_THRESHOLD, DEFAULT_MMAP_THRESHOLD)
-                libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
-                libc.malloc_trim(0)
+    return _JOB.held()
 
 
-@contextlib.contextmanager
-def keep_freed_blocks(when: bool = True) -> Iterator[None]:
+def keep_freed_blocks(when: bool = True) -> contextlib.AbstractContextManager[None]:
     """Sampling, or a large VAE pass (nestable, any thread): every block from the heap, where freed ones are
     reused; when the last such block ends, the free memory is returned. ``when`` False: nothing changes."""
-    global _sampling
-    libc = _glibc()
-    if libc is None or not when:
-        yield
-        return
-    with _lock:
-        if _sampling == 0:
-            libc.mallopt(M_MMAP_MAX, 0)
-        _sampling += 1
-    try:
-        yield
-    finally:
-        with _lock:
-            _sampling -= 1
-            if _sampling == 0:
-                libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
-                libc.malloc_trim(0)
+    return _HEAP_ONLY.held() if when else contextlib.nullcontext()
