@@ -204,6 +204,63 @@ def test_refiner_switch_by_sampling_steps(sd1, checkpoints):
     assert not np.array_equal(pixels(by_sigma.images[0]), pixels(by_steps.images[0]))
 
 
+@pytest.mark.parametrize(("first", "refiner"), [("tiny-sd2-inpainting", "tiny-sd2-v"),
+                                               ("tiny-sdxl-inpainting", "tiny-sdxl")])
+def test_a_refiner_from_the_start_samples_as_that_model_alone(checkpoints, first, refiner):
+    """A1111 lets a plain refiner follow an inpainting model (the mask conditioning is ignored) and an SD2 v model
+    follow an ε one (same σs, the v wrapper): switched at the first call, the job is the refiner's own."""
+    common = dict(prompt=PROMPT, steps=3, width=64, height=64, seed=11, sampler_name="Euler")
+    switched = generate(Txt2ImgParams(refiner_checkpoint=refiner, refiner_switch_at=0.0, **common),
+                        checkpoints.checkpoint(first, "sd_model_checkpoint"), resources=JobResources(checkpoints))
+    alone = generate(Txt2ImgParams(**common), checkpoints.checkpoint(refiner, "sd_model_checkpoint"))
+    assert np.array_equal(pixels(switched.images[0]), pixels(alone.images[0]))
+    assert f"Refiner: {refiner} [" in switched.infotexts[0]
+
+
+def test_a_refiner_without_a_switch_point_takes_over_from_the_start(sd1, checkpoints):
+    """A1111's apply_refiner waits only for a switch point it is given: with None the refiner samples from the first
+    step, and the infotext names it without "Refiner switch at"."""
+    common = dict(prompt=PROMPT, steps=3, width=64, height=64, seed=11, refiner_checkpoint="tiny-sd1-b")
+    unset = generate(Txt2ImgParams(refiner_switch_at=None, **common), sd1, resources=JobResources(checkpoints))
+    zero = generate(Txt2ImgParams(refiner_switch_at=0.0, **common), sd1, resources=JobResources(checkpoints))
+    assert np.array_equal(pixels(unset.images[0]), pixels(zero.images[0]))
+    assert "Refiner: tiny-sd1-b [" in unset.infotexts[0] and "Refiner switch at" not in unset.infotexts[0]
+    assert "Refiner switch at: 0.0" in zero.infotexts[0]
+    with pytest.raises(ValueError, match="refiner_switch_at must be between 0 and 1, got 1.5"):
+        Txt2ImgParams(refiner_switch_at=1.5, **common).validate()
+
+
+def test_an_inpainting_refiner_cannot_follow_a_plain_model(checkpoints):
+    sdxl = checkpoints.checkpoint("tiny-sdxl", "sd_model_checkpoint")
+    with pytest.raises(ValueError, match="refiner_checkpoint: tiny-sdxl-inpainting is an inpainting model and "
+                                         "tiny-sdxl a plain one"):
+        generate(Txt2ImgParams(prompt=PROMPT, steps=2, width=64, height=64, refiner_checkpoint="tiny-sdxl-inpainting",
+                               refiner_switch_at=0.5), sdxl, resources=JobResources(checkpoints))
+    inpainting = checkpoints.checkpoint("tiny-sdxl-inpainting", "sd_model_checkpoint")
+    with pytest.raises(ValueError, match="refiner_checkpoint: tiny-sdxl-inpainting is an inpainting model"):
+        # the refiner would take over from the plain hires checkpoint in the second pass
+        generate(Txt2ImgParams(prompt=PROMPT, steps=2, width=64, height=64, enable_hr=True, denoising_strength=0.5,
+                               hr_checkpoint_name="tiny-sdxl", refiner_checkpoint="tiny-sdxl-inpainting",
+                               refiner_switch_at=0.5), inpainting, resources=JobResources(checkpoints))
+
+
+@pytest.mark.parametrize(("first", "hires"), [("tiny-sdxl", "tiny-sdxl-inpainting"), ("tiny-sdxl-inpainting", "tiny-sdxl"),
+                                             ("tiny-sd2-v", "tiny-sd2-inpainting")])
+def test_a_hires_checkpoint_of_another_kind_runs_its_own_second_pass(checkpoints, first, hires):
+    """A1111 samples the second pass on the hires checkpoint with its own sampler wrapper and image conditioning
+    (an inpainting model's full mask, a plain model's dummy), so any checkpoint of the same latent space serves."""
+    common = dict(prompt=PROMPT, steps=3, width=64, height=64, seed=13, sampler_name="Euler")
+    first_model = checkpoints.checkpoint(first, "sd_model_checkpoint")
+    result = generate(Txt2ImgParams(enable_hr=True, hr_scale=1.5, hr_upscaler="Lanczos", denoising_strength=0.6,
+                                    hr_checkpoint_name=hires, **common), first_model,
+                      resources=JobResources(checkpoints))
+    same = generate(Txt2ImgParams(enable_hr=True, hr_scale=1.5, hr_upscaler="Lanczos", denoising_strength=0.6,
+                                  **common), first_model)
+    assert result.images[0].size == (96, 96)
+    assert f"Hires checkpoint: {hires} [" in result.infotexts[0]
+    assert np.abs(pixels(result.images[0]).astype(int) - pixels(same.images[0]).astype(int)).max() > 8
+
+
 @pytest.mark.parametrize(("sampler", "calls"), [("DDIM", 3), ("PLMS", 3), ("UniPC", 4), ("DPM fast", 2),
                                                ("LCM", 4), ("DPM++ SDE", 4), ("Euler", 4)])
 def test_every_sampler_family_runs_the_whole_schedule(sd1, sampler, calls):

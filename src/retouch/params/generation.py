@@ -73,7 +73,7 @@ class GenerationParams:
     s_noise: float | None = field_spec(None, "sigma noise")
     disable_extra_networks: bool = field_spec(False, "strip <lora:…> tags without applying them")
     refiner_checkpoint: str | None = field_spec(None, "switch to this checkpoint during sampling (a name, as listed)")
-    refiner_switch_at: float | None = field_spec(None, "the share of sampling done when the refiner takes over (0-1)")
+    refiner_switch_at: float | None = field_spec(None, "the share of sampling done when the refiner takes over (0-1; None: from the start)")
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -125,10 +125,10 @@ class GenerationParams:
         if self.refiner_checkpoint not in NO_REFINER:
             if not isinstance(self.refiner_checkpoint, str):
                 raise ValueError(f"refiner_checkpoint must be a checkpoint name, got {self.refiner_checkpoint!r}")
-            check_number("refiner_switch_at", self.refiner_switch_at, lo=0.0)
-            if self.refiner_switch_at is None or self.refiner_switch_at > 1:
-                raise ValueError(f"refiner_switch_at must be between 0 and 1 with a refiner_checkpoint, got "
-                                 f"{self.refiner_switch_at!r}")
+            # None: the refiner from the first step (A1111 switches unless a switch point says not yet)
+            check_number("refiner_switch_at", self.refiner_switch_at, lo=0.0, allow_none=True)
+            if self.refiner_switch_at is not None and self.refiner_switch_at > 1:
+                raise ValueError(f"refiner_switch_at must be between 0 and 1, got {self.refiner_switch_at!r}")
 
     @property
     def refiner(self) -> str | None:

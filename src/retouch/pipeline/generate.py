@@ -48,7 +48,7 @@ from retouch.pipeline.hires import HiresFix, PerImage, plan_hires, upscale_first
 from retouch.pipeline.latents import InitState, decode_latents
 from retouch.pipeline.networks import JobNetworks, default_network_prompts
 from retouch.pipeline.prompts import Batch, batches, expand_prompts
-from retouch.pipeline.refiner import Refiner, RefinerSwitch, check_refiner
+from retouch.pipeline.refiner import Refiner, RefinerSwitch, check_refiner, refiner_plan
 from retouch.pipeline.resources import CheckpointFolder, JobResources
 from retouch.pipeline.sample import (
     BatchConditioning,
@@ -197,6 +197,8 @@ def generate(params: GenerationParams | Job, model: Model, *, options: Options |
     if isinstance(job.params, Txt2ImgParams) and job.params.enable_hr:
         run.hires, hires_extra = plan_hires(job, model, options, resources, plan, styles, run.hooks)
         run.passes = 2
+        if run.refiner is not None and options.hires_fix_refiner_pass != "first pass":
+            check_refiner(run.refiner.model, run.hires.model)  # it may take over from the hires checkpoint
     if control.job_count == -1:
         control.job_count = job.params.n_iter * run.passes
     control.latent_format = model.latent_format
@@ -238,7 +240,7 @@ def _prepare(job: Job, model: Model, options: Options, control: JobControl, outp
     if job.params.refiner is not None:
         refiner = resources.checkpoint(job.params.refiner, "refiner_checkpoint")
         check_refiner(refiner, model)
-        run.refiner = Refiner(refiner, float(job.params.refiner_switch_at or 0.0))
+        run.refiner = Refiner(refiner, job.params.refiner_switch_at)
         run.networks_on(refiner)  # its networks read now: a file that cannot be applied fails before any work
     return run
 
@@ -329,7 +331,7 @@ def _sample(run: _Job, model: Model, networks: JobNetworks, plan: SamplingPlan, 
                 return encode_conditioning(refiner, run.job, run.options, refiner_texts, negatives, run.check,
                                            embeddings, hires)
 
-            switch = RefinerSwitch(run.refiner, model, run.options, plan, encode, lambda _: plan,
+            switch = RefinerSwitch(run.refiner, model, run.options, plan, encode, functools.partial(refiner_plan, plan),
                                    None if run.hires is None else hires is not None)
         with keep_freed_blocks():
             sampled = sample_batch(model, run.job, run.options, plan, init, conds, batch, run.control, switch)

@@ -27,7 +27,7 @@ from retouch.params import HiresTarget, Txt2ImgJob, Txt2ImgParams
 from retouch.params.txt2img import LATENT_FACTOR, LATENT_UPSCALE_MODES, hires_target
 from retouch.pipeline.inputs import PreparedInputs
 from retouch.pipeline.latents import InitState, decode_to_unit
-from retouch.pipeline.refiner import check_refiner
+from retouch.pipeline.refiner import check_same_latents
 from retouch.pipeline.resources import JobResources
 from retouch.pipeline.sample import HiresPrompts, plan_job_sampling
 from retouch.pipeline.sources import txt2img_conditioning
@@ -76,7 +76,7 @@ def plan_hires(job: Txt2ImgJob, model: Model, options: Options, resources: JobRe
     hr_model = model
     if params.hr_checkpoint is not None:
         hr_model = resources.checkpoint(params.hr_checkpoint, "hr_checkpoint_name")
-        check_refiner(hr_model, model, "hr_checkpoint_name")
+        check_same_latents(hr_model, model, "hr_checkpoint_name")  # its own sampler, schedule, conditioning
         extra["Hires checkpoint"] = hr_model.short_title
     sampler, scheduler = resolve_sampler_and_scheduler(params.hr_sampler or job.sampler.name,
                                                        params.hr_scheduler_name or job.scheduler.label)

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from retouch.models.model import Model
+from retouch.models.model import Model, UNetInput
 from retouch.options import Options
 from retouch.pipeline.sample import unet_call
 from retouch.sampling.guidance import CFGDenoiser
@@ -27,24 +27,46 @@ from retouch.sampling.plan import SamplingPlan, model_denoiser
 @dataclass(frozen=True)
 class Refiner:
     model: Model
-    switch_at: float
+    switch_at: float | None  # None: from the first call, and no "Refiner switch at" in the infotext (A1111)
+
+
+def check_same_latents(other: Model, model: Model, field: str) -> None:
+    """A checkpoint that takes over another's latents (the refiner, the hires checkpoint) must read them as they
+    are: the same latent channels and scale."""
+    if other.latent_format != model.latent_format:
+        raise ValueError(f"{field}: {other.name} works in another latent space than {model.name} "
+                         f"({other.latent_format.channels} channels, scale {other.latent_format.scale_factor} vs "
+                         f"{model.latent_format.channels}, {model.latent_format.scale_factor}); choose a checkpoint "
+                         "of the same family")
 
 
 def check_refiner(refiner: Model, model: Model, field: str = "refiner_checkpoint") -> None:
-    """A refiner must take the same latents and the same extra UNet input as the model it takes over from."""
-    if refiner.latent_format != model.latent_format:
-        raise ValueError(f"{field}: {refiner.name} works in another latent space than {model.name} "
-                         f"({refiner.latent_format.channels} channels, scale {refiner.latent_format.scale_factor} vs "
-                         f"{model.latent_format.channels}, {model.latent_format.scale_factor}); choose a checkpoint "
-                         "of the same family")
-    same_schedule = refiner.schedule.v_prediction == model.schedule.v_prediction and torch.equal(
-        refiner.schedule.alphas_cumprod, model.schedule.alphas_cumprod)
-    if not same_schedule:
-        raise ValueError(f"{field}: {refiner.name} has another noise schedule or prediction type than {model.name}; "
-                         "choose a checkpoint of the same family")
-    if refiner.unet_input != model.unet_input:
-        raise ValueError(f"{field}: {refiner.name} is a {refiner.unet_input.name.lower()} model and {model.name} a "
-                         f"{model.unet_input.name.lower()} one; a refiner must take the same UNet input")
+    """A refiner continues ``model``'s sampling mid-way (A1111 keeps the sampler's σs and the image conditioning
+    made for ``model``): the same latents and noise schedule — its prediction type may differ (SD2's ε and v
+    models share one schedule) — and a UNet that takes that conditioning. A plain refiner takes over from an
+    inpainting model (it ignores the mask); an inpainting refiner cannot take over from a plain model (A1111 fails
+    mid-job on the 1×1 dummy conditioning)."""
+    check_same_latents(refiner, model, field)
+    if not torch.equal(refiner.schedule.alphas_cumprod, model.schedule.alphas_cumprod):
+        raise ValueError(f"{field}: {refiner.name} has another noise schedule than {model.name}; choose a "
+                         "checkpoint of the same family")
+    takes_over = refiner.unet_input is model.unet_input or (
+        refiner.unet_input is UNetInput.PLAIN and model.unet_input is UNetInput.INPAINTING)
+    if not takes_over:
+        raise ValueError(f"{field}: {refiner.name} is {_kind(refiner)} model and {model.name} {_kind(model)} one; "
+                         "a refiner takes the UNet input of the model it takes over from (a plain refiner may follow "
+                         "an inpainting model)")
+
+
+def _kind(model: Model) -> str:
+    kind = model.unet_input.name.lower()
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+
+
+def refiner_plan(plan: SamplingPlan, refiner: Model) -> SamplingPlan:
+    """The sampling plan on the refiner: the same σs and steps, the refiner's prediction type (A1111
+    ``update_inner_model``: a v model gets the v wrapper)."""
+    return dataclasses.replace(plan, v_prediction=refiner.schedule.v_prediction)
 
 
 class RefinerSwitch:
@@ -67,7 +89,8 @@ class RefinerSwitch:
             self.extra_params["Refiner switch by sampling steps"] = True
         else:
             done = float((999 - self._timestep(sigma)) / 1000)
-        if done < self.refiner.switch_at or self.model is self.refiner.model or not self._in_this_pass():
+        switch_at = self.refiner.switch_at
+        if (switch_at is not None and done < switch_at) or self.model is self.refiner.model or not self._in_this_pass():
             return
         refiner = self.refiner.model
         conds = self.encode(refiner)
@@ -90,5 +113,6 @@ class RefinerSwitch:
             if which != "second pass":
                 self.extra_params["Hires refiner"] = which
         self.extra_params["Refiner"] = self.refiner.model.short_title
-        self.extra_params["Refiner switch at"] = self.refiner.switch_at
+        if self.refiner.switch_at is not None:
+            self.extra_params["Refiner switch at"] = self.refiner.switch_at
         return True
