@@ -186,7 +186,7 @@ def test_sdxl_lora_patches_unet_and_both_text_encoders(sdxl, tmp_path):
 def test_sdxl_embedding_puts_clip_l_and_clip_g_vectors_in_place(sdxl, tmp_path):
     """An embedding whose vectors are the token embeddings of "cat" in each encoder encodes as "cat"."""
     cat_l, cat_g = (e.tokenize(["cat"])[0] for e in (sdxl.text_encoder, sdxl.text_encoder_2))
-    vectors = {key: encoder.transformer.embeddings.token_embedding.weight[ids].float().clone()
+    vectors = {key: encoder.transformer.embeddings.token_embedding(torch.tensor(ids)).float().clone()
                for key, encoder, ids in (("clip_l", sdxl.text_encoder, cat_l), ("clip_g", sdxl.text_encoder_2, cat_g))}
     save_file(vectors, tmp_path / "kitty.safetensors")
     save_file({"emb_params": torch.zeros(1, 768)}, tmp_path / "sd1-only.safetensors")

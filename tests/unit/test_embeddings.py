@@ -103,7 +103,7 @@ def test_vectors_take_the_place_of_token_embeddings(tmp_path, bundled_tiny):
     encoder = bundled_tiny.text_encoder
     dog = encoder.tokenize(["dog"])[0]
     assert len(dog) == 1
-    vectors = encoder.transformer.embeddings.token_embedding.weight[dog].detach().clone()
+    vectors = encoder.transformer.embeddings.token_embedding(torch.tensor(dog)).detach().clone()
     a1111_pt(tmp_path / "mydog.pt", vectors)
     db = EmbeddingDatabase(tmp_path, WIDTH, encoder.tokenize)
     used: dict = {}

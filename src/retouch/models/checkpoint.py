@@ -11,11 +11,13 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import pickle
 import threading
 import zipfile
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +75,19 @@ def _read_safetensors(path: Path) -> StateDict:
         raise CheckpointError(path, f"not a valid safetensors file (truncated or corrupt?): {e}") from None
 
 
+_FLOAT_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class TensorLocation:
+    """A row-major tensor stored in a file: its first byte's offset, dtype and shape."""
+
+    path: Path
+    offset: int
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+
 class SafetensorsFile(Mapping[str, torch.Tensor]):
     """The tensors of a ``.safetensors`` file, each read from disk when it is looked up.
 
@@ -90,6 +105,25 @@ class SafetensorsFile(Mapping[str, torch.Tensor]):
         self._open()
         self._keys = list(self._handle.keys())
         self._key_set = frozenset(self._keys)
+        self._header: tuple[dict[str, Any], int] | None = None
+
+    def location(self, key: str) -> TensorLocation | None:
+        """Where tensor ``key`` lies in the file, for reading parts of it later (None: not a float tensor of a
+        dtype torch reads from bytes)."""
+        if key not in self._key_set:
+            raise KeyError(key)
+        if self._header is None:
+            self._header = read_safetensors_header(self.path)
+        header, data_start = self._header
+        entry = header.get(key)
+        if not isinstance(entry, dict) or entry.get("dtype") not in _FLOAT_DTYPES:
+            return None
+        dtype = _FLOAT_DTYPES[entry["dtype"]]
+        begin, end = entry["data_offsets"]
+        shape = tuple(int(n) for n in entry["shape"])
+        if end - begin != math.prod(shape) * dtype.itemsize:
+            raise CheckpointError(self.path, f"tensor {key}: its byte range does not fit its shape {shape}")
+        return TensorLocation(self.path, data_start + begin, dtype, shape)
 
     def _open(self) -> None:
         self._handle = safe_open(str(self.path), framework="pt", device="cpu")
@@ -194,9 +228,9 @@ def file_sha256(path: Path, cache_dir: Path, *, after_header: bool = False) -> s
 MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit
 
 
-def read_safetensors_metadata(path: Path) -> dict[str, Any]:
-    """The ``__metadata__`` of a safetensors file, as A1111 reads it: string values that hold a JSON object
-    are decoded. Raises :class:`CheckpointError` for a file that is not safetensors."""
+def read_safetensors_header(path: Path) -> tuple[dict[str, Any], int]:
+    """A safetensors file's JSON header and the offset its tensor data starts at. Raises
+    :class:`CheckpointError` for a file that is not safetensors."""
     try:
         with open(path, "rb") as f:
             size = int.from_bytes(f.read(8), "little")
@@ -207,7 +241,15 @@ def read_safetensors_metadata(path: Path) -> dict[str, Any]:
         if isinstance(e, CheckpointError):
             raise
         raise CheckpointError(path, f"could not read the safetensors header: {e}") from None
-    raw = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(header, dict):
+        raise CheckpointError(path, "not a safetensors file (its header is not a JSON object)")
+    return header, 8 + size
+
+
+def read_safetensors_metadata(path: Path) -> dict[str, Any]:
+    """The ``__metadata__`` of a safetensors file, as A1111 reads it: string values that hold a JSON object
+    are decoded. Raises :class:`CheckpointError` for a file that is not safetensors."""
+    raw = read_safetensors_header(path)[0].get("__metadata__")
     metadata: dict[str, Any] = {}
     for key, value in (raw or {}).items():
         metadata[key] = value

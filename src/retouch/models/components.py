@@ -15,9 +15,10 @@ from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, con
 from transformers import CLIPTextConfig, CLIPTextModel
 from transformers.initialization import no_init_weights
 
-from retouch.models.checkpoint import CheckpointError, StateDict
+from retouch.models.checkpoint import CheckpointError, SafetensorsFile, StateDict, TensorLocation
 from retouch.models.ldm_config import LdmConfig, TextEncoderSpec
 from retouch.models.text_encoder import TextEncoder, load_tokenizer
+from retouch.models.token_table import FileTokenEmbedding
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +96,12 @@ def build_text_encoder(spec: TextEncoderSpec, state: StateDict, dtype: torch.dty
             {k[len(spec.prefix):]: state[k] for k in state if k.startswith(spec.prefix)}), None
     if not weights:
         raise CheckpointError(path, f"no text encoder weights ({spec.prefix}*) found")
+    table = _token_table_location(spec, state, weights)
+    if table is not None:  # it stays in the file: the lookup reads the rows it needs
+        weights = {**weights, TOKEN_TABLE: torch.empty(table.shape, dtype=table.dtype, device=_META)}
     materialize(transformer, weights, dtype, path, "text encoder")
+    if table is not None:
+        transformer.embeddings.token_embedding = FileTokenEmbedding(table, dtype)
     embeddings = transformer.embeddings  # its position ids are a non-persistent buffer: not in the file
     embeddings.register_buffer("position_ids", torch.arange(te_config.max_position_embeddings)[None],
                                persistent=False)
@@ -106,6 +112,22 @@ def build_text_encoder(spec: TextEncoderSpec, state: StateDict, dtype: torch.dty
         projection = projection.T.to(dtype, memory_format=torch.contiguous_format, copy=True)
     return TextEncoder(transformer, load_tokenizer(spec.tokenizer_dir), spec.kind, spec.embedding_key,
                        output=spec.output, layer_idx=spec.layer_idx, projection=projection if spec.pooled else None)
+
+
+TOKEN_TABLE = "embeddings.token_embedding.weight"
+
+
+def _token_table_location(spec: TextEncoderSpec, state: StateDict, weights: StateDict) -> TensorLocation | None:
+    """Where the token-embedding table lies in a safetensors file (None: it is loaded as every other weight —
+    a pickle, an unusual dtype, or a table of another shape, which materialize reports)."""
+    if not isinstance(state, SafetensorsFile) or TOKEN_TABLE not in weights:
+        return None
+    stored = spec.prefix + ("token_embedding.weight" if spec.kind == "open_clip"
+                            else "text_model.embeddings.token_embedding.weight")
+    location = state.location(stored) if stored in state else None
+    if location is None or tuple(weights[TOKEN_TABLE].shape) != location.shape or len(location.shape) != 2:
+        return None
+    return location
 
 
 # OpenCLIP's text tower as SD2 and SDXL store it → transformers' CLIPTextModel names (the renaming of diffusers'
