@@ -10,7 +10,7 @@ glibc = pytest.mark.skipif(memory._glibc() is None, reason="glibc's allocator on
 # Run in a fresh interpreter: what glibc does with a block depends on what the process freed before.
 PROBE = """
 import json, psutil, torch
-from retouch.models.memory import return_freed_memory
+from retouch.models.memory import return_free_memory_if_idle, return_freed_memory
 
 rss = lambda: psutil.Process().memory_info().rss
 MIB = 1 << 20
@@ -34,6 +34,13 @@ out["after"] = (rss() - base) / MIB
 base = rss()
 pin2 = churn()
 out["without"] = (rss() - base) / MIB
+return_free_memory_if_idle()  # as load_model does when it is done
+out["returned_when_idle"] = (rss() - base) / MIB
+with return_freed_memory():
+    base = rss()
+    pin3 = churn()
+    return_free_memory_if_idle()  # a model loaded while a job runs: the job keeps its heap
+    out["kept_while_a_job_runs"] = (rss() - base) / MIB
 print(json.dumps(out))
 """
 
@@ -76,3 +83,21 @@ def test_a_vae_pass_keeps_its_freed_blocks_only_when_its_widest_activation_is_la
         monkeypatch.setattr(model_module, "LARGE_BLOCK", large_block)
         tiny_sd1.decode_first_stage(latents)
         assert seen.pop() is expected
+
+
+@glibc
+def test_free_memory_is_returned_after_a_load_unless_a_job_runs(probe):
+    assert probe["returned_when_idle"] < 16
+    assert probe["kept_while_a_job_runs"] > 150
+
+
+def test_opencv_is_imported_only_when_a_job_needs_it():
+    """OpenCV adds 15 MB to a process: a plain img2img job does not import it, a blurred mask does."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from PIL import Image; import retouch.processing, retouch.server.app; a = 'cv2' in sys.modules; "
+            "from retouch.imageops.masking import gaussian_blur_mask; gaussian_blur_mask(Image.new('L', (8, 8)), 2, 2); "
+            "print(a, 'cv2' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert run.stdout.split() == ["False", "True"]

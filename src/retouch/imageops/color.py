@@ -3,13 +3,14 @@ to the source, then a luminosity blend that keeps the generated image's lightnes
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 from PIL import Image
 
 
 def color_correction_target(image: Image.Image) -> np.ndarray:
     """The processed init image as 8-bit LAB (what outputs are matched to)."""
+    import cv2  # imported when first needed: OpenCV adds 15 MB to every process that imports it
+
     return cv2.cvtColor(np.asarray(image.convert("RGB")), cv2.COLOR_RGB2LAB)
 
 
@@ -49,6 +50,8 @@ def luminosity_blend(background: np.ndarray, foreground: np.ndarray) -> np.ndarr
 
 def apply_color_correction(target: np.ndarray, image: Image.Image) -> Image.Image:
     """Match ``image``'s LAB histograms to ``target``, then restore ``image``'s own luminosity."""
+    import cv2
+
     original = np.asarray(image.convert("RGB"))
     matched_lab = match_histograms(cv2.cvtColor(original, cv2.COLOR_RGB2LAB), target)
     matched = cv2.cvtColor(matched_lab, cv2.COLOR_LAB2RGB).astype(np.float64) / 255.0

@@ -5,7 +5,6 @@ Mask polarity everywhere here: 255 (or 1.0) = repaint, 0 = keep — A1111's conv
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
@@ -27,6 +26,7 @@ def gaussian_blur_mask(mask: Image.Image, sigma_x: int, sigma_y: int) -> Image.I
 
     Kernel length ``2·floor(2.5σ + 0.5) + 1``; border reflect-101; an axis with σ 0 is left alone.
     """
+    import cv2  # imported when first needed: OpenCV adds 15 MB to every process that imports it
     if sigma_x > 0:
         size = 2 * int(2.5 * sigma_x + 0.5) + 1
         mask = Image.fromarray(cv2.GaussianBlur(np.array(mask), (size, 1), sigma_x))

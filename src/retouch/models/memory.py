@@ -99,6 +99,16 @@ def return_freed_memory() -> contextlib.AbstractContextManager[None]:
     return _JOB.held()
 
 
+def return_free_memory_if_idle() -> None:
+    """Return the heap's free memory to the kernel now, unless a job is running (it would fault it in again)."""
+    libc = _glibc()
+    if libc is None:
+        return
+    with _lock:
+        if _JOB.users == 0 and _HEAP_ONLY.users == 0:
+            libc.malloc_trim(0)
+
+
 def keep_freed_blocks(when: bool = True) -> contextlib.AbstractContextManager[None]:
     """Sampling, or a large VAE pass (nestable, any thread): every block from the heap, where freed ones are
     reused; when the last such block ends, the free memory is returned. ``when`` False: nothing changes."""
