@@ -7,6 +7,7 @@ Key renaming is diffusers' ``single_file_utils``; the networks are created on th
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -119,8 +120,8 @@ TOKEN_TABLE = "embeddings.token_embedding.weight"
 
 def _token_table_location(spec: TextEncoderSpec, state: StateDict, weights: StateDict) -> TensorLocation | None:
     """Where the token-embedding table lies in a safetensors file (None: it is loaded as every other weight —
-    a pickle, an unusual dtype, or a table of another shape, which materialize reports)."""
-    if not isinstance(state, SafetensorsFile) or TOKEN_TABLE not in weights:
+    a pickle, an unusual dtype, a table of another shape, which materialize reports, or no ``os.pread``)."""
+    if not isinstance(state, SafetensorsFile) or TOKEN_TABLE not in weights or not hasattr(os, "pread"):
         return None
     stored = spec.prefix + ("token_embedding.weight" if spec.kind == "open_clip"
                             else "text_model.embeddings.token_embedding.weight")
