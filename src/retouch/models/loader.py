@@ -63,8 +63,7 @@ def load_model(
     for name, value in (("dtype", dtype), ("vae_dtype", vae_dtype)):
         if value is not None and value not in (torch.float32, torch.bfloat16, torch.float16):
             raise ValueError(f"{name} must be torch.float32, torch.bfloat16 or torch.float16, got {value}")
-    if vae_dtype is None:
-        vae_dtype = torch.float32 if device.type == "cpu" else dtype
+    vae_dtype = vae_dtype or (torch.float32 if device.type == "cpu" else dtype)
     if path is None or str(path) in TINY_MODELS:
         from retouch.models.tiny import ensure_tiny_checkpoint
 
