@@ -154,10 +154,13 @@ def fastest_lines(r: dict) -> list[str]:
                      f"{row['second_s'] / reference:.2f}× | {row['peak_rss_mb']:.0f} MB | {row['loadavg_1min']:.2f} |")
     bound = machine_bound(r)
     if bound is not None:
+        how = ("each UNet call at the floor the limits section states (convolutions, products and the softmax's "
+               "exponentials each at their measured rate), the VAE at the best bf16 rate measured here "
+               f"({bound['peak']:.2f} TFLOP/s, {bound['kernel']} alone)") if bound["exps"] else (
+               f"at the best bf16 rate measured here ({bound['peak']:.2f} TFLOP/s, {bound['kernel']} alone)")
         lines += ["", f"What this machine allows: the SD1.5-sized job's network arithmetic (16 UNet calls, one encode, "
                   f"one decode: {bound['tflop']:.1f} TFLOP counted in the limits section, the text encoder left out) "
-                  f"takes at least {bound['seconds']:.1f} s at the best bf16 rate measured here "
-                  f"({bound['peak']:.2f} TFLOP/s, {bound['kernel']} alone), {bound['ratio']:.2f}× diffusers' "
+                  f"takes at least {bound['seconds']:.1f} s, {how}: {bound['ratio']:.2f}× diffusers' "
                   "job. No engine doing the same arithmetic in bf16 can go below that ratio on this machine; a "
                   "faster job would have to compute less (fewer or cheaper UNet calls, lower precision), which "
                   "changes A1111's results."]
@@ -168,21 +171,26 @@ UNET_CALLS = 16  # the SD1.5-sized fastest job: 20 steps × 0.75
 
 
 def machine_bound(r: dict) -> dict | None:
-    """The least time the SD1.5-sized fastest job's networks could take on this run's machine: their FLOPs
-    (the limits section's count) at the best bf16 kernel rate measured there; None without both sections
-    measured on one host."""
+    """The least time the SD1.5-sized fastest job's networks could take on this run's machine: each UNet call
+    at its floor (the limits section's :func:`limits_bench.unet_floor`: convolutions, products and softmax
+    exponentials each at their measured peak; FLOPs alone at the best kernel's rate for older results) and the
+    VAE's FLOPs at the best bf16 kernel rate; None without both sections measured on one host."""
+    from limits_bench import unet_floor
+
     lim, f, cpu = r.get("limits"), r.get("fastest"), r.get("section_cpu", {})
     if not lim or not f or cpu.get("limits") != cpu.get("fastest"):
         return None
-    net = next((n for n in lim["networks"] if n["precision"] == "bf16"), None)
+    net = next((n for n in lim["networks"] if n["precision"] == "bf16"), None)  # the VAE's FLOPs: any precision
     if net is None:
         return None
-    flops = UNET_CALLS * net["unet"]["flops"] + net["vae_encode"]["flops"] + net["vae_decode"]["flops"]
     kernel, peak = max((("matmul", lim["peaks"]["matmul_bf16"]), ("convolution", lim["peaks"]["conv_bf16"])),
                        key=lambda pair: pair[1])
-    seconds = flops / (peak * 1e12)
-    return {"tflop": flops / 1e12, "peak": peak, "kernel": kernel, "seconds": seconds,
-            "ratio": seconds / f["diffusers bf16"]["second_s"]}
+    floor = unet_floor(net, lim["peaks"])
+    unet = floor["seconds"] if floor else net["unet"]["flops"] / (peak * 1e12)
+    vae_flops = net["vae_encode"]["flops"] + net["vae_decode"]["flops"]
+    seconds = UNET_CALLS * unet + vae_flops / (peak * 1e12)
+    return {"tflop": (UNET_CALLS * net["unet"]["flops"] + vae_flops) / 1e12, "peak": peak, "kernel": kernel,
+            "seconds": seconds, "ratio": seconds / f["diffusers bf16"]["second_s"], "exps": floor is not None}
 
 
 def fastest_goals(r: dict) -> list[tuple]:
@@ -277,7 +285,7 @@ def section_lines(r: dict) -> list[str]:
                          f"{row['compiled_s']:.2f} s | {row['compiled_s'] / row['eager_s']:.2f}× | "
                          f"{row['max_difference']:.3f} | {run.get('rss_added_mb', 0):.0f} MB | "
                          f"{run.get('package_mb', 0):.0f} MB | {run['loadavg_1min']:.2f} |")
-    lines += ["", "Why `--compile` is an AOTInductor package too (2026-12-07, this host): as `torch.compile` its "
+    lines += ["", "Why `--compile` is an AOTInductor package too (2026-12-07, the AMD EPYC host): as `torch.compile` its "
               "next start took 15 s, 11 % of the first warm-up — a cProfile of the first call at 256² in a new "
               "process on a warm cache put 15.6 of the 17.0 s profiled in Dynamo re-tracing the UNet's Python, "
               "which Inductor's and AOTAutograd's caches do not keep (torch 2.13's experimental Dynamo cache, "
@@ -292,13 +300,14 @@ def section_lines(r: dict) -> list[str]:
               "weights per size: 1386 MB added for the two sizes, now 411 MB (143 MB on the next start), at the "
               "same speed. With nothing folded, weights changed in place or swapped in by a job's LoRA networks "
               "are what the compiled code runs with.", "",
-              "Where `--compile freeze`'s next start goes (2026-12-07, this host, 256², `cProfile` and `getrusage`): "
+              "Where `--compile freeze`'s next start went (2026-12-07, the AMD EPYC host, 256², `cProfile`, `getrusage`): "
               "hashing the weights 1.2 s (once per load), Inductor's probe of the CPU's vector units 1.0 s (once "
               "per process) and loading the package 5.6–7.0 s per size, nearly all of it system time: the "
               "446 K page faults of the 1.6 GB of pre-packed weights the loader allocates. The same load takes "
               "1.7 s in a fresh process; right after the model's own load a page fault on this VM costs up to "
               "12 µs instead of 3.5 µs. Reading the package from disk takes 1.1 s; the rest of the goal's gap "
-              "is that cost, paid for each size's copy of the weights."]
+              "there (12 %) was that cost, paid for each size's copy of the weights. On the AMX host the next "
+              "start's warm-up is within the goal (the table above)."]
     return [*lines, "", *fastest_lines(r)]
 
 

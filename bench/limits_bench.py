@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 LATENT, BATCH, REPEATS = 64, 2, 3  # 512² pictures; batch 2 = one CFG step
+EXP_BLOCK, EXP_ROUNDS = 32 * 1024, 2000  # the exponential's rate: 128 KiB fp32 blocks, in the cache
 
 
 def _timed(fn, repeats: int) -> float:
@@ -48,7 +49,9 @@ def _cpu_flags() -> dict:
 # ---------------------------------------------------------------------------------------------
 # Workers (each in its own process)
 def peaks(args: dict) -> dict:
-    """TFLOP/s of a 4096² matmul and of a 320→320 3×3 convolution over (2, 320, 64, 64), channels-last."""
+    """TFLOP/s of a 4096² matmul and of a 320→320 3×3 convolution over (2, 320, 64, 64), channels-last, and
+    the fp32 exponentials per second (G/s) of ``torch.exp`` on a block that stays in the cache: the softmax's
+    part of attention."""
     import torch
 
     torch.set_num_threads(2)
@@ -63,58 +66,71 @@ def peaks(args: dict) -> dict:
             x = torch.randn(BATCH, 320, LATENT, LATENT, dtype=dtype).to(memory_format=torch.channels_last)
             seconds = _timed(lambda conv=conv, x=x: conv(x), REPEATS * 3)
             out[f"conv_{name}"] = 2 * 320 * 320 * 9 * LATENT * LATENT * BATCH / seconds / 1e12
+        scores, weights = torch.rand(EXP_BLOCK) * -10, torch.empty(EXP_BLOCK)  # a softmax's x - max, in cache
+        seconds = _timed(lambda: [torch.exp(scores, out=weights) for _ in range(EXP_ROUNDS)], REPEATS)
+        out["exp_fp32"] = EXP_BLOCK * EXP_ROUNDS / seconds / 1e9
     return {**out, **_load(), **_cpu_flags()}
 
 
 def networks(args: dict) -> dict:
-    """FLOPs and time of one UNet call (batch 2, 64² latent), one VAE encode and one VAE decode (512²)."""
+    """FLOPs and time of one UNet call (batch 2, 64² latent), one VAE encode and one VAE decode (512²), run as a
+    job runs them: within its memory settings (:mod:`retouch.models.memory`), the VAE through the model's own
+    ``encode_first_stage`` / ``decode_first_stage``; and the softmax's exponentials per UNet call."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
     from workers import DTYPES
 
     from retouch import load_model
+    from retouch.models.memory import keep_freed_blocks, return_freed_memory
 
     torch.set_num_threads(2)
     dtype, vae_dtype = DTYPES[args["precision"]], DTYPES[args["vae_precision"]]
     model = load_model(args["ckpt"], dtype=dtype, vae_dtype=vae_dtype, channels_last=True)
-    unet, vae = model.unet, model.vae
+    unet = model.unet
     latent = torch.randn(BATCH, 4, LATENT, LATENT, dtype=dtype)
     context = torch.randn(BATCH, 77, 768, dtype=dtype)
     t = torch.full((BATCH,), 500.0)
-    picture = torch.randn(1, 3, LATENT * 8, LATENT * 8, dtype=vae_dtype)
-    z = torch.randn(1, 4, LATENT, LATENT, dtype=vae_dtype)
+    picture = torch.rand(1, 3, LATENT * 8, LATENT * 8) * 2 - 1
+    z = torch.randn(1, 4, LATENT, LATENT)
     extra = {"cross_attention_kwargs": {"upcast": True}} if args.get("upcast") else {}
-    calls = {"unet": lambda: unet(latent, t, encoder_hidden_states=context, **extra).sample,
-             "vae_encode": lambda: vae.encode(picture).latent_dist.mean,
-             "vae_decode": lambda: vae.decode(z).sample}
+
+    def unet_call():
+        with keep_freed_blocks():  # as the sampling runs it
+            return unet(latent, t, encoder_hidden_states=context, **extra).sample
+
+    calls = {"unet": unet_call, "vae_encode": lambda: model.encode_first_stage(picture),
+             "vae_decode": lambda: model.decode_first_stage(z)}
     out = {}
-    with torch.inference_mode():
+    with torch.inference_mode(), return_freed_memory():
         for name, call in calls.items():
-            counter = FlopCounterMode(display=False, custom_mapping=_attention_mapping())
+            exps = [0]
+            counter = FlopCounterMode(display=False, custom_mapping=_attention_mapping(exps))
             with counter:
                 call()
             flops = counter.get_total_flops()
             by_op = {str(op): n for op, n in counter.get_flop_counts()["Global"].items()}
             seconds = _timed(call, REPEATS if name == "unet" else 2)
-            out[name] = {"flops": flops, "seconds": seconds, "tflops": flops / seconds / 1e12, "by_op": by_op}
+            out[name] = {"flops": flops, "seconds": seconds, "tflops": flops / seconds / 1e12, "by_op": by_op,
+                         "exps": exps[0]}
         if args.get("profile"):
             out["profile"] = _profile(calls["unet"])
     return {**out, "precision": args["precision"], "vae_precision": args["vae_precision"],
             "upcast": bool(args.get("upcast")), **_load()}
 
 
-def _cpu_attention_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
-    """The CPU flash-attention kernel's FLOPs (``flop_counter`` counts only the GPU kernels): Q·Kᵀ and P·V,
-    a multiply-add = 2, the softmax not counted — the convention of its ``sdpa_flop``."""
+def _attention_mapping(exps: list[int]) -> dict:
+    """The CPU flash-attention kernel's FLOPs (``flop_counter`` counts only the GPU kernels): Q·Kᵀ and P·V, a
+    multiply-add = 2, the softmax not counted — the convention of its ``sdpa_flop``. Its softmax's exponentials
+    (one per query-key pair and head) are added to ``exps[0]``."""
+    import torch
     from torch.utils.flop_counter import sdpa_flop_count
 
-    return sdpa_flop_count(query, key, value)
+    def count(query, key, value, *args, out_shape=None, **kwargs) -> int:
+        batch, heads, queries, _ = query
+        exps[0] += batch * heads * queries * key[2]
+        return sdpa_flop_count(query, key, value)
 
-
-def _attention_mapping() -> dict:
-    import torch
-
-    return {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops}
+    return {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: count}
 
 CATEGORIES = (  # (category, substrings of aten operator names), first match wins
     ("attention", ("scaled_dot_product", "flash_attention", "softmax", "baddbmm", "bmm")),
@@ -209,14 +225,43 @@ def _category_flops(by_op: dict) -> dict[str, int]:
     return out
 
 
+PREPACK_PROBE = (
+    "Probed and left out (2026-12-07, the AMX host): convolution weights pre-packed for oneDNN in eager mode "
+    "(`torch.ops.mkldnn._reorder_convolution_weight` once, `_convolution_pointwise` per call; Inductor's freezing "
+    "does the same). Alone, a 2560→1280 3×3 convolution over an 8² latent took 7.2 instead of 26.6 ms, and the "
+    "whole bf16 UNet's output was bit-identical to the eager channels-last call's. Within a job's memory "
+    "settings, where the eager call's reordered copy of the weight comes from the heap instead of being faulted "
+    "in, the gain shrinks: the UNet's convolutions took 0.52 instead of 0.66 s and the call 1.94 instead of "
+    "2.02 s (4 %), for 1.1 GB more resident memory (a copy of every convolution weight). The convolutions' "
+    "remaining distance from the peak is mostly the 8² and 16² layers: 128–512 output positions per call, too "
+    "few to keep the matrix units busy (a 1280→1280 3×3 over 8² runs at 0.4 TFLOP/s packed).")
+
+
+def unet_floor(run: dict, peaks: dict) -> dict | None:
+    """The least time one UNet call of ``run`` could take on this machine: its convolutions' FLOPs at the
+    convolution peak, its other products (linear layers, attention's Q·Kᵀ and P·V) at the matmul peak and its
+    softmax's exponentials at the measured exp rate (None for results without the exp counts)."""
+    precision, unet = run["precision"], run["unet"]
+    if "exps" not in unet or "exp_fp32" not in peaks:
+        return None
+    flops = _category_flops(unet.get("by_op", {}))
+    conv = flops.get("convolution", 0) / (peaks[f"conv_{precision}"] * 1e12)
+    products = (unet["flops"] - flops.get("convolution", 0)) / (peaks[f"matmul_{precision}"] * 1e12)
+    exps = unet["exps"] / (peaks["exp_fp32"] * 1e9)
+    seconds = conv + products + exps
+    return {"conv_s": conv, "products_s": products, "exps_s": exps, "seconds": seconds,
+            "best_share": unet["flops"] / seconds / 1e12 / peaks[f"matmul_{precision}"]}
+
+
 def goal_rows(r: dict) -> list[tuple]:
     lim = r.get("limits")
     if not lim:
         return []
     peaks, bf16 = lim["peaks"], lim["networks"][0]
-    share = _share(bf16, "unet", peaks)
+    share, floor = _share(bf16, "unet", peaks), unet_floor(bf16, peaks)
+    limit = f"; this machine's limit: {floor['best_share'] * 100:.0f} %" if floor else ""
     rows = [("SD1.5-sized UNet at 512², bf16: ≥ 70 % of the measured bf16 matmul peak", f"{share * 100:.0f} % "
-             f"({bf16['unet']['tflops']:.2f} of {peaks['matmul_bf16']:.2f} TFLOP/s)", share >= 0.7,
+             f"({bf16['unet']['tflops']:.2f} of {peaks['matmul_bf16']:.2f} TFLOP/s{limit})", share >= 0.7,
              "--sections limits")]
     vae = {run["vae_precision"]: run["vae_encode"]["seconds"] + run["vae_decode"]["seconds"]
            for run in lim["networks"][:2]}
@@ -261,6 +306,19 @@ def section_lines(r: dict) -> list[str]:
             lines.append(f"| {label} | {precision} | {row['flops'] / 1e9:.0f} | {row['seconds']:.2f} s | "
                          f"{row['tflops']:.3f} | {_share(run, name, peaks) * 100:.0f} % | "
                          f"{_share(run, name, peaks, best=True) * 100:.0f} % | {run['loadavg_1min']:.2f} |")
+    floor = unet_floor(lim["networks"][0], peaks)
+    if floor:
+        bf16 = lim["networks"][0]
+        lines += ["", f"What this machine allows one bf16 UNet call: its convolutions at the convolution peak "
+                  f"({floor['conv_s']:.2f} s), its other products (linear layers, attention's Q·Kᵀ and P·V) at the "
+                  f"matmul peak ({floor['products_s']:.2f} s) and its softmax's {bf16['unet']['exps'] / 1e9:.2f} G "
+                  f"exponentials at {peaks['exp_fp32']:.1f} G/s, `torch.exp`'s rate on a block in the cache "
+                  f"({floor['exps_s']:.2f} s): {floor['seconds']:.2f} s, at which the call would run at "
+                  f"{floor['best_share'] * 100:.0f} % of the matmul peak. It took {bf16['unet']['seconds']:.2f} s: "
+                  f"the floor is {floor['seconds'] / bf16['unet']['seconds'] * 100:.0f} % of that. Each network call runs as "
+                  "a job runs it: with the job's memory settings (freed blocks kept in the heap during sampling, "
+                  "`retouch.models.memory`), the VAE through the model's own encode and decode."]
+    lines += ["", PREPACK_PROBE]
     profiled = next((run for run in lim["networks"] if "profile" in run), None)
     if profiled:
         profile, flops = profiled["profile"], _category_flops(profiled["unet"].get("by_op", {}))
