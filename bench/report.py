@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 
-EXTRA_SECTIONS = ("large", "inpaint", "soak", "sdxl", "scripts")  # `make bench-extra`
+EXTRA_SECTIONS = ("large", "inpaint", "soak", "sdxl", "scripts", "compile", "fastest")  # `make bench-extra`
 
 
 def _s(x: dict, unit: str = "s", digits: int = 2) -> str:

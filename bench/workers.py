@@ -349,7 +349,9 @@ def lora(args: dict) -> dict:
     rss_plain = current_rss_mb()
     prompt = "a watercolor painting of a forest <lora:rank32:0.8>"
     start = time.perf_counter()
-    network = model.extra_networks.load(model.loras.find("rank32"))
+    found = model.loras.lookup("rank32")
+    assert found is not None, "the bench LoRA rank32 was not written"
+    network = model.extra_networks.load(found)
     read_s = time.perf_counter() - start
     first = run(prompt)
     stats = model.extra_networks.patcher.stats
