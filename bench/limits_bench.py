@@ -237,6 +237,16 @@ PREPACK_PROBE = (
     "few to keep the matrix units busy (a 1280→1280 3×3 over 8² runs at 0.4 TFLOP/s packed).")
 
 
+OPENVINO_PROBE = (
+    "OpenVINO, which the issue allows if PyTorch cannot get there, was measured and not adopted (2026-12-07, the "
+    "AMX host, a scratch install of OpenVINO 2026.4.1, nothing of it in the project): the same SD1.5-sized UNet "
+    "converted with `openvino.convert_model` (48 s) and compiled for the CPU with a bf16 inference-precision "
+    "hint, 2 threads, latency mode, took 1.87–1.91 s per call (batch 2, 512²), against 1.89–1.94 s for "
+    "PyTorch's eager bf16 channels-last UNet in the same process within a job's memory settings; its output "
+    "differed from the fp32 UNet's by up to 0.059 (PyTorch's bf16: 0.041). It does not change the floor above "
+    "either: its kernels are oneDNN's, as PyTorch's are.")
+
+
 def unet_floor(run: dict, peaks: dict) -> dict | None:
     """The least time one UNet call of ``run`` could take on this machine: its convolutions' FLOPs at the
     convolution peak, its other products (linear layers, attention's Q·Kᵀ and P·V) at the matmul peak and its
@@ -318,7 +328,7 @@ def section_lines(r: dict) -> list[str]:
                   f"the floor is {floor['seconds'] / bf16['unet']['seconds'] * 100:.0f} % of that. Each network call runs as "
                   "a job runs it: with the job's memory settings (freed blocks kept in the heap during sampling, "
                   "`retouch.models.memory`), the VAE through the model's own encode and decode."]
-    lines += ["", PREPACK_PROBE]
+    lines += ["", PREPACK_PROBE, "", OPENVINO_PROBE]
     profiled = next((run for run in lim["networks"] if "profile" in run), None)
     if profiled:
         profile, flops = profiled["profile"], _category_flops(profiled["unet"].get("by_op", {}))
