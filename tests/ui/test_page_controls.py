@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import requests
 from PIL import Image
+from playwright.sync_api import expect
 
 from tests.api.conftest import start
 from tests.conftest import MODELS, need_shared
@@ -193,8 +194,12 @@ def test_styles_apply_edit_and_run(tab, user_server, tmp_path):
                           " === 'a red cat, watercolor painting'")
     assert tab.locator("#img2img_neg_prompt textarea").input_value() == "photo"
     tab.locator("#img2img_styles_dialog").click()
-    tab.locator("#img2img_edit_style_name input").fill("ink")
-    tab.locator("#img2img_edit_style_prompt textarea").fill("ink drawing")
+    name, prompt = tab.locator("#img2img_edit_style_name input"), tab.locator("#img2img_edit_style_prompt textarea")
+    name.fill("ink")
+    name.press("Enter")  # a new name, committed as a user does before moving on
+    prompt.fill("ink drawing")
+    expect(name).to_have_value("ink")
+    expect(prompt).to_have_value("ink drawing")
     tab.locator("#img2img_edit_style_save").click()
     tab.locator("#img2img_edit_style_message").get_by_text("Saved style ink").wait_for()
     assert "ink,ink drawing," in user_server.styles.read_text()
