@@ -62,6 +62,7 @@ class GenerationInfo:
     clip_skip: int = 1
     ensd: int | None = None
     token_merging_ratio: float = 0.0
+    token_merging_ratio_hr: float = 0.0  # 0 unless a hires pass
     init_img_hash: str | None = None
     randn_source: str = "GPU"
     tiling: bool = False
@@ -92,7 +93,7 @@ def generation_params(info: GenerationInfo, *, seed: int, subseed: int | None, e
         KEYS["CLIP_stop_at_last_layers"]: None if info.clip_skip <= 1 else info.clip_skip,
         KEYS["eta_noise_seed_delta"]: info.ensd,
         "Token merging ratio": None if info.token_merging_ratio == 0 else info.token_merging_ratio,
-        "Token merging ratio hr": None,
+        "Token merging ratio hr": None if info.token_merging_ratio_hr == 0 else info.token_merging_ratio_hr,
         "Init image hash": info.init_img_hash,
         KEYS["randn_source"]: info.randn_source if info.randn_source != "GPU" else None,
         "Tiling": "True" if info.tiling else None,
@@ -253,6 +254,8 @@ INFOTEXT_FIELDS: tuple[InfotextField, ...] = (
     InfotextField("Clip skip", "CLIP_stop_at_last_layers", int, option=True),
     InfotextField("ENSD", "eta_noise_seed_delta", int, option=True),
     InfotextField("RNG", "randn_source", str, option=True),
+    InfotextField("Token merging ratio", "token_merging_ratio", float, option=True),
+    InfotextField("Token merging ratio hr", "token_merging_ratio_hr", float, option=True),
     InfotextField("Model", "sd_model_checkpoint", str, option=True),
     InfotextField("Hires upscale", "hr_scale", float), InfotextField("Hires steps", "hr_second_pass_steps", int),
     InfotextField("Hires upscaler", "hr_upscaler", str), InfotextField("Hires sampler", "hr_sampler_name", str),

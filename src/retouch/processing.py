@@ -20,6 +20,7 @@ from PIL import Image
 
 from retouch.a1111 import img2img_params, txt2img_params
 from retouch.control import JobControl, JobHooks
+from retouch.models.token_merging import token_merging
 from retouch.options import Options
 from retouch.outputs import Outputs
 from retouch.params import Img2ImgJob, Img2ImgParams, Job, Txt2ImgParams
@@ -146,7 +147,7 @@ class StableDiffusionProcessingImg2Img(Img2ImgParams, _Processing):
         options mean."""
         self.job_options = self._job_options()
         values = {name: getattr(self, name) for name in (*Img2ImgParams.field_names(), "sampler_index",
-                                                          "alwayson_scripts")}
+                                                          "alwayson_scripts", "override_settings")}
         params = img2img_params(values, base_options=self.options)
         job = params.validate(self.job_options)
         self.sampler_name, self.scheduler = job.sampler.name, job.scheduler.label
@@ -173,7 +174,7 @@ class StableDiffusionProcessingImg2Img(Img2ImgParams, _Processing):
         if self._job is None or self._init_state is None:
             raise RuntimeError("sample() needs init() first (process_images calls both)")
         job = self._job
-        with torch.inference_mode():
+        with torch.inference_mode(), token_merging(job.resolved.token_merging_ratio):
             plan = plan_job_sampling(job, self.sd_model, self.job_options, job.params.denoising_strength)
             batch = Batch(0, list(prompts), [""] * len(prompts), list(seeds), list(subseeds))
             sampled = sample_batch(self.sd_model, job, self.job_options, plan, self._init_state,

@@ -129,6 +129,27 @@ def test_override_settings_switch_checkpoints_and_options(server):
     assert bad.status_code == 422 and "could not find checkpoint with name 'nope'" in bad.json()["detail"]
 
 
+def test_token_merging_as_a1111s_api_takes_it(server, bundled_tiny):
+    """The option (override or pasted infotext) merges; the request field is ignored, as A1111's API drops it."""
+    base = {"init_images": [b64_image(source_image())], "prompt": "a", "width": 64, "height": 64, "steps": 3, "seed": 9}
+    overridden = server.post("/sdapi/v1/img2img", json={**base, "override_settings": {"token_merging_ratio": 0.5}})
+    pasted = server.post("/sdapi/v1/img2img", json={**base, "infotext": "a\nSteps: 3, Seed: 9, Token merging ratio: 0.5"})
+    field = server.post("/sdapi/v1/img2img", json={**base, "token_merging_ratio": 0.5})
+    plain = server.post("/sdapi/v1/img2img", json=base)
+    p = StableDiffusionProcessingImg2Img(sd_model=bundled_tiny, init_images=[source_image()], prompt="a", width=64,
+                                         height=64, steps=3, seed=9, sampler_name="Euler",
+                                         override_settings={"token_merging_ratio": 0.5})
+    expected = pixels(process_images(p).images[0])
+    for r in (overridden, pasted):
+        assert "Token merging ratio: 0.5" in json.loads(r.json()["info"])["infotexts"][0]
+        assert np.array_equal(pixels(decode(r.json()["images"][0])), expected)
+    assert "Token merging" not in field.json()["info"]
+    assert np.array_equal(pixels(decode(field.json()["images"][0])), pixels(decode(plain.json()["images"][0])))
+    assert not np.array_equal(pixels(decode(plain.json()["images"][0])), expected)
+    bad = server.post("/sdapi/v1/img2img", json={**base, "override_settings": {"token_merging_ratio_img2img": 2}})
+    assert bad.status_code == 422 and "token_merging_ratio_img2img" in bad.json()["detail"]
+
+
 def test_override_settings_stay_when_not_restored_afterwards(server):
     base = {"init_images": [b64_image(source_image())], "width": 64, "height": 64, "steps": 2}
     assert server.post("/sdapi/v1/img2img", json={**base, "override_settings": {"CLIP_stop_at_last_layers": 2}}).ok

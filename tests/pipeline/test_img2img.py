@@ -298,7 +298,7 @@ def test_any_image_mode_is_accepted(bundled_tiny, mode):
 
 
 @pytest.mark.parametrize(("settings", "name"), [
-    ({"sd_vae_encode_method": "TAESD"}, "sd_vae_encode_method"), ({"token_merging_ratio_img2img": 0.3}, "token_merging"),
+    ({"sd_vae_encode_method": "TAESD"}, "sd_vae_encode_method"), ({"sd_hypernetwork": "anime"}, "sd_hypernetwork"),
     ({"use_old_emphasis_implementation": True}, "use_old_emphasis"), ({"face_restoration": True}, "face_restoration")])
 def test_unsupported_settings_are_refused_not_ignored(bundled_tiny, settings, name):
     with pytest.raises(ValueError, match=f"{name}.*: not supported"):

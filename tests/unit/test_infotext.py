@@ -59,7 +59,7 @@ def test_every_key_the_writer_writes_reads_back_to_its_field():
     from retouch.infotext import INFOTEXT_FIELDS, infotext_values
 
     written = params(subseed_strength=0.3, seed_resize_from_w=256, seed_resize_from_h=384, clip_skip=2, ensd=31337,
-                     randn_source="CPU", image_cfg_scale=1.5,
+                     randn_source="CPU", image_cfg_scale=1.5, token_merging_ratio=0.3, token_merging_ratio_hr=0.5,
                      extra={"Denoising strength": 0.75, "Mask blur": 4, "Mask mode": "Inpaint not masked",
                             "Masked content": "latent noise", "Inpaint area": "Only masked",
                             "Masked area padding": 32, "Noise multiplier": 0.9, "Hires upscale": 1.5,
@@ -80,7 +80,8 @@ def test_every_key_the_writer_writes_reads_back_to_its_field():
                       "hr_negative_prompt": "x", "refiner_checkpoint": "b [123]", "refiner_switch_at": 0.8,
                       "enable_hr": True}
     assert options == {"CLIP_stop_at_last_layers": 2, "eta_noise_seed_delta": 31337, "randn_source": "CPU",
-                       "sd_model_checkpoint": "v1-5-pruned-emaonly"}
+                       "sd_model_checkpoint": "v1-5-pruned-emaonly", "token_merging_ratio": 0.3,
+                       "token_merging_ratio_hr": 0.5}
     assert {f.key for f in INFOTEXT_FIELDS} <= set(pairs)  # every key of the table was written
 
 

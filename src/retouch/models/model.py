@@ -35,6 +35,7 @@ from retouch.models.padding import circular_enabled, circular_padding, make_padd
 from retouch.models.sdxl import SDXLConditioner
 from retouch.models.text_encoder import SDTextConditioner, TextEncoder
 from retouch.models.tiling import OVERLAP, TILE_SIZES, tiled_pass
+from retouch.models.token_merging import make_token_merging_switchable, merging_ratio
 from retouch.sampling.schedules import AYS_SD15, AYS_SDXL, NoiseSchedule
 
 
@@ -108,6 +109,7 @@ class Model:
             else:
                 self.conditioner = SDTextConditioner(self.text_encoder)
         make_padding_switchable(self.unet, self.vae)
+        make_token_merging_switchable(self.unet)
 
     @property
     def loras(self) -> Any:
@@ -222,9 +224,9 @@ class Model:
     def _compiled_unet_applies(self) -> bool:
         """Whether this call may use the compiled UNet: a job with seamless tiling (compiled code pads with zeros)
         runs the eager one, and so does a job with networks in the weights when they are frozen into the code
-        (live code takes the patched weights as it takes any others)."""
+        (live code takes the patched weights as it takes any others), and one with token merging."""
         patched = self.extra_networks is not None and self.extra_networks.weights_patched
-        return not (patched and self.compiled == "freeze") and not circular_enabled()
+        return not (patched and self.compiled == "freeze") and not circular_enabled() and merging_ratio() <= 0
 
     def image_conditioning(self, source: torch.Tensor, init_latent: torch.Tensor, image_mask: Image.Image | None,
                            round_mask: bool, mask_weight: float, hooks: JobHooks | None = None) -> torch.Tensor:

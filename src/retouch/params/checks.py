@@ -73,6 +73,13 @@ def check_number(name: str, value: Any, lo: float | None = None, allow_none: boo
         raise ValueError(f"{name} must be >= {lo}, got {value!r}")
 
 
+def check_ratio(name: str, value: Any) -> None:
+    """A token merging ratio: 0 to 0.9, as A1111's settings slider."""
+    check_number(name, value, lo=0.0)
+    if value > 0.9:
+        raise ValueError(f"{name} must be between 0 and 0.9, got {value!r}")
+
+
 def check_choice(name: str, value: Any, enum: type[IntEnum]) -> None:
     valid = [int(e) for e in enum]
     if isinstance(value, bool) or value not in valid:

@@ -21,6 +21,7 @@ from retouch.params.checks import (
     check_bool,
     check_int,
     check_number,
+    check_ratio,
     check_seed,
     check_text,
 )
@@ -74,6 +75,7 @@ class GenerationParams:
     disable_extra_networks: bool = field_spec(False, "strip <lora:…> tags without applying them")
     refiner_checkpoint: str | None = field_spec(None, "switch to this checkpoint during sampling (a name, as listed)")
     refiner_switch_at: float | None = field_spec(None, "the share of sampling done when the refiner takes over (0-1; None: from the start)")
+    token_merging_ratio: float = field_spec(0.0, "token merging for this job (0-0.9; 0: from the options)")
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -122,6 +124,7 @@ class GenerationParams:
                              "set it to false")
         for name in ("eta", "s_min_uncond", "s_churn", "s_tmin", "s_tmax", "s_noise"):
             check_number(name, getattr(self, name), lo=0.0, allow_none=True)
+        check_ratio("token_merging_ratio", self.token_merging_ratio)
         if self.refiner_checkpoint not in NO_REFINER:
             if not isinstance(self.refiner_checkpoint, str):
                 raise ValueError(f"refiner_checkpoint must be a checkpoint name, got {self.refiner_checkpoint!r}")
@@ -153,6 +156,8 @@ class Resolved:
     eta: float = 1.0  # the sampler family's eta (eta_ddim or eta_ancestral) unless the job gives one
     churn: Mapping[str, float] = field(default_factory=lambda: dict(CHURN_DEFAULTS))  # s_churn, s_tmin, s_tmax, s_noise
     churn_from_options: frozenset[str] = frozenset()  # the ones a non-default option forced (A1111 quirk, §9.13)
+    token_merging_ratio: float = 0.0  # A1111 get_token_merging_ratio(): the (first) pass's
+    token_merging_ratio_hr: float = 0.0  # … and a hires pass's (for_hr=True)
 
 
 def resolve(params: GenerationParams, sampler: SamplerSpec, options: Options) -> Resolved:
@@ -171,7 +176,21 @@ def resolve(params: GenerationParams, sampler: SamplerSpec, options: Options) ->
     multiplier = given("initial_noise_multiplier") if hasattr(params, "initial_noise_multiplier") else 1.0  # img2img's
     return Resolved(tiling=bool(given("tiling")), noise_multiplier=float(multiplier),
                     s_min_uncond=float(given("s_min_uncond")), eta=float(eta), churn=churn,
-                    churn_from_options=frozenset(forced))
+                    churn_from_options=frozenset(forced), **_merging_ratios(params, options))
+
+
+def _merging_ratios(params: GenerationParams, options: Options) -> dict[str, float]:
+    """A1111's ``get_token_merging_ratio()``: img2img's own option before the general one; a hires pass's own
+    before the first pass's. (A ratio in ``override_settings`` wins over img2img's option: an edge puts it in
+    the job's ``token_merging_ratio``, :func:`retouch.a1111.img2img_params`.)"""
+    own = params.token_merging_ratio
+    if hasattr(params, "init_images"):
+        first = own or options.token_merging_ratio_img2img or options.token_merging_ratio
+    else:
+        first = own or options.token_merging_ratio
+    hires = getattr(params, "token_merging_ratio_hr", 0.0) or options.token_merging_ratio_hr or own \
+        or options.token_merging_ratio
+    return {"token_merging_ratio": float(first), "token_merging_ratio_hr": float(hires)}
 
 
 def check_supported(job: Job, options: Options) -> None:
@@ -180,14 +199,13 @@ def check_supported(job: Job, options: Options) -> None:
     unsupported = {
         "sd_vae_encode_method": options.sd_vae_encode_method != "Full",
         "sd_vae_decode_method": options.sd_vae_decode_method != "Full",
-        "token_merging_ratio": options.token_merging_ratio > 0 or options.token_merging_ratio_img2img > 0,
         "use_old_emphasis_implementation": options.use_old_emphasis_implementation,
         "face_restoration": bool(o.restore_faces) or (o.restore_faces is None and options.face_restoration),
         "sd_hypernetwork": options.sd_hypernetwork not in ("", "None"),
     }
     for name, used in unsupported.items():
         if used:
-            raise ValueError(f"{name}: not supported by retouch (TAESD, token merging, face "
+            raise ValueError(f"{name}: not supported by retouch (TAESD, face "
                              "restoration, hypernetworks and the pre-1.0 emphasis are out of "
                              "scope); leave it at its default")
 

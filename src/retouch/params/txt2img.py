@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from retouch.options import Options
-from retouch.params.checks import MAX_SIDE, check_bool, check_int, check_number, check_text
+from retouch.params.checks import MAX_SIDE, check_bool, check_int, check_number, check_ratio, check_text
 from retouch.params.generation import GenerationParams, Job, field_spec
 
 # A1111's ``shared.latent_upscale_modes``: the hires upscalers that resize the latent itself.
@@ -44,6 +44,7 @@ class Txt2ImgParams(GenerationParams):
     hr_scheduler: str | None = field_spec(None, "hires fix: the second pass's schedule type (default: the first's)")
     hr_prompt: str | list[str] = field_spec("", "hires fix: the second pass's prompt (empty = the prompt)")
     hr_negative_prompt: str | list[str] = field_spec("", "hires fix: the second pass's negative prompt")
+    token_merging_ratio_hr: float = field_spec(0.0, "hires fix: token merging in the second pass (0: from the options)")
 
     def validate(self, options: Options | None = None) -> Job:
         """As :meth:`GenerationParams.validate`; ``firstphase_width/height`` (A1111's old API) are applied: they
@@ -79,6 +80,7 @@ class Txt2ImgParams(GenerationParams):
             raise ValueError(f"denoising_strength must be between 0 and 1, got {self.denoising_strength!r}")
         check_number("hr_scale", self.hr_scale, lo=0.0)
         check_int("hr_second_pass_steps", self.hr_second_pass_steps, lo=0, hi=1000)
+        check_ratio("token_merging_ratio_hr", self.token_merging_ratio_hr)
         for name in ("hr_resize_x", "hr_resize_y"):
             check_int(name, getattr(self, name), lo=0, hi=MAX_SIDE)
         for name in ("hr_upscaler", "hr_checkpoint_name", "hr_sampler_name", "hr_scheduler"):

@@ -128,5 +128,6 @@ def generation_info(job: Job, model: Model, options: Options, init: InitState | 
         seed_resize_from_w=params.seed_resize_from_w, seed_resize_from_h=params.seed_resize_from_h,
         conditional_mask_weight=options.inpainting_mask_weight if model.is_inpainting else None,
         clip_skip=options.CLIP_stop_at_last_layers, ensd=options.eta_noise_seed_delta if uses_ensd else None,
-        token_merging_ratio=options.token_merging_ratio_img2img or options.token_merging_ratio,
+        token_merging_ratio=job.resolved.token_merging_ratio,
+        token_merging_ratio_hr=job.resolved.token_merging_ratio_hr if getattr(params, "enable_hr", False) else 0.0,
         init_img_hash=init.prepared.init_img_hash if init else None, randn_source=options.randn_source, tiling=tiling)

@@ -31,6 +31,7 @@ from retouch.infotext import GenerationInfo, format_infotext, generation_params
 from retouch.models.memory import keep_freed_blocks, return_freed_memory
 from retouch.models.model import Model
 from retouch.models.padding import stop_when
+from retouch.models.token_merging import token_merging
 from retouch.networks import networks_of
 from retouch.networks.activation import Activation
 from retouch.options import Options
@@ -207,7 +208,7 @@ def generate(params: GenerationParams | Job, model: Model, *, options: Options |
     if uses_soft_inpainting:
         log.extra.update(job.params.soft_inpainting.infotext_params())  # a script's process(): before init()
     with model.tiling(tiling), _tiling_of(run, tiling), return_freed_memory(), \
-            stop_when(lambda: control.interrupted):
+            stop_when(lambda: control.interrupted), token_merging(job.resolved.token_merging_ratio):
         init = _initialize(run, source)
         if run.hires is not None:
             log.extra.update(hires_extra)
@@ -356,8 +357,9 @@ def _hires_pass(run: _Job, batch: Batch, first: SampledBatch) -> SampledBatch | 
     start = batch.n * run.batch_size
     prompts = fix.prompts[start:start + len(batch)]
     negatives = fix.negatives[start:start + len(batch)]
-    sampled = _sample(run, fix.model, run.networks_on(fix.model), fix.plan, init, batch, prompts, negatives,
-                      fix.conditioning)
+    with token_merging(run.job.resolved.token_merging_ratio_hr):  # A1111 get_token_merging_ratio(for_hr=True)
+        sampled = _sample(run, fix.model, run.networks_on(fix.model), fix.plan, init, batch, prompts, negatives,
+                          fix.conditioning)
     # interrupted while encoding the hires prompts: the upscaled first pass (A1111's sampler returns its input)
     return sampled if sampled is not None else SampledBatch(init.init_latent, True, {}, fix.model)
 
