@@ -295,6 +295,7 @@ def test_settings_tab_writes_the_servers_options(tab, user_server, tmp_path):
         # overwritten and the page answers "Nothing changed." (on a loaded machine they can come seconds late)
         for _ in range(3):
             set_value(tab, "setting_CLIP_stop_at_last_layers", 2)
+            set_value(tab, "setting_token_merging_ratio_img2img", 0.5)
             tab.locator("#settings_submit").click()
             result = tab.locator("#settings_result p")
             result.wait_for()
@@ -302,13 +303,16 @@ def test_settings_tab_writes_the_servers_options(tab, user_server, tmp_path):
                 break
             tab.evaluate("() => document.querySelector('#settings_result p').remove()")
         tab.locator("#settings_result").get_by_text("CLIP_stop_at_last_layers").wait_for()
-        assert user_server.get("/sdapi/v1/options").json()["CLIP_stop_at_last_layers"] == 2
+        tab.locator("#settings_result").get_by_text("token_merging_ratio_img2img").wait_for()
+        options = user_server.get("/sdapi/v1/options").json()
+        assert (options["CLIP_stop_at_last_layers"], options["token_merging_ratio_img2img"]) == (2, 0.5)
         open_tab(tab, "tab_img2img")
         upload(tab, "img2img_image", source_png(tmp_path / "src.png"))
         common(tab)
-        assert "Clip skip: 2" in generate(tab)
+        info = generate(tab)
+        assert "Clip skip: 2" in info and "Token merging ratio: 0.5" in info
     finally:
-        user_server.post("/sdapi/v1/options", json={"CLIP_stop_at_last_layers": 1})
+        user_server.post("/sdapi/v1/options", json={"CLIP_stop_at_last_layers": 1, "token_merging_ratio_img2img": 0})
 
 
 def test_batch_of_uploaded_files(tab, user_server, tmp_path):

@@ -29,6 +29,13 @@ SETTINGS: tuple[tuple[str, tuple[tuple[str, str, str, dict[str, Any]], ...]], ..
         ("randn_source", "Random number generator source", "radio", {"choices": ["GPU", "CPU", "NV"]}),
         ("img2img_color_correction", "Apply color correction to img2img results", "checkbox", {}),
     )),
+    ("Optimizations", (
+        ("token_merging_ratio", "Token merging ratio", "slider", {"minimum": 0, "maximum": 0.9, "step": 0.1}),
+        ("token_merging_ratio_img2img", "Token merging ratio for img2img (only applies if non-zero and overrides "
+         "above)", "slider", {"minimum": 0, "maximum": 0.9, "step": 0.1}),
+        ("token_merging_ratio_hr", "Token merging ratio for high-res pass (only applies if non-zero and overrides "
+         "above)", "slider", {"minimum": 0, "maximum": 0.9, "step": 0.1}),
+    )),
     ("Saving images", (
         ("samples_save", "Always save all generated images", "checkbox", {}),
         ("samples_format", "File format for images", "dropdown", {"choices": ["png", "jpg", "jpeg", "webp"]}),
