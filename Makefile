@@ -54,7 +54,7 @@ bench: $(STAMP)
 # soak, the SDXL-sized comparison with diffusers and the SD-upscale / ESRGAN 4096² runs (~90 min here); their
 # tables join docs/benchmarks.md
 bench-extra: $(STAMP)
-	$(PY) bench/run.py --sections large,inpaint,soak,sdxl,scripts,compile,fastest
+	$(PY) bench/run.py --sections large,inpaint,soak,sdxl,scripts,compile,fastest,tome
 
 # did a change make anything slower? BEFORE/AFTER are git revisions, e.g. make compare BEFORE=HEAD~3 AFTER=HEAD
 compare: $(STAMP)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 
-EXTRA_SECTIONS = ("large", "inpaint", "soak", "sdxl", "scripts", "compile", "fastest")  # `make bench-extra`
+EXTRA_SECTIONS = ("large", "inpaint", "soak", "sdxl", "scripts", "compile", "fastest", "tome")  # `make bench-extra`
 
 
 def _s(x: dict, unit: str = "s", digits: int = 2) -> str:
@@ -18,7 +18,7 @@ def render(r: dict) -> str:
         "",
         f"Reproduce with `make bench` (the recorded run took {r.get('make_bench_wall_s', 0) / 60:.1f} minutes here), "
         "`make bench-extra` (the 2048² run, the inpainting comparison, the soak, the SDXL-sized comparison, SD upscale "
-        "and ESRGAN at 4096², `--compile`, the fastest path end to end) or "
+        "and ESRGAN at 4096², `--compile`, the fastest path end to end, token merging) or "
         "`.venv/bin/python bench/run.py --quick` (tiny model only). Raw numbers: `docs/benchmarks.json`.",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, no GPU; Python {m['python']}, "
@@ -47,6 +47,7 @@ def render(r: dict) -> str:
     from fast_paths import section_lines as fast_path_lines
     from limits_bench import section_lines as limit_lines
     from scripts_bench import section_lines as script_lines
+    from token_merging_bench import section_lines as token_merging_lines
     from txt2img_bench import section_lines
 
     lines += section_lines(r)
@@ -54,6 +55,7 @@ def render(r: dict) -> str:
     lines += limit_lines(r)
     lines += fast_path_lines(r)
     lines += compile_lines(r)
+    lines += token_merging_lines(r)
     if "overhead" in r:
         lines += [
             "## Overhead: `process_images` vs its own network calls (SD1.5-sized)",

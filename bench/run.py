@@ -450,7 +450,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--out", default=str(REPO / "docs" / "benchmarks.md"))
     parser.add_argument("--sections", default="tiny,diffusers,overhead,load,precision,tiled,batch,lora,cluster,page,"
-                                              "txt2img,limits,fastpaths",  # + large,inpaint,soak,sdxl,scripts,compile,fastest
+                                              "txt2img,limits,fastpaths",  # + large,inpaint,soak,sdxl,scripts,compile,fastest,tome
                         help="comma-separated subset; results of other sections already in the JSON are kept")
     parser.add_argument("--sdxl-precisions", default="bf16,fp32", help="precisions of the SDXL section ('none': its load comparison only)")
     args = parser.parse_args()
@@ -462,6 +462,7 @@ def main() -> int:
     from limits_bench import section as limits_section
     from report import render  # bench/report.py
     from scripts_bench import section as scripts_section
+    from token_merging_bench import section as token_merging_section
     from txt2img_bench import section as txt2img_section
 
     from retouch.models.loader import cache_dir
@@ -505,6 +506,7 @@ def main() -> int:
         "scripts": lambda: scripts_section(ckpt, cache_dir() / "bench", results, worker_of),  # ~15 min: `make bench-extra`
         "large": lambda: large_section(ckpt, results, 2048),  # ~25 min: `make bench-extra`
         "soak": lambda: soak_section(results),  # ~2 min: `make bench-extra`
+        "tome": lambda: token_merging_section(ckpt, results, worker_of),  # ~8 min: `make bench-extra`
     }
     for name in sections:
         started = time.time()
