@@ -2,6 +2,7 @@
 order the cells run in, and the prompt matrix's prompts."""
 
 import pytest
+from PIL import Image
 
 from retouch.params import Img2ImgParams
 from retouch.scripts import find_script
@@ -95,6 +96,22 @@ def test_axes_set_fields_options_checkpoints():
     with pytest.raises(ValueError, match="Face restore axis is not supported"):
         _axis("Face restore").apply(cell, "CodeFormer", [])
     _axis("Face restore").apply(cell, "false", [])  # off: nothing to do
+
+
+def test_token_merging_axis_wins_over_img2imgs_option_as_in_a1111():
+    from retouch import Options
+    from retouch.params import Txt2ImgParams
+
+    options = Options().with_overrides({"token_merging_ratio_img2img": 0.2})
+    for params, first in ((Img2ImgParams(init_images=[Image.new("RGB", (64, 64))]), 0.5), (Txt2ImgParams(), 0.5)):
+        cell = Cell(params)
+        _axis("Token merging ratio").apply(cell, 0.5, [0.5])
+        assert cell.overrides == {"token_merging_ratio": 0.5}
+        resolved = cell.params.validate(options.with_overrides(cell.overrides)).resolved
+        assert resolved.token_merging_ratio == first
+    cell = Cell(Txt2ImgParams(enable_hr=True))
+    _axis("Token merging ratio high-res").apply(cell, 0.7, [0.7])
+    assert cell.params.validate(options.with_overrides(cell.overrides)).resolved.token_merging_ratio_hr == 0.7
 
 
 def test_costly_axes_run_outermost():
