@@ -51,6 +51,25 @@ def test_same_result_as_the_library(init_png, tmp_path, bundled_tiny):
     assert (np.array(Image.open(out / "00000-1.png").convert("RGB")) == np.array(library)).all()
 
 
+def test_set_token_merging_is_an_override_as_in_a1111(init_png, tmp_path, bundled_tiny):
+    """``--set token_merging_ratio`` is an override: it wins over ``token_merging_ratio_img2img`` (A1111's
+    get_token_merging_ratio), and the job equals the library's with the same override."""
+    from retouch.processing import StableDiffusionProcessingImg2Img, process_images
+
+    out = tmp_path / "out"
+    overrides = {"token_merging_ratio": 0.5, "token_merging_ratio_img2img": 0.2}
+    result = run("img2img", str(init_png), "--prompt", "x", "--ckpt", "tiny", "--width", "64", "--height", "64",
+                 "--steps", "4", "--seed", "1", *(a for k, v in overrides.items() for a in ("--set", f"{k}={v}")),
+                 "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "Token merging ratio: 0.5," in result.stdout
+    p = StableDiffusionProcessingImg2Img(sd_model=bundled_tiny, prompt="x", init_images=[Image.open(init_png)], width=64,
+                                         height=64, steps=4, seed=1, override_settings=overrides)
+    library = process_images(p)
+    assert "Token merging ratio: 0.5," in library.info
+    assert (np.array(Image.open(out / "00000-1.png").convert("RGB")) == np.array(library.images[0])).all()
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--steps", "0"], "--steps: steps must be between 1"),
     (["--width", "-8"], "--width: width must be between 8"),
