@@ -12,8 +12,6 @@ line. Every A1111 rule about *how a field is given* lives here, once:
 * the refiner comes as its fields or as A1111's ``Refiner`` always-on script (``[enabled, checkpoint, switch_at]``,
   which wins, as its ``setup()`` does);
 * ``seed_enable_extras`` false drops the variation seed and seed resize (A1111's UI checkbox).
-* a ``token_merging_ratio`` in an img2img job's ``override_settings`` is the job's own ratio (A1111's
-  ``get_token_merging_ratio`` prefers it to ``token_merging_ratio_img2img``).
 
 What ``None`` means for the job's other fields (tiling, eta, the sigma parameters, NGMS) is decided by
 :meth:`retouch.params.Img2ImgParams.validate` under the job's options, also once.
@@ -100,10 +98,6 @@ def img2img_params(values: Mapping[str, Any], *, base_options: Options, api: boo
         kwargs["mask_blur_x"] = kwargs["mask_blur_y"] = values["mask_blur"]
     if kwargs.get("initial_noise_multiplier") is None:
         kwargs["initial_noise_multiplier"] = base_options.initial_noise_multiplier
-    overrides = values.get("override_settings")
-    ratio = overrides.get("token_merging_ratio") if isinstance(overrides, Mapping) else None
-    if not kwargs.get("token_merging_ratio") and isinstance(ratio, int | float) and not isinstance(ratio, bool):
-        kwargs["token_merging_ratio"] = ratio  # overridden, it wins over token_merging_ratio_img2img
     soft = parse_alwayson_scripts(split_scripts(values.get("alwayson_scripts"))[0])
     if soft is not None:
         if kwargs.get("soft_inpainting") not in (None, soft):

@@ -173,25 +173,39 @@ class Options:
     live_previews_enable: bool = _opt(True)
     # A1111 option names retouch accepts but does not act on (name -> value)
     inert: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    # names a job's ``override_settings`` set (A1111 reads ``"name" in p.override_settings`` for token merging)
+    overridden: frozenset[str] = field(default=frozenset(), compare=False)
 
     def __post_init__(self) -> None:
         for f in typed_fields():
             object.__setattr__(self, f.name, _coerce(f, getattr(self, f.name)))
 
     def with_overrides(self, overrides: Mapping[str, Any] | None) -> Options:
-        """A copy with ``overrides`` applied (A1111's ``override_settings``).
+        """A copy with a job's ``overrides`` applied (A1111's ``override_settings``); the copy's
+        :attr:`overridden` adds their names.
 
         Raises ``ValueError`` naming the option for an unknown name or a bad value.
         """
         if not overrides:
             return self
-        if not isinstance(overrides, Mapping):
+        changed = self.with_settings(overrides)
+        return dataclasses.replace(changed, overridden=self.overridden | frozenset(overrides))
+
+    def with_settings(self, values: Mapping[str, Any] | None) -> Options:
+        """A copy with ``values`` as its settings (``POST /sdapi/v1/options``, the Settings tab): as
+        :meth:`with_overrides`, but not a job's overrides, so :attr:`overridden` is left empty.
+
+        Raises ``ValueError`` naming the option for an unknown name or a bad value.
+        """
+        if not values:
+            return self.settings()
+        if not isinstance(values, Mapping):
             raise ValueError(f"override_settings must be a mapping of option names to values, "
-                             f"got {type(overrides).__name__}")
+                             f"got {type(values).__name__}")
         typed = {f.name for f in typed_fields()}
         changes: dict[str, Any] = {}
         inert = dict(self.inert)
-        for name, value in overrides.items():
+        for name, value in values.items():
             if not isinstance(name, str):
                 raise ValueError(f"override_settings: option names are strings, got {name!r}")
             if name in typed:
@@ -201,7 +215,12 @@ class Options:
             else:
                 raise ValueError(f"override_settings: unknown option {name!r}; it is not an AUTOMATIC1111 "
                                  f"option name (see GET /sdapi/v1/options for the list)")
-        return dataclasses.replace(self, **changes, inert=inert)
+        return dataclasses.replace(self, **changes, inert=inert, overridden=frozenset())
+
+    def settings(self) -> Options:
+        """These options as settings kept past a job (A1111's ``override_settings_restore_afterwards: false``):
+        the same values, no overridden names."""
+        return dataclasses.replace(self, overridden=frozenset()) if self.overridden else self
 
     def as_dict(self) -> dict[str, Any]:
         """Every option A1111 knows, with this object's values (for ``GET /sdapi/v1/options``)."""
@@ -213,7 +232,7 @@ class Options:
 
 @cache
 def typed_fields() -> tuple[dataclasses.Field, ...]:
-    return tuple(f for f in dataclasses.fields(Options) if f.name != "inert")
+    return tuple(f for f in dataclasses.fields(Options) if f.name not in ("inert", "overridden"))
 
 
 @cache

@@ -3,6 +3,7 @@
 import base64
 import io
 import json
+import re
 import threading
 import time
 
@@ -164,6 +165,23 @@ def test_override_settings_stay_when_not_restored_afterwards(server):
     finally:
         server.post("/sdapi/v1/options", json={"CLIP_stop_at_last_layers": 1})
     assert "Clip skip" not in json.loads(server.post("/sdapi/v1/img2img", json=base).json()["info"])["infotexts"][0]
+
+
+def test_kept_overrides_are_settings_for_the_next_job(server):
+    """Kept with ``override_settings_restore_afterwards: false``, an overridden ``token_merging_ratio`` is a setting
+    for later jobs, not their override: their img2img ratio comes first (A1111's get_token_merging_ratio)."""
+    base = {"init_images": [b64_image(source_image())], "width": 64, "height": 64, "steps": 2}
+    ratio = re.compile(r"Token merging ratio: ([0-9.]+)")
+    try:
+        assert server.post("/sdapi/v1/options", json={"token_merging_ratio_img2img": 0.3}).ok
+        kept = server.post("/sdapi/v1/img2img", json={**base, "override_settings": {"token_merging_ratio": 0.5},
+                                                       "override_settings_restore_afterwards": False})
+        assert ratio.findall(json.loads(kept.json()["info"])["infotexts"][0]) == ["0.5"]
+        assert server.get("/sdapi/v1/options").json()["token_merging_ratio"] == 0.5
+        later = json.loads(server.post("/sdapi/v1/img2img", json=base).json()["info"])["infotexts"][0]
+        assert ratio.findall(later) == ["0.3"]
+    finally:
+        server.post("/sdapi/v1/options", json={"token_merging_ratio": 0, "token_merging_ratio_img2img": 0})
 
 
 def test_listing_endpoints(server):

@@ -111,9 +111,10 @@ def test_a_batch_of_two_merges_each_image_as_alone(bundled_tiny, exact):
     ({"token_merging_ratio": 0.2, "token_merging_ratio_img2img": 0.4}, None, 0.4),  # img2img's own option first
     ({"token_merging_ratio_img2img": 0.4}, {"token_merging_ratio": 0.3}, 0.3),  # … unless the request overrides
     ({}, {"token_merging_ratio": 0.0}, 0.0),
+    ({"token_merging_ratio": 0.2, "token_merging_ratio_img2img": 0.4}, {"token_merging_ratio": 0.0}, 0.4),
 ])
 def test_img2img_ratio_as_a1111_get_token_merging_ratio(options, overrides, first):
-    base = Options().with_overrides(options)
+    base = Options().with_settings(options)
     job_options = base.with_overrides(overrides)
     values = {"prompt": "x", "init_images": [source_image()], "override_settings": overrides}
     params = img2img_params(values, base_options=base, api=True)

@@ -20,6 +20,21 @@ def test_overrides_return_a_copy_and_leave_the_original_alone():
     assert (base.CLIP_stop_at_last_layers, base.randn_source) == (1, "GPU")
 
 
+def test_a_jobs_overrides_are_recorded_and_settings_are_not():
+    """A1111 reads ``"token_merging_ratio" in p.override_settings``: which names a job overrode is part of its
+    options; settings changed for good (``POST /sdapi/v1/options``, the Settings tab) are not overrides."""
+    settings = Options().with_settings({"token_merging_ratio": 0.2, "show_progress_grid": False})
+    assert settings.token_merging_ratio == 0.2 and settings.inert["show_progress_grid"] is False
+    assert settings.overridden == frozenset()
+    job = settings.with_overrides({"eta_ancestral": 0.5}).with_overrides({"show_progress_grid": True})
+    assert job.overridden == {"eta_ancestral", "show_progress_grid"}
+    assert job.with_overrides(None).overridden == job.overridden
+    kept = job.settings()  # override_settings_restore_afterwards: false keeps the values, as settings
+    assert (kept.eta_ancestral, kept.overridden) == (0.5, frozenset())
+    assert job.with_settings({"eta_ancestral": 1.0}).overridden == frozenset()
+    assert kept == job  # which names were overridden is not part of the options' values
+
+
 def test_override_values_are_coerced_like_json_numbers():
     o = Options().with_overrides({"eta_ancestral": 1, "comma_padding_backtrack": 10.0, "img2img_fix_steps": 1})
     assert o.eta_ancestral == 1.0 and isinstance(o.eta_ancestral, float)
@@ -44,6 +59,8 @@ def test_bad_values_name_the_option(name, value, message):
 def test_unknown_option_is_an_error():
     with pytest.raises(ValueError, match="unknown option 'no_such_option'"):
         Options().with_overrides({"no_such_option": 1})
+    with pytest.raises(ValueError, match="unknown option 'no_such_option'"):
+        Options().with_settings({"no_such_option": 1})
 
 
 def test_a1111_options_without_effect_are_accepted_and_listed():

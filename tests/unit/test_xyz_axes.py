@@ -102,7 +102,7 @@ def test_token_merging_axis_wins_over_img2imgs_option_as_in_a1111():
     from retouch import Options
     from retouch.params import Txt2ImgParams
 
-    options = Options().with_overrides({"token_merging_ratio_img2img": 0.2})
+    options = Options().with_settings({"token_merging_ratio_img2img": 0.2})
     for params, first in ((Img2ImgParams(init_images=[Image.new("RGB", (64, 64))]), 0.5), (Txt2ImgParams(), 0.5)):
         cell = Cell(params)
         _axis("Token merging ratio").apply(cell, 0.5, [0.5])

@@ -150,7 +150,6 @@ def _validated_jobs(args: argparse.Namespace, options: Options) -> list[tuple[st
         values["subseed"] = fixed_seed(values.get("subseed", -1))
     latent_mask = read_image(args.latent_mask_path, "--latent-mask") if args.latent_mask_path else None
     values["soft_inpainting"] = _soft_inpainting(args)
-    values["override_settings"] = parse_settings(args.settings)  # what --set stands for (options_of applies them)
     base = Options()  # A1111 reads initial_noise_multiplier from the options before --set applies
     return [(stem, img2img_params({**values, "init_images": images, "image_mask": mask, "latent_mask": latent_mask},
                                   base_options=base).validate(options))

@@ -180,12 +180,12 @@ def resolve(params: GenerationParams, sampler: SamplerSpec, options: Options) ->
 
 
 def _merging_ratios(params: GenerationParams, options: Options) -> dict[str, float]:
-    """A1111's ``get_token_merging_ratio()``: img2img's own option before the general one; a hires pass's own
-    before the first pass's. (A ratio in ``override_settings`` wins over img2img's option: an edge puts it in
-    the job's ``token_merging_ratio``, :func:`retouch.a1111.img2img_params`.)"""
+    """A1111's ``get_token_merging_ratio()``: img2img's own option before the general one, unless the job's
+    ``override_settings`` set the general one; a hires pass's own before the first pass's."""
     own = params.token_merging_ratio
     if hasattr(params, "init_images"):
-        first = own or options.token_merging_ratio_img2img or options.token_merging_ratio
+        overridden = options.token_merging_ratio if "token_merging_ratio" in options.overridden else 0.0
+        first = own or overridden or options.token_merging_ratio_img2img or options.token_merging_ratio
     else:
         first = own or options.token_merging_ratio
     hires = getattr(params, "token_merging_ratio_hr", 0.0) or options.token_merging_ratio_hr or own \

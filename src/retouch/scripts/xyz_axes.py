@@ -45,14 +45,6 @@ def _option(name: str, boolean: bool = False) -> Apply:
     return apply
 
 
-def _token_merging(cell: Cell, x: Any, xs: Sequence[Any]) -> None:
-    """A1111's ``apply_override("token_merging_ratio")``; an img2img job takes an overridden ratio before
-    ``token_merging_ratio_img2img`` (its ``get_token_merging_ratio``), so the cell's job gets it as its own."""
-    cell.overrides["token_merging_ratio"] = x
-    if hasattr(cell.params, "init_images") and not cell.params.token_merging_ratio:
-        cell.set(token_merging_ratio=x)
-
-
 def _prompt_sr(cell: Cell, x: str, xs: Sequence[str]) -> None:
     prompt, negative = _text(cell.params.prompt), _text(cell.params.negative_prompt or "")
     if xs[0] not in prompt and xs[0] not in negative:
@@ -183,7 +175,7 @@ AXES: tuple[Axis, ...] = (
     Axis("Styles", "str", _styles, choices=True),
     Axis("UniPC Order", "int", _uni_pc_order, cost=0.5),
     Axis("Face restore", "str", _unsupported("Face restore", ("false", "no", "n", "0", "none", "")), plain_value),
-    Axis("Token merging ratio", "float", _token_merging),
+    Axis("Token merging ratio", "float", _option("token_merging_ratio")),
     Axis("Token merging ratio high-res", "float", _option("token_merging_ratio_hr")),
     Axis("Always discard next-to-last sigma", "str", _option("always_discard_next_to_last_sigma", boolean=True),
          choices=True),

@@ -104,7 +104,7 @@ def wire_quicksettings(state: ServerState, q: dict[str, Any], page: gr.Blocks) -
         if not name or name == current_vae(state):
             return ""
         try:
-            state.options = state.options.with_overrides({"sd_vae": state.backend.find_vae(name)})
+            state.options = state.options.with_settings({"sd_vae": state.backend.find_vae(name)})
         except ValueError as e:
             return f"<div class='error'>{html.escape(str(e))}</div>"
         return ""
@@ -144,7 +144,7 @@ def wire_settings(state: ServerState, s: dict[str, Any]) -> None:
         if not changes:
             return "<p>Nothing changed.</p>"
         try:
-            state.options = state.options.with_overrides(changes)
+            state.options = state.options.with_settings(changes)
         except ValueError as e:
             return f"<div class='error' role='alert'>{html.escape(str(e))}</div>"
         return f"<p>{len(changes)} settings changed: {html.escape(', '.join(changes))}.</p>"

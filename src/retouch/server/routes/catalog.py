@@ -81,7 +81,7 @@ async def set_options(values: dict[str, Any], state: State):
     values = dict(values)
     checkpoint = values.pop("sd_model_checkpoint", None)
     try:
-        new = state.options.with_overrides(values)
+        new = state.options.with_settings(values)
         state.backend.find_vae(new.sd_vae)
         if checkpoint:
             state.backend.set_default_checkpoint(checkpoint)

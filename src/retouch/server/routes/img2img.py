@@ -36,7 +36,7 @@ async def _generate(req: Img2ImgRequest | Txt2ImgRequest, response: Response, st
     # decoding and validating grow with the request: never on the event loop
     request = await run_in_threadpool(job_request, req, state)
     if req.override_settings_restore_afterwards is False:
-        state.options = request.options  # A1111 keeps the overrides as settings (the checkpoint: see keep_checkpoint)
+        state.options = request.options.settings()  # A1111 keeps the overrides as settings (the checkpoint: see keep_checkpoint)
     timing = {"decode": time.perf_counter() - received}
     try:
         outcome = await state.backend.run(request)
