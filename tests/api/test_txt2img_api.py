@@ -13,6 +13,7 @@ from PIL import Image
 
 from tests.api.conftest import b64_file, start
 from tests.conftest import MODELS, ORACLE, need_shared
+from tests.host import bound
 from tests.pipeline.helpers import pixels
 
 
@@ -51,7 +52,7 @@ def test_a1111_requests(t2i_server, case):
     for i, b64 in enumerate(body["images"]):
         ours = pixels(_image(b64))
         reference = pixels(Image.open(ORACLE / "cases" / f"{case}_out{i}.png"))
-        tolerance = 12 if case == "265" else 2  # see tests/pipeline/test_txt2img.py::test_hires_with_a_model_upscaler
+        tolerance = 12 if case == "265" else bound(2, 4)  # see tests/pipeline/test_txt2img.py::test_hires_with_a_model_upscaler
         assert ours.shape == reference.shape and np.abs(ours - reference).max() <= tolerance
         assert info["infotexts"][i].rsplit("Version", 1)[0] == theirs["infotexts"][i].rsplit("Version", 1)[0]
     for key in ("width", "height", "seed", "all_seeds", "denoising_strength", "extra_generation_params",

@@ -12,6 +12,7 @@ from retouch import Options, load_model
 from retouch.models import CheckpointError
 from retouch.models.ldm_layout import clip_to_ldm, unet_to_ldm, vae_to_ldm
 from tests.conftest import MODELS, ORACLE, need_shared
+from tests.host import bound
 
 
 def oracle_tensors(case):
@@ -50,8 +51,8 @@ def test_conditioning_equals_a1111(tiny_sd1, case):
     cond = tiny_sd1.get_learned_conditioning([request["prompt"]])
     uncond = tiny_sd1.get_learned_conditioning([request["negative_prompt"]])
     assert cond.shape == (1, 77, 32)
-    assert (cond[0] - recorded["cond_0"]).abs().max() <= 1e-5
-    assert (uncond[0] - recorded["uncond_0"]).abs().max() <= 1e-5
+    assert (cond[0] - recorded["cond_0"]).abs().max() <= bound(1e-5, 5e-4)
+    assert (uncond[0] - recorded["uncond_0"]).abs().max() <= bound(1e-5, 5e-4)
 
 
 def test_conditioning_options_change_the_result(tiny_sd1):

@@ -11,11 +11,12 @@ from retouch.conditioning import PromptContext
 from retouch.options import Options
 from retouch.pipeline.networks import JobNetworks
 from tests.conftest import MODELS, ORACLE, need_shared
+from tests.host import bound
 from tests.pipeline.helpers import build_from_request, oracle, pixels, run_capturing
 
 # Final latents: A1111's own float32 result lies ~1e-4 from a float64 run of the same computation
 # (different conv/attention kernels sum in another order); ours lies as far, on the other side.
-LATENT_TOL = 3e-4
+LATENT_TOL = bound(3e-4, 1e-3)
 
 
 def model_for(request, tiny_sd1, tiny_sd1_inpainting):

@@ -17,9 +17,10 @@ from retouch.options import Options
 from retouch.processing import StableDiffusionProcessingImg2Img, process_images, process_images_with_result
 from retouch.sampling import registry
 from tests.conftest import MODELS, ORACLE, need_shared
+from tests.host import bound
 from tests.pipeline.helpers import build_from_request, oracle, pixels, run_capturing, source_image
 
-LATENT_TOL = 3e-4
+LATENT_TOL = bound(3e-4, 1e-3)
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +43,8 @@ def test_reference_cases(case, models):
     reference = pixels(Image.open(ORACLE / "cases" / f"{case}_out0.png"))
     assert np.abs(pixels(processed.images[0]) - reference).max() <= 1
     assert (samples - recorded["samples"]).abs().max() <= LATENT_TOL
-    assert (p.init_latent - recorded["init_latent"]).abs().max() <= 1e-5
-    assert (p.image_conditioning - recorded["image_conditioning"]).abs().max() <= 1e-5
+    assert (p.init_latent - recorded["init_latent"]).abs().max() <= bound(1e-5, 5e-5)
+    assert (p.image_conditioning - recorded["image_conditioning"]).abs().max() <= bound(1e-5, 5e-5)
     if "mask" in recorded:
         assert np.array_equal(p.mask.numpy(), recorded["mask"].reshape(p.mask.shape).numpy())
     expected_info = (ORACLE / "cases" / f"{case}_infotext0.txt").read_text()
@@ -57,8 +58,8 @@ def test_conditioning_matches_a1111(case, models):
     size = dict(width=request["width"], height=request["height"])
     cond = model.encode_prompts([request["prompt"]], PromptContext(Options(), **size))
     uncond = model.encode_prompts([request["negative_prompt"]], PromptContext(Options(), **size, is_negative=True))
-    assert (cond.crossattn[0] - recorded["cond_0"]).abs().max() <= 3e-5
-    assert (uncond.crossattn[0] - recorded["uncond_0"]).abs().max() <= 3e-5
+    assert (cond.crossattn[0] - recorded["cond_0"]).abs().max() <= bound(3e-5, 5e-4)
+    assert (uncond.crossattn[0] - recorded["uncond_0"]).abs().max() <= bound(3e-5, 5e-4)
     if model.is_sdxl:
         assert (cond.vector[0] - recorded["cond_vector_0"]).abs().max() <= 1e-5
         assert (uncond.vector[0] - recorded["uncond_vector_0"]).abs().max() <= 1e-5

@@ -11,6 +11,7 @@ from retouch.imageops.tiles import combine_grid, split_grid
 from retouch.options import Options
 from retouch.upscalers import Kind, UpscalerFolders, Upscalers, find_upscaler, find_upscalers
 from tests.conftest import MODELS, ORACLE, need_shared
+from tests.host import assert_oracle_pixels
 
 
 def _image(w, h, seed=0):
@@ -90,7 +91,7 @@ def test_reference_upscales_are_exact(reference_upscalers, case, name):
     source = Image.open(ORACLE / "inputs" / "src_a_64x64.png").convert("RGB")
     ours = reference_upscalers.upscale(source, 2.0, reference_upscalers.find(name))
     theirs = Image.open(ORACLE / "cases" / f"{case}_out0.png").convert("RGB")
-    assert np.array_equal(np.array(ours), np.array(theirs))
+    assert_oracle_pixels(np.array(ours), np.array(theirs))
 
 
 def test_tiling_options_change_only_the_tiling(reference_upscalers):
