@@ -38,7 +38,7 @@ COMPILED, FROZEN = "fp32, compiled UNet", "fp32, compiled UNet, frozen weights"
 BUDGETS: dict[str, tuple[float, float]] = {
     "bf16 UNet + text encoder": (160, 8.0),  # measured 2026-12-06: max 120, worst mean 5.2
     "bf16, channels-last": (160, 8.0),  # 126, 5.6
-    "bf16, bf16 VAE": (160, 9.0),  # 108, 6.1
+    "bf16, bf16 VAE": (180, 9.0),  # 108, 6.1; 170, 5.7 on an AVX2-only CPU (emulated bf16; 2026-12-07)
     "bf16, upcast_attn": (160, 8.0),  # 139, 6.4
     "fp32, channels-last": (2, 0.01),  # 1, 0.002 (other convolution kernels: another summation order)
     "fp32, compiled UNet": (2, 0.01),  # SD1 cases 1, 0.0002 (Inductor's fused kernels: another summation order)
@@ -126,7 +126,9 @@ def section_lines(r: dict) -> list[str]:
              "faster path; absolute differences in 8-bit levels of the final image: the largest over the cases, and the worst "
              "case's mean. The tiny reference models have random weights, which magnify precision effects far "
              "beyond a trained model's (on the SD1.5-sized model see \"Precision and layout\"). The budget is what "
-             "`tests/pipeline/test_fast_paths.py` holds each path to.", "",
+             "`tests/pipeline/test_fast_paths.py` holds each path to, on any CPU: on an AVX2-only one (bf16 emulated, "
+             "2026-12-07) the bf16 paths' largest differences were 73–170 and worst means 5.7–6.4, the fp32 "
+             "channels-last path's 1 and 0.00.", "",
              "| path | largest difference | worst mean difference | budget (largest, mean) |", "| --- | --- | --- | --- |"]
     for path, row in fast.items():
         budget = BUDGETS.get(path, ("–", "–"))

@@ -46,6 +46,7 @@ def render(r: dict) -> str:
     from compile_bench import section_lines as compile_lines
     from fast_paths import section_lines as fast_path_lines
     from limits_bench import section_lines as limit_lines
+    from precision_bench import section_lines as precision_by_cpu_lines
     from scripts_bench import section_lines as script_lines
     from token_merging_bench import section_lines as token_merging_lines
     from txt2img_bench import section_lines
@@ -54,6 +55,7 @@ def render(r: dict) -> str:
     lines += script_lines(r)
     lines += limit_lines(r)
     lines += fast_path_lines(r)
+    lines += precision_by_cpu_lines(r)
     lines += compile_lines(r)
     lines += token_merging_lines(r)
     if "overhead" in r:

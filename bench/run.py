@@ -439,6 +439,7 @@ def machine() -> dict:
                 break
     except OSError:
         pass
+    cpu += f" ({torch.backends.cpu.get_cpu_capability()})"  # one model name covers AVX2-only and AVX-512 hosts
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem, 1), "python": platform.python_version(),
             "torch": torch.__version__, "threads": 2, "date": time.strftime("%Y-%m-%d")}
@@ -450,7 +451,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--out", default=str(REPO / "docs" / "benchmarks.md"))
     parser.add_argument("--sections", default="tiny,diffusers,overhead,load,precision,tiled,batch,lora,cluster,page,"
-                                              "txt2img,limits,fastpaths",  # + large,inpaint,soak,sdxl,scripts,compile,fastest,tome
+                                              "txt2img,limits,fastpaths,kernels",  # + large,inpaint,soak,sdxl,scripts,compile,fastest,tome
                         help="comma-separated subset; results of other sections already in the JSON are kept")
     parser.add_argument("--sdxl-precisions", default="bf16,fp32", help="precisions of the SDXL section ('none': its load comparison only)")
     args = parser.parse_args()
@@ -460,6 +461,7 @@ def main() -> int:
     from compile_bench import section as compile_section
     from fast_paths import section as fast_paths_section
     from limits_bench import section as limits_section
+    from precision_bench import section as precision_by_cpu_section
     from report import render  # bench/report.py
     from scripts_bench import section as scripts_section
     from token_merging_bench import section as token_merging_section
@@ -507,6 +509,7 @@ def main() -> int:
         "large": lambda: large_section(ckpt, results, 2048),  # ~25 min: `make bench-extra`
         "soak": lambda: soak_section(results),  # ~2 min: `make bench-extra`
         "tome": lambda: token_merging_section(ckpt, results, worker_of),  # ~8 min: `make bench-extra`
+        "kernels": lambda: precision_by_cpu_section(ckpt, results, worker_of, results["machine"]["cpu"]),  # 1–6 min
     }
     for name in sections:
         started = time.time()

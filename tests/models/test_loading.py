@@ -249,3 +249,22 @@ def test_sdxl_networks_written_back_give_the_file_bit_for_bit():
     missing = {k for k in set(original) - set(written)
                if not k.endswith(("position_ids", "logit_scale", "attn_mask")) and not k.startswith("denoiser.")}
     assert not {k for k in missing if "visual" not in k}, sorted(missing)[:5]
+
+
+@pytest.mark.parametrize(("native", "dtype", "vae_dtype", "warned"), [
+    ({torch.float32}, torch.bfloat16, None, ["bfloat16"]),
+    ({torch.float32}, torch.float32, torch.bfloat16, ["bfloat16"]),
+    ({torch.float32}, torch.bfloat16, torch.float16, ["bfloat16", "float16"]),
+    ({torch.float32, torch.bfloat16}, torch.bfloat16, torch.bfloat16, []),
+    ({torch.float32}, torch.float32, None, []),
+])
+def test_a_precision_without_native_kernels_is_warned_of(monkeypatch, caplog, native, dtype, vae_dtype, warned):
+    """bf16 on a CPU without AVX-512 or AMX runs through PyTorch's slow fallbacks: loading says so, once per dtype."""
+    from retouch.models import loader
+
+    monkeypatch.setattr(loader, "cpu_has_native_kernels", lambda d: d in native)
+    with caplog.at_level("WARNING", logger="retouch.models.loader"):
+        load_model("tiny", dtype=dtype, vae_dtype=vae_dtype)
+    messages = [r.getMessage() for r in caplog.records if "native" in r.getMessage()]
+    assert [m.split(" kernels")[0].rsplit(" ", 1)[1] for m in messages] == warned
+    assert all("--precision fp32" in m for m in messages)

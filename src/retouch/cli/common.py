@@ -67,7 +67,8 @@ UPSCALER_FLAGS = (("esrgan", "ESRGAN"), ("realesrgan", "Real-ESRGAN"), ("swinir"
 
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="UNet and text encoder precision (bf16 is about 2x faster on recent CPUs)")
+                        help="UNet and text encoder precision (bf16: about 2x faster on CPUs with AVX-512 or AMX, many "
+                             "times slower on others: a warning says so)")
     parser.add_argument("--vae-precision", choices=PRECISIONS, default=None,
                         help="VAE precision (default fp32 on CPU); NaNs fall back to fp32")
     parser.add_argument("--channels-last", action="store_true", help="UNet and VAE in channels-last memory format (faster on CPU)")

@@ -64,6 +64,8 @@ def load_model(
         if value is not None and value not in (torch.float32, torch.bfloat16, torch.float16):
             raise ValueError(f"{name} must be torch.float32, torch.bfloat16 or torch.float16, got {value}")
     vae_dtype = vae_dtype or (torch.float32 if device.type == "cpu" else dtype)
+    if device.type == "cpu":
+        _warn_without_native_kernels(dtype, vae_dtype)
     if path is None or str(path) in TINY_MODELS:
         from retouch.models.tiny import ensure_tiny_checkpoint
 
@@ -85,6 +87,28 @@ def load_model(
         model.compiled = mode
     return_free_memory_if_idle()  # what the conversions left free in the heap (about 20 MB for SD1.5)
     return model
+
+
+def cpu_has_native_kernels(dtype: torch.dtype) -> bool:
+    """Whether oneDNN has this CPU's native kernels for ``dtype`` (bf16: AVX-512 or AMX; fp16: AVX-512 FP16 or
+    AMX-FP16). Without them PyTorch runs bf16 and fp16 products through slow fallbacks. (A PyTorch without the
+    probe is taken to have them: nothing is warned of.)"""
+    if dtype == torch.float32:
+        return True
+    name = "_is_mkldnn_bf16_supported" if dtype == torch.bfloat16 else "_is_mkldnn_fp16_supported"
+    try:
+        return bool(getattr(torch.ops.mkldnn, name)())
+    except (AttributeError, RuntimeError):
+        return True
+
+
+def _warn_without_native_kernels(*dtypes: torch.dtype) -> None:
+    for dtype in dict.fromkeys(dtypes):
+        if not cpu_has_native_kernels(dtype):
+            name = str(dtype).removeprefix("torch.")
+            logger.warning("this CPU has no native %s kernels (no AVX-512 or AMX): networks loaded in %s run many "
+                           "times slower here than in float32 (docs/benchmarks.md, \"Where bf16 pays\"); load "
+                           "them in float32 (--precision fp32, --vae-precision fp32)", name, name)
 
 
 def _load_single_file(path: Path, dtype: torch.dtype, vae_dtype: torch.dtype) -> Model:
