@@ -3,7 +3,7 @@
 ``.venv/bin/python bench/run.py --sections kernels``. In one worker process: the CPU's vector level
 (``torch.backends.cpu.get_cpu_capability()``), whether oneDNN has native bf16 kernels for it, a 1024² matmul and
 a 320→320 3×3 convolution over (2, 320, 32, 32) channels-last in each precision, and one SD1.5-sized UNet call
-at 256² (batch 2, as classifier-free guidance runs it), fp32 and bf16 channels-last. Each host's row is kept:
+at 256² (batch 2, as classifier-free guidance runs it): fp32, fp32 channels-last and bf16 channels-last. Each host's row is kept:
 docs/benchmarks.md lists every CPU it was run on.
 """
 
@@ -53,8 +53,9 @@ def measure(args: dict) -> dict:
             print(f"{name}: matmul {out[f'matmul_{name}']:.1f} GFLOP/s, conv {out[f'conv_{name}']:.1f} GFLOP/s",
                   flush=True)
         t = torch.tensor([500.0, 500.0])
-        for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-            unet = load_model(args["ckpt"], dtype=dtype, channels_last=dtype == torch.bfloat16).unet
+        for name, dtype, channels_last in (("fp32", torch.float32, False), ("fp32_channels_last", torch.float32, True),
+                                           ("bf16", torch.bfloat16, True)):
+            unet = load_model(args["ckpt"], dtype=dtype, channels_last=channels_last).unet
             gen = torch.Generator().manual_seed(0)
             latent = torch.randn(2, 4, UNET_LATENT, UNET_LATENT, generator=gen).to(dtype)
             context = torch.randn(2, 77, 768, generator=gen).to(dtype)
@@ -83,20 +84,24 @@ def section_lines(r: dict) -> list[str]:
         "runs bf16 products through slow fallbacks; there `load_model` (and so `--precision bf16`) logs a warning, "
         "and float32 is the fast precision. Each row is one host (`make bench` adds or replaces the row of the host "
         "it runs on); the UNet call is "
-        "SD1.5-sized, 256², batch 2, bf16 channels-last; GFLOP/s of a 1024² matmul and a 320→320 3×3 convolution "
+        "SD1.5-sized, 256², batch 2 (bf16: channels-last); GFLOP/s of a 1024² matmul and a 320→320 3×3 convolution "
         "over a 32² latent (batch 2, channels-last). `.venv/bin/python bench/run.py --sections kernels`.",
         "",
-        "| CPU | vector level | native bf16 | matmul fp32 / bf16 | conv fp32 / bf16 | UNet call fp32 | UNet call bf16 "
-        "| bf16 / fp32 | load |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| CPU | vector level | native bf16 | matmul fp32 / bf16 | conv fp32 / bf16 | UNet call fp32 | fp32 channels-last "
+        "| bf16 | bf16 / fp32 | load |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for cpu, row in rows.items():
         lines.append(
             f"| {cpu} | {row['capability']} | {'yes' if row['native_bf16'] else 'no'} | "
             f"{row['matmul_fp32']:.0f} / {row['matmul_bf16']:.0f} GFLOP/s | "
             f"{row['conv_fp32']:.0f} / {row['conv_bf16']:.0f} GFLOP/s | {row['unet_fp32']:.2f} s | "
-            f"{row['unet_bf16']:.2f} s | {row['unet_bf16'] / row['unet_fp32']:.2f}× | {row['loadavg_1min']:.2f} |")
+            f"{_seconds(row.get('unet_fp32_channels_last'))} | {row['unet_bf16']:.2f} s | {row['unet_bf16'] / row['unet_fp32']:.2f}× | {row['loadavg_1min']:.2f} |")
     return [*lines, ""]
+
+
+def _seconds(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f} s"
 
 
 if __name__ == "__main__":
