@@ -60,12 +60,7 @@ def load_model(
     """
     device = torch.device(device)
     mode = compile_mode(compile)
-    for name, value in (("dtype", dtype), ("vae_dtype", vae_dtype)):
-        if value is not None and value not in (torch.float32, torch.bfloat16, torch.float16):
-            raise ValueError(f"{name} must be torch.float32, torch.bfloat16 or torch.float16, got {value}")
-    vae_dtype = vae_dtype or (torch.float32 if device.type == "cpu" else dtype)
-    if device.type == "cpu":
-        _warn_without_native_kernels(dtype, vae_dtype)
+    vae_dtype = _checked_dtypes(device, dtype, vae_dtype)
     if path is None or str(path) in TINY_MODELS:
         from retouch.models.tiny import ensure_tiny_checkpoint
 
@@ -87,6 +82,18 @@ def load_model(
         model.compiled = mode
     return_free_memory_if_idle()  # what the conversions left free in the heap (about 20 MB for SD1.5)
     return model
+
+
+def _checked_dtypes(device: torch.device, dtype: torch.dtype, vae_dtype: torch.dtype | None) -> torch.dtype:
+    """The VAE's dtype (default: float32 on CPU, ``dtype`` elsewhere); ``ValueError`` for a dtype no network
+    runs in; a warning for one this CPU has no native kernels for."""
+    for name, value in (("dtype", dtype), ("vae_dtype", vae_dtype)):
+        if value is not None and value not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"{name} must be torch.float32, torch.bfloat16 or torch.float16, got {value}")
+    vae_dtype = vae_dtype or (torch.float32 if device.type == "cpu" else dtype)
+    if device.type == "cpu":
+        _warn_without_native_kernels(dtype, vae_dtype)
+    return vae_dtype
 
 
 def cpu_has_native_kernels(dtype: torch.dtype) -> bool:
