@@ -9,32 +9,15 @@ docs/benchmarks.md lists every CPU it was run on.
 
 from __future__ import annotations
 
-import statistics
-import time
 from pathlib import Path
 
 MATMUL, CONV_LATENT, UNET_LATENT = 1024, 32, 32
-
-
-def _timed(fn) -> float:
-    """A warm-up call (kernel selection), then the median of three, or one call when a call takes over 20 s."""
-    start = time.perf_counter()
-    fn()
-    if time.perf_counter() - start > 20:
-        start = time.perf_counter()
-        fn()
-        return time.perf_counter() - start
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+REPEATS, SLOW_S = 3, 20  # the median of three; one call alone when a call takes over 20 s (bf16 fallbacks)
 
 
 def measure(args: dict) -> dict:
     import torch
-    from limits_bench import _cpu_flags, _load
+    from limits_bench import _cpu_flags, _load, _timed
 
     from retouch import load_model
     from retouch.models.loader import cpu_has_native_kernels
@@ -45,11 +28,11 @@ def measure(args: dict) -> dict:
     with torch.inference_mode():
         for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
             a, b = torch.randn(MATMUL, MATMUL, dtype=dtype), torch.randn(MATMUL, MATMUL, dtype=dtype)
-            out[f"matmul_{name}"] = 2 * MATMUL**3 / _timed(lambda a=a, b=b: torch.mm(a, b)) / 1e9
+            out[f"matmul_{name}"] = 2 * MATMUL**3 / _timed(lambda a=a, b=b: torch.mm(a, b), REPEATS, SLOW_S) / 1e9
             conv = torch.nn.Conv2d(320, 320, 3, padding=1).to(dtype=dtype, memory_format=torch.channels_last)
             x = torch.randn(2, 320, CONV_LATENT, CONV_LATENT, dtype=dtype).to(memory_format=torch.channels_last)
             flops = 2 * 320 * 320 * 9 * CONV_LATENT * CONV_LATENT * 2
-            out[f"conv_{name}"] = flops / _timed(lambda conv=conv, x=x: conv(x)) / 1e9
+            out[f"conv_{name}"] = flops / _timed(lambda conv=conv, x=x: conv(x), REPEATS, SLOW_S) / 1e9
             print(f"{name}: matmul {out[f'matmul_{name}']:.1f} GFLOP/s, conv {out[f'conv_{name}']:.1f} GFLOP/s",
                   flush=True)
         t = torch.tensor([500.0, 500.0])
@@ -59,7 +42,8 @@ def measure(args: dict) -> dict:
             gen = torch.Generator().manual_seed(0)
             latent = torch.randn(2, 4, UNET_LATENT, UNET_LATENT, generator=gen).to(dtype)
             context = torch.randn(2, 77, 768, generator=gen).to(dtype)
-            out[f"unet_{name}"] = _timed(lambda u=unet, x=latent, c=context: u(x, t, encoder_hidden_states=c))
+            out[f"unet_{name}"] = _timed(lambda u=unet, x=latent, c=context: u(x, t, encoder_hidden_states=c),
+                                           REPEATS, SLOW_S)
             print(f"{name}: UNet call {out[f'unet_{name}']:.2f} s", flush=True)
             del unet
     return {**out, **_load()}
