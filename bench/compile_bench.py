@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 SIZES, REPEATS = (256, 512), 3
+DTYPES = {"bf16": "bfloat16", "fp32": "float32"}  # names of torch dtypes: the worker imports torch
 
 
 # ---------------------------------------------------------------------------------------------
@@ -32,8 +33,8 @@ def unet_calls(args: dict) -> dict:
     from retouch.models import load_model
     from retouch.models.compiled import run_compiled
 
-    frozen = args.get("freezing", True)
-    model = load_model(args["ckpt"], dtype=torch.bfloat16, channels_last=True, compile="freeze" if frozen else True)
+    frozen, dtype = args.get("freezing", True), getattr(torch, DTYPES[args.get("precision", "bf16")])
+    model = load_model(args["ckpt"], dtype=dtype, channels_last=True, compile="freeze" if frozen else True)
     unet, rows = model.unet, {}
     rss_before = _rss_mb()
     started = time.perf_counter()
@@ -42,8 +43,8 @@ def unet_calls(args: dict) -> dict:
     with torch.inference_mode():
         for size in args["sizes"]:
             latent = size // 8
-            x = torch.randn(2, 4, latent, latent, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
-            t, cond = torch.tensor([500.0, 500.0]), torch.randn(2, 77, 768, dtype=torch.bfloat16)
+            x = torch.randn(2, 4, latent, latent, dtype=dtype).to(memory_format=torch.channels_last)
+            t, cond = torch.tensor([500.0, 500.0]), torch.randn(2, 77, 768, dtype=dtype)
             begin = time.perf_counter()
             compiled = calls["compiled"](x, t, cond)
             warmup = time.perf_counter() - begin
@@ -209,18 +210,17 @@ def fastest_goals(r: dict) -> list[tuple]:
     return rows
 
 
-def section(ckpt: Path, results: dict, worker) -> None:
-    out: dict = {"peaks": worker(Path(__file__).with_name("limits_bench.py"), "peaks")}
-    with tempfile.TemporaryDirectory(prefix="retouch-compile-") as cache:
-        for name in ("first start", "next start"):
-            out[name] = worker(__file__, "unet_calls", ckpt=str(ckpt), cache=cache, sizes=SIZES, repeats=REPEATS)
-            print(f"compile, {name}: {out[name]}", flush=True)
-    with tempfile.TemporaryDirectory(prefix="retouch-compile-") as cache:
-        for name in ("no freezing", "no freezing, next start"):
-            out[name] = worker(__file__, "unet_calls", ckpt=str(ckpt), cache=cache, sizes=SIZES, repeats=REPEATS,
-                               freezing=False)
-            print(f"compile, {name}: {out[name]}", flush=True)
-    results["compile"] = out
+def section(ckpt: Path, results: dict, worker, precision: str = "bf16") -> None:
+    """Both modes, each a first and a next start; ``precision="fp32"`` (section ``compile-fp32``: the fast
+    precision of a CPU without native bf16 kernels) goes to its own key, ``compile_fp32``."""
+    out: dict = {"peaks": worker(Path(__file__).with_name("limits_bench.py"), "peaks")} if precision == "bf16" else {}
+    for freezing, names in ((True, ("first start", "next start")), (False, ("no freezing", "no freezing, next start"))):
+        with tempfile.TemporaryDirectory(prefix="retouch-compile-") as cache:
+            for name in names:
+                out[name] = worker(__file__, "unet_calls", ckpt=str(ckpt), cache=cache, sizes=SIZES,
+                                   repeats=REPEATS, freezing=freezing, precision=precision)
+                print(f"compile {precision}, {name}: {out[name]}", flush=True)
+    results["compile" if precision == "bf16" else f"compile_{precision}"] = out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,16 +275,7 @@ def section_lines(r: dict) -> list[str]:
              "Memory: RSS added by "
              "compiling (or loading) both sizes; on disk: the packages. Max difference: between the compiled and "
              "eager outputs of the first call.", "",
-             "| run | size | warm-up | eager | compiled | compiled / eager | max difference | memory added | on disk "
-             "| load |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for name in ("first start", "next start", "no freezing", "no freezing, next start"):
-        run = c.get(name)
-        for size, row in (run or {}).get("sizes", {}).items():
-            lines.append(f"| {name} | {size}² | {row['warmup_s']:.1f} s | {row['eager_s']:.2f} s | "
-                         f"{row['compiled_s']:.2f} s | {row['compiled_s'] / row['eager_s']:.2f}× | "
-                         f"{row['max_difference']:.3f} | {run.get('rss_added_mb', 0):.0f} MB | "
-                         f"{run.get('package_mb', 0):.0f} MB | {run['loadavg_1min']:.2f} |")
+             *_table(c)]
     lines += ["", "Why `--compile` is an AOTInductor package too (2026-12-07, the AMD EPYC host): as `torch.compile` its "
               "next start took 15 s, 11 % of the first warm-up — a cProfile of the first call at 256² in a new "
               "process on a warm cache put 15.6 of the 17.0 s profiled in Dynamo re-tracing the UNet's Python, "
@@ -308,7 +299,56 @@ def section_lines(r: dict) -> list[str]:
               "12 µs instead of 3.5 µs. Reading the package from disk takes 1.1 s; the rest of the goal's gap "
               "there (12 %) was that cost, paid for each size's copy of the weights. On the AMX host the next "
               "start's warm-up is within the goal (the table above)."]
-    return [*lines, "", *fastest_lines(r)]
+    return [*lines, "", *fp32_lines(r), *fastest_lines(r)]
+
+
+def _table(c: dict) -> list[str]:
+    lines = ["| run | size | warm-up | eager | compiled | compiled / eager | max difference | memory added | on disk "
+             "| load |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name in ("first start", "next start", "no freezing", "no freezing, next start"):
+        run = c.get(name)
+        for size, row in (run or {}).get("sizes", {}).items():
+            lines.append(f"| {name} | {size}² | {row['warmup_s']:.1f} s | {row['eager_s']:.2f} s | "
+                         f"{row['compiled_s']:.2f} s | {row['compiled_s'] / row['eager_s']:.2f}× | "
+                         f"{_difference(row['max_difference'])} | {run.get('rss_added_mb', 0):.0f} MB | "
+                         f"{run.get('package_mb', 0):.0f} MB | {run['loadavg_1min']:.2f} |")
+    return lines
+
+
+def _difference(value: float) -> str:
+    return f"{value:.3f}" if value >= 1e-3 else f"{value:.1e}"
+
+
+def fp32_lines(r: dict) -> list[str]:
+    c = r.get("compile_fp32")
+    if not c:
+        return []
+    cpu = r.get("section_cpu", {}).get("compile-fp32", "another host")
+    return ["## `--compile` in float32 (SD1.5-sized, channels-last, batch 2)", "",
+            f"The table above in float32, measured on {cpu}: where bf16 has no native kernels (\"Where bf16 "
+            "pays\") float32 is the fast precision, and this is what compiling adds to it. Same method; max "
+            "difference between the compiled and eager outputs of the first call. "
+            "`.venv/bin/python bench/run.py --sections compile-fp32` (about 20 minutes on a 2-core AVX2 host; "
+            "the frozen packages take 6.5 GB of temporary disk per size).", "", *_table(c), "", *_fp32_reading(c)]
+
+
+def _fp32_reading(c: dict) -> list[str]:
+    """What the float32 table says, from its own numbers: where freezing pays, and what it costs."""
+    try:
+        ratios = {size: [c[run]["sizes"][size]["compiled_s"] / c[run]["sizes"][size]["eager_s"]
+                         for run in ("first start", "next start")] for size in ("256", "512")}
+        first, later = c["first start"], c["next start"]
+    except KeyError:
+        return []
+    span = {size: f"{min(v):.2f}–{max(v):.2f}×" for size, v in ratios.items()}
+    return [f"Reading: in float32, `--compile freeze` pays at 256² ({span['256']} the eager call) and not at "
+            f"512² ({span['512']}), and it adds {first['rss_added_mb'] / 1024:.1f} GB of memory for the two sizes "
+            f"(pre-packed float32 weights, twice bf16's); its next start's warm-up is "
+            f"{later['warmup_s'] / first['warmup_s'] * 100:.0f} % of the first (it loads {first['package_mb'] / 1024:.1f} GB "
+            "of packages; bf16's goal of 10 % is not met in float32). `--compile` without freezing gains at most "
+            f"{(1 - min(c['no freezing']['sizes'][s]['compiled_s'] / c['no freezing']['sizes'][s]['eager_s'] for s in ('256', '512'))) * 100:.0f} %. "
+            "On such a CPU the fast path at 512² is float32, not compiled.", ""]
 
 
 if __name__ == "__main__":

@@ -503,6 +503,7 @@ def main() -> int:
         "limits": lambda: limits_section(ckpt, results, worker_of),
         "fastpaths": lambda: fast_paths_section(results),
         "compile": lambda: compile_section(ckpt, results, worker_of),  # ~12 min: `make bench-extra`
+        "compile-fp32": lambda: compile_section(ckpt, results, worker_of, "fp32"),  # ~20 min, on request
         "fastest": lambda: fastest_section(ckpt, folder, results, worker_of,  # ~12 min: `make bench-extra`
                                            sdxl=prepare_sdxl(cache_dir() / "bench")),
         "scripts": lambda: scripts_section(ckpt, cache_dir() / "bench", results, worker_of),  # ~15 min: `make bench-extra`
