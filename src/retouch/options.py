@@ -186,10 +186,7 @@ class Options:
 
         Raises ``ValueError`` naming the option for an unknown name or a bad value.
         """
-        if not overrides:
-            return self
-        changed = self.with_settings(overrides)
-        return dataclasses.replace(changed, overridden=self.overridden | frozenset(overrides))
+        return self._applied(overrides, record=True) if overrides else self
 
     def with_settings(self, values: Mapping[str, Any] | None) -> Options:
         """A copy with ``values`` as its settings (``POST /sdapi/v1/options``, the Settings tab): as
@@ -197,8 +194,11 @@ class Options:
 
         Raises ``ValueError`` naming the option for an unknown name or a bad value.
         """
-        if not values:
-            return self.settings()
+        return self._applied(values, record=False) if values else self.settings()
+
+    def _applied(self, values: Mapping[str, Any], record: bool) -> Options:
+        """One copy with ``values`` checked and applied; ``record``: their names join :attr:`overridden`
+        (a job's overrides), else it is left empty (settings)."""
         if not isinstance(values, Mapping):
             raise ValueError(f"override_settings must be a mapping of option names to values, "
                              f"got {type(values).__name__}")
@@ -215,7 +215,8 @@ class Options:
             else:
                 raise ValueError(f"override_settings: unknown option {name!r}; it is not an AUTOMATIC1111 "
                                  f"option name (see GET /sdapi/v1/options for the list)")
-        return dataclasses.replace(self, **changes, inert=inert, overridden=frozenset())
+        overridden = self.overridden | frozenset(values) if record else frozenset()
+        return dataclasses.replace(self, **changes, inert=inert, overridden=overridden)
 
     def settings(self) -> Options:
         """These options as settings kept past a job (A1111's ``override_settings_restore_afterwards: false``):
