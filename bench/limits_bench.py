@@ -64,8 +64,8 @@ def peaks(args: dict) -> dict:
     torch.set_num_threads(2)
     out = {}
     with torch.inference_mode():
-        for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
-            n = 4096
+        for name in args.get("precisions", ("bf16", "fp32")):
+            n, dtype = 4096, {"bf16": torch.bfloat16, "fp32": torch.float32}[name]
             a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
             seconds = _timed(lambda a=a, b=b: torch.mm(a, b), REPEATS)
             out[f"matmul_{name}"] = 2 * n**3 / seconds / 1e12
@@ -172,7 +172,14 @@ def _profile(call) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 # The section (in bench/run.py's process)
-def section(ckpt: Path, results: dict, worker) -> None:
+def section(ckpt: Path, results: dict, worker, precision: str = "bf16") -> None:
+    """The peaks and the networks; ``precision="fp32"`` (section ``limits-fp32``, for a CPU without native bf16
+    kernels, where a bf16 peak would take minutes to measure): float32 only, under ``limits_fp32``."""
+    if precision == "fp32":
+        peak = worker(__file__, "peaks", precisions=["fp32"])
+        run = worker(__file__, "networks", ckpt=str(ckpt), precision="fp32", vae_precision="fp32", profile=True)
+        results["limits_fp32"] = {"peaks": peak, "networks": [run]}
+        return
     peak = worker(__file__, "peaks")
     print(f"peaks: {peak}", flush=True)
     runs = [worker(__file__, "networks", ckpt=str(ckpt), precision=p, vae_precision=v, profile=p == "bf16" and v == "fp32",
@@ -203,9 +210,9 @@ def _units(peaks: dict) -> str:
         + " — the bf16 peak is the vector units'"
 
 
-def _reading(seconds: dict, flops: dict, peaks: dict, total: float) -> str:
+def _reading(seconds: dict, flops: dict, peaks: dict, total: float, precision: str = "bf16") -> str:
     def rate(name: str) -> float:
-        peak = peaks["conv_bf16" if name == "convolution" else "matmul_bf16"]
+        peak = peaks[f"conv_{precision}" if name == "convolution" else f"matmul_{precision}"]
         return flops.get(name, 0) / seconds[name] / 1e12 / peak * 100 if seconds.get(name) else 0.0
 
     def lost(name: str) -> float:  # seconds beyond what the category's FLOPs take at its kernel's peak
@@ -316,13 +323,7 @@ def section_lines(r: dict) -> list[str]:
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for run in lim["networks"]:
-        unet = "UNet, batch 2 (one CFG step)" + (", `upcast_attn`" if run.get("upcast") else "")
-        for name, label in (("unet", unet), ("vae_encode", "VAE encode"), ("vae_decode", "VAE decode")):
-            precision = run["precision"] if name == "unet" else run["vae_precision"]
-            row = run[name]
-            lines.append(f"| {label} | {precision} | {row['flops'] / 1e9:.0f} | {row['seconds']:.2f} s | "
-                         f"{row['tflops']:.3f} | {_share(run, name, peaks) * 100:.0f} % | "
-                         f"{_share(run, name, peaks, best=True) * 100:.0f} % | {run['loadavg_1min']:.2f} |")
+        lines += _network_rows(run, peaks)
     floor = unet_floor(lim["networks"][0], peaks)
     if floor:
         bf16 = lim["networks"][0]
@@ -338,22 +339,67 @@ def section_lines(r: dict) -> list[str]:
     lines += ["", PREPACK_PROBE, "", OPENVINO_PROBE]
     profiled = next((run for run in lim["networks"] if "profile" in run), None)
     if profiled:
-        profile, flops = profiled["profile"], _category_flops(profiled["unet"].get("by_op", {}))
-        total = sum(profile["categories"].values())
-        lines += ["", "Where one bf16 UNet call's time goes (`torch.profiler`, self CPU time of aten operators; the "
-                  "rate is the category's counted FLOPs over that time, against the conv peak for convolutions and "
-                  "the matmul peak otherwise):", "",
-                  "| category | time | share | GFLOP | TFLOP/s | of its peak |", "| --- | --- | --- | --- | --- | --- |"]
-        for name, seconds in sorted(profile["categories"].items(), key=lambda kv: -kv[1]):
-            work = flops.get(name, 0)
-            peak = peaks["conv_bf16" if name == "convolution" else "matmul_bf16"]
-            rate = f"{work / seconds / 1e12:.3f} | {work / seconds / 1e12 / peak * 100:.0f} %" if work else "– | –"
-            lines.append(f"| {name} | {seconds:.3f} s | {seconds / total * 100:.1f} % | {work / 1e9:.0f} | {rate} |")
-        lines += ["", _reading(profile["categories"], flops, peaks, total)]
-        lines += ["", "| top operators | self time | calls |", "| --- | --- | --- |"]
-        lines += [f"| `{key}` | {seconds:.3f} s | {count} |" for key, seconds, count in profile["top"]]
-    lines.append("")
+        lines += _profile_lines(profiled, peaks)
+    return [*lines, "", *fp32_lines(r)]
+
+
+def _network_rows(run: dict, peaks: dict) -> list[str]:
+    unet = "UNet, batch 2 (one CFG step)" + (", `upcast_attn`" if run.get("upcast") else "")
+    lines = []
+    for name, label in (("unet", unet), ("vae_encode", "VAE encode"), ("vae_decode", "VAE decode")):
+        precision = run["precision"] if name == "unet" else run["vae_precision"]
+        row = run[name]
+        lines.append(f"| {label} | {precision} | {row['flops'] / 1e9:.0f} | {row['seconds']:.2f} s | "
+                     f"{row['tflops']:.3f} | {_share(run, name, peaks) * 100:.0f} % | "
+                     f"{_share(run, name, peaks, best=True) * 100:.0f} % | {run['loadavg_1min']:.2f} |")
     return lines
+
+
+def _profile_lines(run: dict, peaks: dict) -> list[str]:
+    """The profiled UNet call's time by category, each category's rate against its kernel's peak in the call's
+    precision, the reading and the top operators."""
+    precision = run["precision"]
+    profile, flops = run["profile"], _category_flops(run["unet"].get("by_op", {}))
+    total = sum(profile["categories"].values())
+    lines = ["", f"Where one {precision} UNet call's time goes (`torch.profiler`, self CPU time of aten operators; "
+             "the rate is the category's counted FLOPs over that time, against the conv peak for convolutions and "
+             "the matmul peak otherwise):", "",
+             "| category | time | share | GFLOP | TFLOP/s | of its peak |", "| --- | --- | --- | --- | --- | --- |"]
+    for name, seconds in sorted(profile["categories"].items(), key=lambda kv: -kv[1]):
+        work = flops.get(name, 0)
+        peak = peaks[f"conv_{precision}" if name == "convolution" else f"matmul_{precision}"]
+        rate = f"{work / seconds / 1e12:.3f} | {work / seconds / 1e12 / peak * 100:.0f} %" if work else "– | –"
+        lines.append(f"| {name} | {seconds:.3f} s | {seconds / total * 100:.1f} % | {work / 1e9:.0f} | {rate} |")
+    lines += ["", _reading(profile["categories"], flops, peaks, total, precision)]
+    lines += ["", "| top operators | self time | calls |", "| --- | --- | --- |"]
+    return lines + [f"| `{key}` | {seconds:.3f} s | {count} |" for key, seconds, count in profile["top"]]
+
+
+def fp32_lines(r: dict) -> list[str]:
+    """The float32 limits of a CPU without native bf16 kernels (section ``limits-fp32``)."""
+    lim = r.get("limits_fp32")
+    if not lim:
+        return []
+    peaks, run = lim["peaks"], lim["networks"][0]
+    cpu = r.get("section_cpu", {}).get("limits-fp32", "another host")
+    return ["## Limits in float32 (a CPU without native bf16 kernels)", "",
+            f"The section above in float32 alone, measured on {cpu}, where float32 is the fast precision (\"Where "
+            f"bf16 pays\"): 4096² matmul {peaks['matmul_fp32']:.3f} TFLOP/s, the 3×3 convolution "
+            f"{peaks['conv_fp32']:.3f} TFLOP/s (load {peaks['loadavg_1min']:.2f}). Same method. "
+            "`.venv/bin/python bench/run.py --sections limits-fp32` (about 4 minutes).", "",
+            "| network call (SD1.5-sized, 512²) | precision | GFLOP | time | TFLOP/s | of the matmul peak | of the best "
+            "kernel (matmul or conv) | load |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            *_network_rows(run, peaks), *_above_peak(run, peaks), *_profile_lines(run, peaks), ""]
+
+
+def _above_peak(run: dict, peaks: dict) -> list[str]:
+    """A note when a call outruns the matmul peak: the 4096² product is not the CPU's best rate for it."""
+    if all(_share(run, name, peaks) <= 1 for name in ("unet", "vae_encode", "vae_decode")):
+        return []
+    return ["", f"Shares above 100 %: a 4096² {run['precision']} matmul is not this CPU's best product rate (a "
+            "smaller product can run faster: see the linear layers' rate in the profile below), so the column to "
+            "read is the best kernel's."]
 
 
 if __name__ == "__main__":
