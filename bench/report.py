@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 
 EXTRA_SECTIONS = ("large", "inpaint", "soak", "sdxl", "scripts", "compile", "fastest", "tome")  # `make bench-extra`
+ON_REQUEST = ("compile-fp32", "limits-fp32")  # in neither: for a CPU without native bf16 kernels
 
 
 def _s(x: dict, unit: str = "s", digits: int = 2) -> str:
@@ -48,6 +49,7 @@ def render(r: dict) -> str:
     from limits_bench import section_lines as limit_lines
     from precision_bench import section_lines as precision_by_cpu_lines
     from scripts_bench import section_lines as script_lines
+    from sdxl_bench import section_lines as sdxl_lines
     from token_merging_bench import section_lines as token_merging_lines
     from txt2img_bench import section_lines
 
@@ -82,7 +84,7 @@ def render(r: dict) -> str:
                              f"Euler, {b['steps']} steps × 0.75; peak RSS {b['peak_rss_mb']:.0f} MB)",
                              b["images_per_s"])
     lines += _lora(r.get("lora"))
-    lines += _sdxl(r.get("sdxl"))
+    lines += sdxl_lines(r.get("sdxl"))
     lines += _cluster(r.get("cluster"))
     lines += _comparisons(r.get("comparisons"))
     lines += _soak(r.get("soak"))
@@ -149,11 +151,13 @@ def render(r: dict) -> str:
         ]
     lines += _large(r.get("large"), m["memory_gib"])
     all_secs = r.get("section_seconds", {})
-    secs = {k: v for k, v in all_secs.items() if k not in EXTRA_SECTIONS}
+    secs = {k: v for k, v in all_secs.items() if k not in EXTRA_SECTIONS + ON_REQUEST}
     extra = {k: v for k, v in all_secs.items() if k in EXTRA_SECTIONS}
+    asked = ", ".join(f"{k} {v:.0f} s" for k, v in all_secs.items() if k in ON_REQUEST)
     lines.append("Time per section: " + ", ".join(f"{k} {v:.0f} s" for k, v in secs.items())
                  + f"; total {sum(secs.values()):.0f} s for `make bench` (plus start-up). `make bench-extra`: "
-                 + ", ".join(f"{k} {v:.0f} s" for k, v in extra.items()) + ".")
+                 + ", ".join(f"{k} {v:.0f} s" for k, v in extra.items()) + "."
+                 + (f" On request: {asked}." if asked else ""))
     return "\n".join(lines) + "\n"
 
 
@@ -202,6 +206,8 @@ def _txt2img_goals(r: dict) -> list[tuple]:
 
 def _goals(r: dict) -> list[str]:
     """The issue's goals, each with the measured value and whether it is met."""
+    from sdxl_bench import goal_rows as sdxl_goals
+
     rows = []
     if r.get("overhead"):
         worst = max(row["ratio"]["median"] for row in r["overhead"])
@@ -258,7 +264,7 @@ def _goals(r: dict) -> list[str]:
                      f"+{lo['extra_rss_mb']:.0f} MB RSS; patched layers {lo['patched_mb']:.0f} MB, factors "
                      f"{lo['factors_mb']:.0f} MB", lo["extra_rss_mb"] <= 1.1 * (lo["patched_mb"] + lo["factors_mb"]),
                      "--sections lora"))
-    rows += _sdxl_goals(r.get("sdxl"))
+    rows += sdxl_goals(r.get("sdxl"))
     rows += _txt2img_goals(r)
     tv = r.get("tiled")
     if tv:
@@ -297,85 +303,6 @@ def _lora(lo: dict | None) -> list[str]:
         f"| peak RSS | {lo['peak_rss_mb']:.0f} MB |",
         "",
     ]
-
-
-def _sdxl_goals(x: dict | None) -> list[tuple]:
-    if not x:
-        return []
-    rows: list[tuple] = []
-    median = statistics.median
-    for precision, runs in x["precisions"].items():
-        ours, theirs = runs["ours"], runs["diffusers"]
-        ratio = max(r["total"] / r["network"] for r in ours)
-        wall = median(r["total"] for r in ours) / median(r["total"] for r in theirs)
-        rss = median(r["peak_rss_mb"] for r in ours) / median(r["peak_rss_mb"] for r in theirs)
-        same = {r["unet_calls"] for r in ours} == {r["unet_calls"] for r in theirs}
-        rows += [(f"SDXL {precision}: end to end / network calls ≤ 1.03", f"≤ {ratio:.4f}", ratio <= 1.03,
-                  "--sections sdxl"),
-                 (f"SDXL {precision}: wall time ≤ diffusers' SDXL img2img" + ("" if same else " (UNet calls differ!)"),
-                  f"{wall:.3f}×", wall <= 1 and same, "--sections sdxl"),
-                 (f"SDXL {precision}: peak RSS ≤ diffusers'", f"{rss:.3f}×", rss <= 1, "--sections sdxl")]
-    ours_load, theirs_load = x["load"]["ours"], x["load"]["diffusers"]
-    faster = median(r["load"] for r in ours_load) < median(r["load"] for r in theirs_load)
-    rows.append(("SDXL load faster than diffusers' `from_single_file`",
-                 f"{median(r['load'] for r in ours_load):.1f} s vs {median(r['load'] for r in theirs_load):.1f} s",
-                 faster, "--sections sdxl"))
-    peak = max(r["peak_rss_mb"] / (r["baseline_rss_mb"] + r["weights_mb"]) for r in ours_load)
-    rows.append(("SDXL load peak ≤ 1.1× the resident model", f"{peak:.2f}×", peak <= 1.1, "--sections sdxl"))
-    return rows
-
-
-def _sdxl(x: dict | None) -> list[str]:
-    if not x:
-        return []
-    job = x["job"]
-    lines = [f"## SDXL-sized model ({job['size']}², Euler, denoising {job['strength']}, CFG 7, 2 threads)", "",
-             "Random weights in SDXL base's exact shapes (2.6 B UNet parameters, CLIP-L + OpenCLIP bigG), written "
-             "in the original single-file layout without a yaml (so the family is detected from the tensors); the "
-             "same weights saved as a diffusers folder for `StableDiffusionXLImg2ImgPipeline`. retouch runs "
-             f"{job['steps']['ours']} steps, diffusers {job['steps']['diffusers']}: both make the same UNet calls. "
-             "Runs alternate the engines, each in a fresh process. Same precisions in both: the VAE is fp32 for the "
-             "encode and the decode (diffusers' pipeline casts its VAE to the prompt dtype after encoding, so out of "
-             "the box its bf16 run decodes in bf16 — as ours with `vae_dtype=torch.bfloat16`); the bf16 rows put the "
-             "UNet and the VAE in channels-last in both (ours: `channels_last=True`). Loads start from a warm page "
-             "cache and build every network in fp32 (diffusers: `torch_dtype=torch.float32`; without it diffusers "
-             "leaves the OpenCLIP encoder in the file's fp16).", "",
-             "| precision | engine | wall time | in networks | end to end / networks | UNet calls | peak RSS |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
-    for precision, runs in x["precisions"].items():
-        for engine in ("ours", "diffusers"):
-            rs = runs[engine]
-            total = statistics.median(r["total"] for r in rs)
-            network = statistics.median(r["network"] for r in rs)
-            lines.append(f"| {precision} | {'retouch' if engine == 'ours' else 'diffusers'} | {total:.1f} s | "
-                         f"{network:.1f} s | {statistics.median(r['total'] / r['network'] for r in rs):.4f} | "
-                         f"{rs[0]['unet_calls']} | {statistics.median(r['peak_rss_mb'] for r in rs) / 1024:.1f} GiB |")
-    return lines + _sdxl_load(x["load"])
-
-
-def _sdxl_load(load: dict) -> list[str]:
-    ours, theirs, floor = load["ours"], load["diffusers"], load.get("floor", [])
-    lines = ["", "Loads are compared with the least any loader does, measured in the same rounds: every tensor of "
-             "the file cast to fp32 into new memory and nothing else (the three take turns going first). Most of "
-             "that is the kernel handing out and zeroing fresh pages (about 45 % of either loader's CPU time is "
-             "`clear_page` under `perf`), and on this VM a page the host has not backed recently costs 6–7× one "
-             "it has (2026-11-28: six 2 GB fills in one process, the first ~6 GB at 1.5 µs per fault, the rest at "
-             "9–11 µs), so the times drift with the machine's state: read the ratios. retouch faults the bare "
-             "cast's pages less the two token-embedding tables, which stay in the file (its networks are built on "
-             "the meta device and take the file's tensors, OpenCLIP's fused q/k/v split as views; 3.33 M faults "
-             "against the cast's 3.42 M since 2026-12-07, when it faulted exactly the cast's); diffusers' OpenCLIP "
-             "converter copies the split tensors once more before they are cast.",
-             "", "| load (fp32), fresh process, file in the page cache | time | / bare cast | page faults | peak RSS "
-             "| resident model |", "| --- | --- | --- | --- | --- | --- |"]
-    for i, row in enumerate(ours + theirs):
-        name = "retouch `load_model`" if i < len(ours) else "diffusers `from_single_file`"
-        bare = f"{row['load'] / floor[i % len(ours)]['load']:.2f}×" if floor else "–"
-        resident = f"{(row['baseline_rss_mb'] + row['weights_mb']) / 1024:.1f} GiB" if "weights_mb" in row else "–"
-        lines.append(f"| {name} | {row['load']:.1f} s | {bare} | {row.get('faults', 0) / 1e6:.2f} M | "
-                     f"{row['peak_rss_mb'] / 1024:.1f} GiB | {resident} |")
-    lines += [f"| bare cast (every tensor of the file to fp32, nothing else) | {row['load']:.1f} s | 1× | "
-              f"{row['faults'] / 1e6:.2f} M | – | {row['mb'] / 1024:.1f} GiB of tensors |" for row in floor]
-    return lines + [""]
 
 
 def _cluster(c: dict | None) -> list[str]:

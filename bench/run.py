@@ -267,61 +267,6 @@ def lora_section(ckpt: Path, results: dict, cache: Path) -> None:
           flush=True)
 
 
-def prepare_sdxl(cache: Path) -> tuple[Path, Path]:
-    """The SDXL-sized random checkpoint (original single-file layout, no yaml) and its diffusers folder."""
-    ckpt, folder = cache / "sdxl-random.safetensors", cache / "sdxl-random-diffusers"
-    if not ckpt.is_file() or not (folder / "model_index.json").is_file():
-        print("writing the SDXL-sized random checkpoint and its diffusers folder …", flush=True)
-        worker("prepare_sdxl", ckpt=str(ckpt), folder=str(folder))
-    return ckpt, folder
-
-
-# SDXL at 512²: ours 4 steps × 0.75 and diffusers 6 steps × 0.75 both make 4 UNet calls (cond and uncond batched).
-SDXL_JOB = {"size": 512, "strength": 0.75}
-SDXL_STEPS = {"ours": 4, "diffusers": 6}
-
-
-def sdxl_section(cache: Path, results: dict, runs: int, precisions: tuple[str, ...] = ("bf16", "fp32")) -> None:
-    """Issue 12: SDXL-sized weights, 512², fp32 and bf16, 2 threads: ours vs diffusers' SDXL img2img pipeline
-    alternated in fresh processes; load time and peak against ``from_single_file``."""
-    ckpt, folder = prepare_sdxl(cache)
-    out: dict = {"job": {**SDXL_JOB, "steps": SDXL_STEPS},  # precisions not rerun keep their last results
-                 "precisions": results.get("sdxl", {}).get("precisions", {})}
-    for precision in precisions:
-        rows: dict[str, list] = {"ours": [], "diffusers": []}
-        for _ in range(runs):  # alternated: this VM drifts between rounds
-            rows["ours"].append(worker("sdxl_ours", ckpt=str(ckpt), precision=precision, steps=SDXL_STEPS["ours"],
-                                       **SDXL_JOB))
-            rows["diffusers"].append(worker("sdxl_diffusers", folder=str(folder), precision=precision,
-                                            steps=SDXL_STEPS["diffusers"], **SDXL_JOB))
-        out["precisions"][precision] = rows
-        ours, theirs = (statistics.median(r["total"] for r in rows[k]) for k in ("ours", "diffusers"))
-        ratio = statistics.median(r["total"] / r["network"] for r in rows["ours"])
-        print(f"sdxl {precision}: ours {ours:.1f} s vs diffusers {theirs:.1f} s; end to end / networks {ratio:.4f}",
-              flush=True)
-    loaders = {"ours": ("load_ours", {}), "diffusers": ("load_diffusers_sdxl", {"config": str(folder)}),
-               "floor": ("load_floor", {})}
-    load: dict[str, list] = {name: [] for name in loaders}
-    for i in range(runs):
-        # the order rotates: the first load after a big job (or another load) meets memory the host has taken back
-        for name in list(loaders)[i % 3:] + list(loaders)[:i % 3]:
-            # each from a warm page cache: diffusers' fp32 load peaks near this machine's RAM and pushes the
-            _read_through(ckpt)  # file out of the cache, which would slow whichever load runs next
-            fn, extra = loaders[name]
-            load[name].append(worker(fn, ckpt=str(ckpt), **extra))
-    out["load"] = load
-    ours, theirs, floor = (statistics.median(r["load"] for r in load[k]) for k in ("ours", "diffusers", "floor"))
-    print(f"sdxl load: ours {ours:.1f} s, diffusers {theirs:.1f} s, bare cast of the file {floor:.1f} s", flush=True)
-    results["sdxl"] = out
-
-
-def _read_through(path: Path) -> None:
-    """Read a file once so that a timed load finds it in the page cache."""
-    with open(path, "rb") as f:
-        while f.read(64 << 20):
-            pass
-
-
 def cluster_section(ckpt: Path, results: dict) -> None:
     """Issue 14: 1 vs 2 replicas, overhead against retouch serve, memory per replica — inside netns-run (it
     starts Ray)."""
@@ -464,6 +409,8 @@ def main() -> int:
     from precision_bench import section as precision_by_cpu_section
     from report import render  # bench/report.py
     from scripts_bench import section as scripts_section
+    from sdxl_bench import prepare_sdxl
+    from sdxl_bench import section as sdxl_section
     from token_merging_bench import section as token_merging_section
     from txt2img_bench import section as txt2img_section
 
@@ -495,7 +442,7 @@ def main() -> int:
         "tiled": lambda: tiled_section(ckpt, results, 1024),
         "batch": lambda: batch_section(ckpt, results),
         "lora": lambda: lora_section(ckpt, results, cache_dir() / "bench"),
-        "sdxl": lambda: sdxl_section(cache_dir() / "bench", results, args.runs,  # ~40 min: `make bench-extra`
+        "sdxl": lambda: sdxl_section(cache_dir() / "bench", results, worker_of, args.runs,  # ~40 min: bench-extra
                                      tuple(p for p in args.sdxl_precisions.split(",") if p != "none")),
         "cluster": lambda: cluster_section(ckpt, results),
         "page": lambda: page_section(results),
@@ -506,7 +453,7 @@ def main() -> int:
         "compile": lambda: compile_section(ckpt, results, worker_of),  # ~12 min: `make bench-extra`
         "compile-fp32": lambda: compile_section(ckpt, results, worker_of, "fp32"),  # ~20 min, on request
         "fastest": lambda: fastest_section(ckpt, folder, results, worker_of,  # ~12 min: `make bench-extra`
-                                           sdxl=prepare_sdxl(cache_dir() / "bench")),
+                                           sdxl=prepare_sdxl(cache_dir() / "bench", worker_of)),
         "scripts": lambda: scripts_section(ckpt, cache_dir() / "bench", results, worker_of),  # ~15 min: `make bench-extra`
         "large": lambda: large_section(ckpt, results, 2048),  # ~25 min: `make bench-extra`
         "soak": lambda: soak_section(results),  # ~2 min: `make bench-extra`
