@@ -13,8 +13,43 @@ def _s(x: dict, unit: str = "s", digits: int = 2) -> str:
 
 
 def render(r: dict) -> str:
+    from compile_bench import section_lines as compile_lines
+    from fast_paths import section_lines as fast_path_lines
+    from limits_bench import section_lines as limit_lines
+    from precision_bench import section_lines as precision_by_cpu_lines
+    from scripts_bench import section_lines as script_lines
+    from sdxl_bench import section_lines as sdxl_lines
+    from token_merging_bench import section_lines as token_merging_lines
+    from txt2img_bench import section_lines
+
+    lines = [*_header(r), *_goals(r), *_tiny(r.get("tiny"))]
+    for part in (section_lines, script_lines, limit_lines, fast_path_lines, precision_by_cpu_lines, compile_lines,
+                 token_merging_lines):
+        lines += part(r)
+    lines += _overhead(r.get("overhead"))
+    if "batch" in r:
+        b = r["batch"]
+        lines += _throughput(f"SD1.5-sized: images/s by batch size ({b['size']}², {b['precision']}, channels-last UNet, "
+                             f"Euler, {b['steps']} steps × 0.75; peak RSS {b['peak_rss_mb']:.0f} MB)",
+                             b["images_per_s"])
+    lines += _lora(r.get("lora"))
+    lines += sdxl_lines(r.get("sdxl"))
+    lines += _cluster(r.get("cluster"))
+    lines += _comparisons(r.get("comparisons"))
+    lines += _soak(r.get("soak"))
+    lines += _diffusers(r.get("diffusers"), "StableDiffusionImg2ImgPipeline")
+    lines += _diffusers(r.get("diffusers_inpaint"), "StableDiffusionInpaintPipeline")
+    lines += _load(r.get("load"))
+    lines += _precision(r.get("precision"))
+    lines += _tiled(r.get("tiled"))
+    lines += _large(r.get("large"), r["machine"]["memory_gib"])
+    lines.append(_section_times(r.get("section_seconds", {})))
+    return "\n".join(lines) + "\n"
+
+
+def _header(r: dict) -> list[str]:
     m = r["machine"]
-    lines = [
+    return [
         "# Benchmarks",
         "",
         f"Reproduce with `make bench` (the recorded run took {r.get('make_bench_wall_s', 0) / 60:.1f} minutes here), "
@@ -28,137 +63,125 @@ def render(r: dict) -> str:
         "architecture with random weights, written in the original LDM layout.",
         *_other_hosts(r),
         "",
-        *_goals(r),
     ]
-    t = r.get("tiny")
-    if t:
-        lines += [
-            "## Tiny model (64×64, Euler, 20 steps, denoising 0.75)",
-            "",
-            "| measure | value |", "| --- | --- |",
-            f"| in-process latency (`process_images`) | {_s(t['latency'], 's', 3)} |",
-            f"| over HTTP (`POST /sdapi/v1/img2img`, PNG in and out) | {_s(t['http_latency'], 's', 3)} |",
-        ]
-        if "http_overhead" in t:
-            lines.append(f"| HTTP overhead (request − the job's own time, from the `Server-Timing` header) | "
-                         f"{_s({k: v * 1000 if k != 'n' else v for k, v in t['http_overhead'].items()}, 'ms', 1)} |")
-        lines.append("")
-        lines += _throughput("Tiny model: images/s by batch size (64², Euler, 20 steps × 0.75)", t["throughput"])
-    from compile_bench import section_lines as compile_lines
-    from fast_paths import section_lines as fast_path_lines
-    from limits_bench import section_lines as limit_lines
-    from precision_bench import section_lines as precision_by_cpu_lines
-    from scripts_bench import section_lines as script_lines
-    from sdxl_bench import section_lines as sdxl_lines
-    from token_merging_bench import section_lines as token_merging_lines
-    from txt2img_bench import section_lines
 
-    lines += section_lines(r)
-    lines += script_lines(r)
-    lines += limit_lines(r)
-    lines += fast_path_lines(r)
-    lines += precision_by_cpu_lines(r)
-    lines += compile_lines(r)
-    lines += token_merging_lines(r)
-    if "overhead" in r:
-        lines += [
-            "## Overhead: `process_images` vs its own network calls (SD1.5-sized)",
-            "",
-            "End-to-end time divided by the time spent inside the UNet, text encoder and VAE calls of the same "
-            "run (20 steps, denoising 0.75 → 16 UNet calls). Goal ≤ 1.03. The bf16 rows use a channels-last "
-            "UNet and an fp32 VAE, one process for both: fp32 at 512² would take about 4 minutes a run, and faster "
-            "networks make time spent outside them weigh more, not less. (To keep `make bench` under 15 minutes "
-            "not every size × sampler × precision is run; add cases to `OVERHEAD_CASES` in `bench/run.py`.)",
-            "",
-            "| size | precision | sampler | end to end | in networks | ratio | UNet calls | peak RSS |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        for row in r["overhead"]:
-            lines.append(f"| {row['size']}² | {row.get('precision', 'fp32')} | {row['sampler']} | {_s(row['total'])} | "
-                         f"{_s(row['network'])} | {row['ratio']['median']:.4f} | {row['calls']['unet']} | "
-                         f"{row['peak_rss_mb']:.0f} MB |")
-        lines.append("")
-    if "batch" in r:
-        b = r["batch"]
-        lines += _throughput(f"SD1.5-sized: images/s by batch size ({b['size']}², {b['precision']}, channels-last UNet, "
-                             f"Euler, {b['steps']} steps × 0.75; peak RSS {b['peak_rss_mb']:.0f} MB)",
-                             b["images_per_s"])
-    lines += _lora(r.get("lora"))
-    lines += sdxl_lines(r.get("sdxl"))
-    lines += _cluster(r.get("cluster"))
-    lines += _comparisons(r.get("comparisons"))
-    lines += _soak(r.get("soak"))
-    lines += _diffusers(r.get("diffusers"), "StableDiffusionImg2ImgPipeline")
-    lines += _diffusers(r.get("diffusers_inpaint"), "StableDiffusionInpaintPipeline")
-    load = r.get("load")
-    if load:
-        lines += [
-            "## Model load (SD1.5-sized single file → first ready)",
-            "",
-            "Cold: the checkpoint's pages were dropped from the page cache just before (`posix_fadvise("
-            "DONTNEED)`), so the 2.1 GB file is read from disk; warm: read again at once. Goal: faster than "
-            "diffusers' `from_single_file(config=local)` (same file, local config folder), load peak ≤ 1.2× the "
-            "resident model.",
-            "",
-            "Peak RSS is the whole process, including the interpreter with torch/diffusers/transformers imported "
-            "(\"before load\"); the ratio is peak RSS over (before load + the model's weights).",
-            "",
-            "| page cache | retouch | diffusers | retouch peak RSS | diffusers peak RSS | before load | weights "
-            "| retouch peak ratio |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        for ours, theirs in zip(load["ours"], load["diffusers"], strict=True):
-            base = ours.get("baseline_rss_mb", 0.0)
-            ratio = ours["peak_rss_mb"] / (base + ours["weights_mb"])
-            lines.append(f"| {'cold' if ours.get('cold') else 'warm'} | {ours['load']:.1f} s | {theirs['load']:.1f} s | {ours['peak_rss_mb']:.0f} MB | "
-                         f"{theirs['peak_rss_mb']:.0f} MB | {base:.0f} MB | {ours['weights_mb']:.0f} MB | "
-                         f"{ratio:.2f}× |")
-        lines.append("")
-    p = r.get("precision")
-    if p:
-        base = p["rows"]["fp32"]["time"]
-        lines += [
-            f"## Precision and layout ({p['size']}², Euler, 20 steps, SD1.5-sized)",
-            "",
-            "Pixel deviation from the fp32 result of the same seed, in 8-bit levels.",
-            "",
-            "| variant | time | speed-up | max difference | mean difference |", "| --- | --- | --- | --- | --- |",
-        ]
-        for name, row in p["rows"].items():
-            lines.append(f"| {name} | {row['time']:.1f} s | {base / row['time']:.2f}× | {row['max_diff']} | "
-                         f"{row['mean_diff']:.2f} |")
-        lines.append("")
-    tv = r.get("tiled")
-    if tv:
-        def mem(row: dict) -> str:
-            return f"{row['extra_mb']:.0f} MB" if "extra_mb" in row else "–"
 
-        seams = tv.get("border_rows_mean_diff")
-        lines += [
-            f"## Tiled VAE decode ({tv['size']}², SD1.5-sized VAE, fp32)",
-            "",
-            "Each decode in its own process; memory is the peak RSS added by the decode to the loaded model.",
-            "",
-            "| decode | time | memory for the decode |", "| --- | --- | --- |",
-            f"| untiled | {tv['untiled']['time']:.1f} s | {mem(tv['untiled'])} |",
-            f"| tiled ({_tiles(seams)}) | {tv['tiled']['time']:.1f} s | {mem(tv['tiled'])} |",
-            "",
-            f"Difference tiled vs untiled: max {tv['max_diff']:.0f}, mean {tv['mean_diff']:.2f} levels"
-            + (f"; mean on the rows where tiles are blended {seams['seam_rows']:.2f} vs {seams['all_rows']:.2f} on "
-               "all rows" if seams else "")
-            + " (each tile normalises with its own GroupNorm statistics; random weights exaggerate that).",
-            "",
-        ]
-    lines += _large(r.get("large"), m["memory_gib"])
-    all_secs = r.get("section_seconds", {})
+def _tiny(t: dict | None) -> list[str]:
+    if not t:
+        return []
+    lines = [
+        "## Tiny model (64×64, Euler, 20 steps, denoising 0.75)",
+        "",
+        "| measure | value |", "| --- | --- |",
+        f"| in-process latency (`process_images`) | {_s(t['latency'], 's', 3)} |",
+        f"| over HTTP (`POST /sdapi/v1/img2img`, PNG in and out) | {_s(t['http_latency'], 's', 3)} |",
+    ]
+    if "http_overhead" in t:
+        lines.append(f"| HTTP overhead (request − the job's own time, from the `Server-Timing` header) | "
+                     f"{_s({k: v * 1000 if k != 'n' else v for k, v in t['http_overhead'].items()}, 'ms', 1)} |")
+    lines.append("")
+    return lines + _throughput("Tiny model: images/s by batch size (64², Euler, 20 steps × 0.75)", t["throughput"])
+
+
+def _overhead(rows: list | None) -> list[str]:
+    if rows is None:
+        return []
+    lines = [
+        "## Overhead: `process_images` vs its own network calls (SD1.5-sized)",
+        "",
+        "End-to-end time divided by the time spent inside the UNet, text encoder and VAE calls of the same "
+        "run (20 steps, denoising 0.75 → 16 UNet calls). Goal ≤ 1.03. The bf16 rows use a channels-last "
+        "UNet and an fp32 VAE, one process for both: fp32 at 512² would take about 4 minutes a run, and faster "
+        "networks make time spent outside them weigh more, not less. (To keep `make bench` under 15 minutes "
+        "not every size × sampler × precision is run; add cases to `OVERHEAD_CASES` in `bench/run.py`.)",
+        "",
+        "| size | precision | sampler | end to end | in networks | ratio | UNet calls | peak RSS |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        lines.append(f"| {row['size']}² | {row.get('precision', 'fp32')} | {row['sampler']} | {_s(row['total'])} | "
+                     f"{_s(row['network'])} | {row['ratio']['median']:.4f} | {row['calls']['unet']} | "
+                     f"{row['peak_rss_mb']:.0f} MB |")
+    return [*lines, ""]
+
+
+def _load(load: dict | None) -> list[str]:
+    if not load:
+        return []
+    lines = [
+        "## Model load (SD1.5-sized single file → first ready)",
+        "",
+        "Cold: the checkpoint's pages were dropped from the page cache just before (`posix_fadvise("
+        "DONTNEED)`), so the 2.1 GB file is read from disk; warm: read again at once. Goal: faster than "
+        "diffusers' `from_single_file(config=local)` (same file, local config folder), load peak ≤ 1.2× the "
+        "resident model.",
+        "",
+        "Peak RSS is the whole process, including the interpreter with torch/diffusers/transformers imported "
+        "(\"before load\"); the ratio is peak RSS over (before load + the model's weights).",
+        "",
+        "| page cache | retouch | diffusers | retouch peak RSS | diffusers peak RSS | before load | weights "
+        "| retouch peak ratio |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for ours, theirs in zip(load["ours"], load["diffusers"], strict=True):
+        base = ours.get("baseline_rss_mb", 0.0)
+        ratio = ours["peak_rss_mb"] / (base + ours["weights_mb"])
+        lines.append(f"| {'cold' if ours.get('cold') else 'warm'} | {ours['load']:.1f} s | {theirs['load']:.1f} s | {ours['peak_rss_mb']:.0f} MB | "
+                     f"{theirs['peak_rss_mb']:.0f} MB | {base:.0f} MB | {ours['weights_mb']:.0f} MB | "
+                     f"{ratio:.2f}× |")
+    return [*lines, ""]
+
+
+def _precision(p: dict | None) -> list[str]:
+    if not p:
+        return []
+    base = p["rows"]["fp32"]["time"]
+    lines = [
+        f"## Precision and layout ({p['size']}², Euler, 20 steps, SD1.5-sized)",
+        "",
+        "Pixel deviation from the fp32 result of the same seed, in 8-bit levels.",
+        "",
+        "| variant | time | speed-up | max difference | mean difference |", "| --- | --- | --- | --- | --- |",
+    ]
+    for name, row in p["rows"].items():
+        lines.append(f"| {name} | {row['time']:.1f} s | {base / row['time']:.2f}× | {row['max_diff']} | "
+                     f"{row['mean_diff']:.2f} |")
+    return [*lines, ""]
+
+
+def _tiled(tv: dict | None) -> list[str]:
+    if not tv:
+        return []
+
+    def mem(row: dict) -> str:
+        return f"{row['extra_mb']:.0f} MB" if "extra_mb" in row else "–"
+
+    seams = tv.get("border_rows_mean_diff")
+    return [
+        f"## Tiled VAE decode ({tv['size']}², SD1.5-sized VAE, fp32)",
+        "",
+        "Each decode in its own process; memory is the peak RSS added by the decode to the loaded model.",
+        "",
+        "| decode | time | memory for the decode |", "| --- | --- | --- |",
+        f"| untiled | {tv['untiled']['time']:.1f} s | {mem(tv['untiled'])} |",
+        f"| tiled ({_tiles(seams)}) | {tv['tiled']['time']:.1f} s | {mem(tv['tiled'])} |",
+        "",
+        f"Difference tiled vs untiled: max {tv['max_diff']:.0f}, mean {tv['mean_diff']:.2f} levels"
+        + (f"; mean on the rows where tiles are blended {seams['seam_rows']:.2f} vs {seams['all_rows']:.2f} on "
+           "all rows" if seams else "")
+        + " (each tile normalises with its own GroupNorm statistics; random weights exaggerate that).",
+        "",
+    ]
+
+
+def _section_times(all_secs: dict) -> str:
     secs = {k: v for k, v in all_secs.items() if k not in EXTRA_SECTIONS + ON_REQUEST}
     extra = {k: v for k, v in all_secs.items() if k in EXTRA_SECTIONS}
     asked = ", ".join(f"{k} {v:.0f} s" for k, v in all_secs.items() if k in ON_REQUEST)
-    lines.append("Time per section: " + ", ".join(f"{k} {v:.0f} s" for k, v in secs.items())
-                 + f"; total {sum(secs.values()):.0f} s for `make bench` (plus start-up). `make bench-extra`: "
-                 + ", ".join(f"{k} {v:.0f} s" for k, v in extra.items()) + "."
-                 + (f" On request: {asked}." if asked else ""))
-    return "\n".join(lines) + "\n"
+    return ("Time per section: " + ", ".join(f"{k} {v:.0f} s" for k, v in secs.items())
+            + f"; total {sum(secs.values()):.0f} s for `make bench` (plus start-up). `make bench-extra`: "
+            + ", ".join(f"{k} {v:.0f} s" for k, v in extra.items()) + "."
+            + (f" On request: {asked}." if asked else ""))
 
 
 def _large(g: dict | None, memory_gib: float) -> list[str]:
