@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from retouch.models import Model
-from retouch.models import load_model as load_networks
-from retouch.networks import attach
 from retouch.upscalers import UpscalerFolders
+
+if TYPE_CHECKING:
+    from retouch.models import Model
 
 PathLike = str | os.PathLike | None
 
@@ -24,6 +24,9 @@ def load_model(path: PathLike = None, *, lora_dir: PathLike = None, embeddings_d
     ``dtype``, ``vae_dtype``, ``channels_last`` and ``compile``) with its LoRA-family networks folder for ``<lora:name:weight>``
     tags (A1111 ``--lora-dir``), its textual-inversion embeddings folder (A1111 ``--embeddings-dir``) and the
     upscaler model folders the hires fix finds upscalers in (A1111 ``--esrgan-models-path`` and friends)."""
+    from retouch.models import load_model as load_networks  # torch and diffusers: not for upscaler_folders
+    from retouch.networks import attach
+
     model = load_networks(path, **kwargs)
     attach(model, lora_dir, embeddings_dir)
     model.upscaler_folders = upscaler_folders(esrgan_models_path, realesrgan_models_path, swinir_models_path,

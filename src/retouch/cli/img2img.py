@@ -60,11 +60,6 @@ def load_styles(path: str | None) -> dict[str, tuple[str, str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from retouch.loading import load_model
-    from retouch.pipeline import generate
-
     options = options_of(args)
     styles = load_styles(args.styles_file)
     jobs = _validated_jobs(args, options)  # fail fast, before the model is loaded
@@ -73,6 +68,11 @@ def run(args: argparse.Namespace) -> int:
     if outdir is not None and (problem := writable_problem(outdir)) is not None:
         raise UsageError(f"{'--output-dir' if args.output_dir else '-o/--outdir'}: {problem}")
     kwargs = model_kwargs(args)
+    import torch  # torch and diffusers once the arguments are checked: a bad one is told at once
+
+    from retouch.loading import load_model
+    from retouch.pipeline import generate
+
     model = load_model(args.ckpt, vae=args.vae, **kwargs, **network_folders(args))
     model.vae_tiling = args.vae_tiling
     torch.set_grad_enabled(False)

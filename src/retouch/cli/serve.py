@@ -23,9 +23,9 @@ SHUTDOWN_SECONDS = 5  # uvicorn's graceful timeout: what an interrupted job has 
 
 
 def serve_main(args: argparse.Namespace) -> int:
+    config = server_config(args)  # flags checked before the server (torch, diffusers) is imported
     from retouch.server.app import create_app
 
-    config = server_config(args)
     app = create_app(config=config)
     backend = app.state.server.backend
     page = _mount_page(app, args)
@@ -85,7 +85,6 @@ def _run(app, args: argparse.Namespace, on_exit: Callable[[], None], what: str, 
 def server_config(args: argparse.Namespace):
     """The checked :class:`ServerConfig` of ``serve``/``cluster`` flags (UsageError for a bad one)."""
     from retouch.models.paths import cache_dir
-    from retouch.server.app import ServerConfig
 
     _check_limits(args)
     _check_auth(args.api_auth)
@@ -94,6 +93,9 @@ def server_config(args: argparse.Namespace):
             raise UsageError(f"--batch-root: {root} is not a folder")
     check_writable(Path(args.outdir or "outputs/img2img-images"), "--outdir")
     check_writable(cache_dir(), "the cache folder (set RETOUCH_CACHE_DIR to a writable folder)")
+    styles_file = _styles_file(args.styles_file)
+    from retouch.server.app import ServerConfig
+
     return ServerConfig(ckpt=args.ckpt, ckpt_dir=args.ckpt_dir, vae_dir=args.vae_dir, vae_path=args.vae_path,
                           **network_folders(args), outdir=args.outdir,
                           api_auth=args.api_auth,
@@ -103,7 +105,7 @@ def server_config(args: argparse.Namespace):
                           max_request_pixels=args.max_request_pixels,
                           body_timeout=args.body_timeout, header_timeout=args.header_timeout,
                           max_connections=args.max_connections, max_upload_storage_mb=args.max_upload_storage_mb,
-                          batch_roots=tuple(args.batch_root or ()), styles_file=_styles_file(args.styles_file),
+                          batch_roots=tuple(args.batch_root or ()), styles_file=styles_file,
                           options=Options(deterministic_batches=args.deterministic_batches))
 
 

@@ -18,11 +18,6 @@ from retouch.params import Txt2ImgParams
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from retouch.loading import load_model
-    from retouch.pipeline import CheckpointFolder, JobResources, generate
-
     options = options_of(args)
     styles = load_styles(args.styles_file)
     job = txt2img_params(param_values(args, Txt2ImgParams)).validate(options)  # before the model is loaded
@@ -32,6 +27,11 @@ def run(args: argparse.Namespace) -> int:
     if args.ckpt_dir is not None and not Path(args.ckpt_dir).is_dir():
         raise UsageError(f"--ckpt-dir: not a folder: {args.ckpt_dir}")
     kwargs = {**model_kwargs(args), **network_folders(args)}
+    import torch  # torch and diffusers once the arguments are checked: a bad one is told at once
+
+    from retouch.loading import load_model
+    from retouch.pipeline import CheckpointFolder, JobResources, generate
+
     model = load_model(args.ckpt, vae=args.vae, **kwargs)
     model.vae_tiling = args.vae_tiling
     torch.set_grad_enabled(False)
