@@ -329,7 +329,7 @@ def fp32_lines(r: dict) -> list[str]:
             f"The table above in float32, measured on {cpu}: where bf16 has no native kernels (\"Where bf16 "
             "pays\") float32 is the fast precision, and this is what compiling adds to it. Same method; max "
             "difference between the compiled and eager outputs of the first call. "
-            "`.venv/bin/python bench/run.py --sections compile-fp32` (about 20 minutes on a 2-core AVX2 host; "
+            "`.venv/bin/python bench/run.py --sections compile-fp32` (16 minutes on the 2-core AVX2 host; "
             "the frozen packages take 6.5 GB of temporary disk per size).", "", *_table(c), "", *_fp32_reading(c)]
 
 

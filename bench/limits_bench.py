@@ -386,7 +386,7 @@ def fp32_lines(r: dict) -> list[str]:
             f"The section above in float32 alone, measured on {cpu}, where float32 is the fast precision (\"Where "
             f"bf16 pays\"): 4096² matmul {peaks['matmul_fp32']:.3f} TFLOP/s, the 3×3 convolution "
             f"{peaks['conv_fp32']:.3f} TFLOP/s (load {peaks['loadavg_1min']:.2f}). Same method. "
-            "`.venv/bin/python bench/run.py --sections limits-fp32` (about 4 minutes).", "",
+            "`.venv/bin/python bench/run.py --sections limits-fp32` (3 minutes on that host).", "",
             "| network call (SD1.5-sized, 512²) | precision | GFLOP | time | TFLOP/s | of the matmul peak | of the best "
             "kernel (matmul or conv) | load |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |",

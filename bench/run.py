@@ -448,10 +448,10 @@ def main() -> int:
         "page": lambda: page_section(results),
         "txt2img": lambda: txt2img_section(ckpt, folder, results, worker_of),
         "limits": lambda: limits_section(ckpt, results, worker_of),
-        "limits-fp32": lambda: limits_section(ckpt, results, worker_of, "fp32"),  # ~4 min, on request
+        "limits-fp32": lambda: limits_section(ckpt, results, worker_of, "fp32"),  # ~3 min, on request
         "fastpaths": lambda: fast_paths_section(results),
         "compile": lambda: compile_section(ckpt, results, worker_of),  # ~12 min: `make bench-extra`
-        "compile-fp32": lambda: compile_section(ckpt, results, worker_of, "fp32"),  # ~20 min, on request
+        "compile-fp32": lambda: compile_section(ckpt, results, worker_of, "fp32"),  # ~16 min, on request
         "fastest": lambda: fastest_section(ckpt, folder, results, worker_of,  # ~12 min: `make bench-extra`
                                            sdxl=prepare_sdxl(cache_dir() / "bench", worker_of)),
         "scripts": lambda: scripts_section(ckpt, cache_dir() / "bench", results, worker_of),  # ~15 min: `make bench-extra`
